@@ -1,0 +1,309 @@
+//! Typed config in three steps: parse (with `file:line:col` on every error), validate (cross
+//! references), build (elsewhere: nothing starts before everything validates).
+
+mod duration;
+pub mod load;
+
+pub use duration::{parse_duration, Dur};
+pub use load::Diagnostic;
+
+use crate::rules::RuleConfig;
+use crate::sources::SourceConfig;
+use load::Source;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// The config file `vigil run` looks for in the current directory.
+pub const DEFAULT_FILE: &str = "vigil.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from: a path, or "(built-in default)".
+    pub origin: String,
+    pub data_dir: Option<PathBuf>,
+    pub timezone: Tz,
+    pub api: ApiConfig,
+    pub intents: IntentsConfig,
+    pub sources: BTreeMap<String, SourceConfig>,
+    pub rules: BTreeMap<String, RuleConfig>,
+    /// Where each `[section.NAME]` starts, for validation messages.
+    locations: BTreeMap<String, usize>,
+    text: String,
+}
+
+/// Everything but the `type`-tagged sections, which `load::take_tagged` handles.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Plain {
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    timezone: Tz,
+    #[serde(default)]
+    api: ApiConfig,
+    #[serde(default)]
+    intents: IntentsConfig,
+    #[serde(default)]
+    rules: BTreeMap<String, Spanned<RuleConfig>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the HTTP API, `/metrics` and the dashboard. Loopback by default.
+    #[serde(default = "ApiConfig::default_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token that calls which change state must present.
+    pub token: Option<String>,
+    /// Set `enabled = false` to run without the HTTP listener.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl ApiConfig {
+    fn default_listen() -> SocketAddr {
+        "127.0.0.1:9108".parse().unwrap()
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: Self::default_listen(),
+            token: None,
+            enabled: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntentsConfig {
+    /// Same type and dedup key within this window: one intent.
+    pub dedup_window: Dur,
+    /// Finished intents older than this are pruned.
+    pub retention: Dur,
+}
+
+impl Default for IntentsConfig {
+    fn default() -> Self {
+        Self {
+            dedup_window: Dur::secs(3600),
+            retention: Dur::secs(24 * 3600),
+        }
+    }
+}
+
+/// An IANA time zone, checked when the config is read.
+#[derive(Clone, PartialEq)]
+pub struct Tz(pub jiff::tz::TimeZone);
+
+impl Default for Tz {
+    fn default() -> Self {
+        Tz(jiff::tz::TimeZone::system())
+    }
+}
+
+impl fmt::Debug for Tz {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.iana_name().unwrap_or("local"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Tz {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        jiff::tz::TimeZone::get(&name).map(Tz).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "unknown time zone {name:?}; use an IANA name such as \"America/New_York\" or \"UTC\""
+            ))
+        })
+    }
+}
+
+/// A regular expression, compiled when the config is read so a bad one is a config error.
+#[derive(Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        regex::Regex::new(&s).map(Pattern).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid regex {s:?}: {}",
+                e.to_string().lines().last().unwrap_or("")
+            ))
+        })
+    }
+}
+
+/// A config that failed to parse or validate: every problem found, each with its place.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}; pass an existing file with --config")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&path.display().to_string(), &text)
+    }
+
+    /// The config `vigil run` uses when it is given none and finds no `vigil.toml`.
+    pub fn builtin() -> Config {
+        let mut text = String::from(include_str!("default.toml"));
+        let journal = ["/run/systemd/journal", "/var/log/journal"]
+            .iter()
+            .any(|p| Path::new(p).exists());
+        if journal {
+            text.push_str(include_str!("default_journal.toml"));
+        }
+        Config::parse("(built-in default)", &text).expect("the built-in config is valid")
+    }
+
+    /// Parse and validate.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let src = Source { file, text };
+        let root =
+            DeTable::parse(text).map_err(|e| ConfigError::Invalid(vec![src.from_toml(&e, 0)]))?;
+        let root_span = root.span();
+        let mut root = Spanned::new(root_span.clone(), DeValue::Table(root.into_inner()));
+        let mut errors = Vec::new();
+        load::expand_env(&src, &mut root, &mut errors);
+        let DeValue::Table(mut table) = root.into_inner() else {
+            unreachable!("a document is a table")
+        };
+
+        let mut locations = BTreeMap::new();
+        let mut sources = BTreeMap::new();
+        for (name, at, entry) in load::take_tagged::<SourceConfig>(&src, &mut table, &mut errors) {
+            locations.insert(format!("sources.{name}"), at);
+            sources.insert(name, entry);
+        }
+        let plain: Option<Plain> =
+            match load::deserialize(&src, Spanned::new(root_span, DeValue::Table(table))) {
+                Ok(p) => Some(p),
+                Err(d) => {
+                    errors.push(d);
+                    None
+                }
+            };
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid(errors));
+        }
+        let plain = plain.expect("no errors means parsed");
+        let rules = plain
+            .rules
+            .into_iter()
+            .map(|(name, r)| {
+                locations.insert(format!("rules.{name}"), r.span().start);
+                (name, r.into_inner())
+            })
+            .collect();
+        let config = Config {
+            origin: file.to_string(),
+            data_dir: plain.data_dir,
+            timezone: plain.timezone,
+            api: plain.api,
+            intents: plain.intents,
+            sources,
+            rules,
+            locations,
+            text: text.to_string(),
+        };
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// A diagnostic at the start of `[section.name]`.
+    pub fn diagnostic(&self, section: &str, name: &str, message: impl Into<String>) -> Diagnostic {
+        let at = self
+            .locations
+            .get(&format!("{section}.{name}"))
+            .copied()
+            .unwrap_or(0);
+        Source {
+            file: &self.origin,
+            text: &self.text,
+        }
+        .at(at, message)
+    }
+
+    /// Cross references and rules that serde cannot express.
+    fn validate(&self) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        for (name, rule) in &self.rules {
+            if let Err(msg) = rule.check() {
+                out.push(self.diagnostic("rules", name, format!("[rules.{name}]: {msg}")));
+            }
+        }
+        out
+    }
+
+    /// Things that are allowed but probably wrong, such as a rule waiting for an event no
+    /// configured source emits. `vigil check` prints them; they do not fail it.
+    pub fn warnings(&self) -> Vec<Diagnostic> {
+        let emitted: std::collections::BTreeSet<String> = self
+            .sources
+            .values()
+            .flat_map(|s| s.event_types())
+            .collect();
+        let mut out = Vec::new();
+        for (name, rule) in &self.rules {
+            let wanted = rule.on.as_ref().or(rule.absent.as_ref());
+            if let Some(ty) = wanted {
+                if !emitted.contains(ty) && !crate::sources::BUILTIN_EVENTS.contains(&ty.as_str()) {
+                    let known: Vec<&str> = emitted.iter().map(String::as_str).collect();
+                    let hint = load::closest(ty, &known)
+                        .map(|k| format!("; did you mean {k:?}?"))
+                        .unwrap_or_else(|| {
+                            "; events may still arrive through the API or other programs".into()
+                        });
+                    out.push(self.diagnostic(
+                        "rules",
+                        name,
+                        format!("warning: [rules.{name}] waits for event {ty:?}, which no configured source emits{hint}"),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// The data directory: `--data-dir` / `VIGIL_DATA_DIR` win over the config, then `.vigil`.
+    pub fn resolve_data_dir(&self, cli: Option<&Path>) -> PathBuf {
+        cli.map(Path::to_path_buf)
+            .or_else(|| self.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(".vigil"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+use super::*;
+
+fn errors(text: &str) -> String {
+    Config::parse("vigil.toml", text).unwrap_err().to_string()
+}
+
+const ISSUE_EXAMPLE: &str = r#"
+data_dir = ".vigil"
+timezone = "America/New_York"
+
+[api]
+listen = "127.0.0.1:9108"
+
+[sources.vllm_log]
+type = "file"                      # tail appended lines (inotify, survives rotation/truncation)
+path = "/var/log/vllm/server.log"
+[[sources.vllm_log.match]]         # a line that matches becomes an event; named groups become fields
+regex = 'CUDA out of memory\. Tried to allocate (?P<alloc_gib>[0-9.]+) GiB'
+event = "gpu_oom"
+
+[sources.promotions]
+type = "dir"                       # files created or modified under path become events
+path = "/srv/out/promotions"
+event = "promotion_new"
+
+[sources.judge]
+type = "journald"                  # follows units; `file`/`directory` read journal files instead
+units = ["judge.service"]
+
+[sources.gpu]
+type = "metrics"                   # scrape Prometheus text format; thresholds become events
+url = "http://127.0.0.1:9400/metrics"
+interval = "30s"
+[[sources.gpu.threshold]]
+metric = "lock_contention_total"
+above = 10
+event = "lock_contention_high"
+
+[sources.api_health]
+type = "probe"                     # http / tcp / command; emits probe_failed / probe_ok
+http = "http://127.0.0.1:8000/health"
+interval = "10s"
+timeout = "2s"
+
+[rules.gpu_oom]
+on = "gpu_oom"
+intent = "alert_gpu_oom"
+priority = 9
+cooldown = "1h"
+reason = "GPU OOM: tried to allocate {alloc_gib} GiB"
+
+[rules.promotion_cluster]
+on = "promotion_new"
+count = 3
+within = "10m"
+intent = "trigger_phase_promotion_cluster"
+priority = 7
+cooldown = "1h"
+
+[rules.heartbeat_stall]
+absent = "dream_heartbeat"         # fires when no such event arrives for `for`
+for = "5m"
+intent = "alert_heartbeat_stall"
+priority = 8
+
+[rules.phase_too_long]
+on = "phase_complete"
+where = { duration_s = { above = 7200 } }   # also: equality, `below`, `matches` (regex)
+intent = "suggest_phase_optimization"
+priority = 6
+"#;
+
+#[test]
+fn the_issue_example_parses_as_written() {
+    let c = Config::parse("vigil.toml", ISSUE_EXAMPLE).unwrap();
+    assert_eq!(c.sources.len(), 5);
+    assert!(matches!(c.sources["vllm_log"], SourceConfig::File(_)));
+    assert!(matches!(c.sources["api_health"], SourceConfig::Probe(_)));
+    assert_eq!(c.rules["promotion_cluster"].count, Some(3));
+    assert_eq!(
+        c.rules["phase_too_long"].where_["duration_s"].above,
+        Some(7200.0)
+    );
+    assert_eq!(c.timezone.0.iana_name(), Some("America/New_York"));
+    assert_eq!(c.api.listen.port(), 9108);
+    // Two rules wait for events no source here emits; that is a warning, not an error.
+    let w = c.warnings();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].to_string().contains("\"dream_heartbeat\""), "{}", w[0]);
+}
+
+#[test]
+fn unknown_key_names_the_place_and_the_fix() {
+    let e = errors("[rules.gpu_oom]\non = \"gpu_oom\"\nintent = \"alert_gpu_oom\"\npririty = 9\n");
+    assert_eq!(
+        e,
+        "vigil.toml:4:1: unknown key \"pririty\" in [rules.gpu_oom]; did you mean \"priority\"?"
+    );
+}
+
+#[test]
+fn wrong_type_names_the_place_and_the_choices() {
+    let e = errors("[sources.log]\ntype = \"fle\"\npath = \"/x\"\n");
+    assert_eq!(
+        e,
+        "vigil.toml:2:8: unknown type \"fle\" in [sources.log]; did you mean \"file\"? (one of: file, dir, journald, metrics, probe)"
+    );
+}
+
+#[test]
+fn missing_type_names_the_table() {
+    let e = errors("[sources.log]\npath = \"/x\"\n");
+    assert!(
+        e.starts_with(
+            "vigil.toml:1:1: [sources.log] has no `type`; add `type = \"...\"` (one of: file, dir"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn errors_inside_a_tagged_source_keep_their_location() {
+    let e = errors("[sources.log]\ntype = \"file\"\npath = \"/x\"\n\n[[sources.log.match]]\nregex = '('\nevent = \"x\"\n");
+    assert!(e.starts_with("vigil.toml:6:9: invalid regex \"(\""), "{e}");
+    let e = errors("[sources.log]\ntype = \"file\"\npaht = \"/x\"\n");
+    assert_eq!(
+        e.lines().next().unwrap(),
+        "vigil.toml:3:1: unknown key \"paht\" in [sources.log]; did you mean \"path\"?"
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let e = errors("[sources.a]\ntype = \"nope\"\n[sources.b]\npath = \"/x\"\n[rules.r]\nintent = \"x\"\npriority = 1\non = \"e\"\nbogus = 1\n");
+    assert_eq!(e.lines().count(), 3, "{e}");
+}
+
+#[test]
+fn bad_values_say_what_to_write() {
+    let e = errors("[rules.r]\non = \"e\"\nintent = \"x\"\npriority = 1\ncooldown = \"1 hour\"\n");
+    assert!(
+        e.starts_with("vigil.toml:5:12: invalid duration \"1 hour\""),
+        "{e}"
+    );
+    let e = errors("timezone = \"Mars/Olympus\"\n");
+    assert!(
+        e.starts_with("vigil.toml:1:12: unknown time zone \"Mars/Olympus\""),
+        "{e}"
+    );
+    let e = errors("[rules.r]\nabsent = \"hb\"\nintent = \"x\"\npriority = 8\n");
+    assert_eq!(
+        e,
+        "vigil.toml:1:1: [rules.r]: `absent` needs `for`, e.g. `for = \"5m\"`"
+    );
+    let e = errors("[rules.r]\non = \"e\"\ncount = 3\nintent = \"x\"\npriority = 8\n");
+    assert!(e.contains("`count = 3` needs a window"), "{e}");
+    let e = errors("[sources.p]\ntype = \"probe\"\ninterval = \"5s\"\n");
+    assert!(e.contains("a probe needs one target"), "{e}");
+}
+
+#[test]
+fn environment_variables_expand_in_strings() {
+    std::env::set_var("VIGIL_TEST_LOG_DIR", "/tmp/logs");
+    let c = Config::parse(
+        "vigil.toml",
+        "[sources.a]\ntype = \"file\"\npath = \"${VIGIL_TEST_LOG_DIR}/a.log\"\n[sources.b]\ntype = \"dir\"\npath = \"${VIGIL_TEST_UNSET_DIR:-/srv/b}\"\nevent = \"x\"\n",
+    )
+    .unwrap();
+    let SourceConfig::File(a) = &c.sources["a"] else {
+        panic!()
+    };
+    assert_eq!(a.path, std::path::Path::new("/tmp/logs/a.log"));
+    let SourceConfig::Dir(b) = &c.sources["b"] else {
+        panic!()
+    };
+    assert_eq!(b.path, std::path::Path::new("/srv/b"));
+    let e = errors("data_dir = \"${VIGIL_TEST_SURELY_UNSET}\"\n");
+    assert_eq!(
+        e,
+        "vigil.toml:1:12: environment variable VIGIL_TEST_SURELY_UNSET is not set; set it, or give a default: ${VIGIL_TEST_SURELY_UNSET:-value}"
+    );
+}
+
+#[test]
+fn toml_syntax_errors_have_a_location() {
+    let e = errors("[rules.r\non = 1\n");
+    assert!(e.starts_with("vigil.toml:1:"), "{e}");
+}
+
+#[test]
+fn builtin_default_is_valid() {
+    let c = Config::builtin();
+    assert_eq!(c.origin, "(built-in default)");
+}

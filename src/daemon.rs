@@ -1,0 +1,1 @@
+//! `vigil run`: wires sources, the rule engine, the inbox and the intent store together.

@@ -1,0 +1,212 @@
+//! The inbox directory protocol for intents from other programs.
+//!
+//! A producer writes `{ts_ms}_{intent_type}_{hash8}.json` to a temporary name, fsyncs it and
+//! renames it into `DATA_DIR/inbox/`. The JSON object carries `sha256`: the hex SHA-256 of the
+//! canonical JSON (keys sorted, no spaces) of its other fields. The daemon picks files up
+//! through inotify; a file that fails to parse or verify moves to `DATA_DIR/rejected/` with a
+//! `.reason` file beside it and is never acted on.
+
+use super::{canonical_json, sha256_hex, NewIntent};
+use crate::event::Data;
+use serde_json::{Map, Value};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InboxError + '_ {
+    move |source| InboxError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The JSON object written for an intent, with its checksum.
+pub fn to_json(intent: &NewIntent, created_ms: i64) -> Value {
+    let mut obj = Map::new();
+    obj.insert("intent_type".into(), intent.intent_type.clone().into());
+    obj.insert("priority".into(), intent.priority.into());
+    obj.insert("reason".into(), intent.reason.clone().into());
+    obj.insert("data".into(), Value::Object(intent.data.clone()));
+    obj.insert(
+        "created_at".into(),
+        crate::clock::rfc3339_ms(created_ms).into(),
+    );
+    if let Some(k) = &intent.dedup_key {
+        obj.insert("dedup_key".into(), k.clone().into());
+    }
+    let sum = sha256_hex(&canonical_json(&Value::Object(obj.clone())));
+    obj.insert("sha256".into(), sum.into());
+    Value::Object(obj)
+}
+
+/// Writes an intent into `inbox` atomically (temp file, fsync, rename, fsync of the directory).
+pub fn write(inbox: &Path, intent: &NewIntent, now_ms: i64) -> Result<PathBuf, InboxError> {
+    intent.validate().map_err(InboxError::Invalid)?;
+    fs::create_dir_all(inbox).map_err(io(inbox))?;
+    let json = to_json(intent, now_ms);
+    let hash8 = &json["sha256"].as_str().expect("set by to_json")[..8];
+    let name = format!("{now_ms}_{}_{hash8}.json", intent.intent_type);
+    let tmp = inbox.join(format!(".{name}.tmp"));
+    let path = inbox.join(&name);
+    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(
+        serde_json::to_string_pretty(&json)
+            .expect("JSON")
+            .as_bytes(),
+    )
+    .and_then(|_| f.sync_all())
+    .map_err(io(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    fs::File::open(inbox)
+        .and_then(|d| d.sync_all())
+        .map_err(io(inbox))?;
+    Ok(path)
+}
+
+/// Reads and verifies one inbox file: the checksum, then each field.
+pub fn read(path: &Path) -> Result<NewIntent, InboxError> {
+    let text = fs::read(path).map_err(io(path))?;
+    parse(&text)
+}
+
+pub fn parse(bytes: &[u8]) -> Result<NewIntent, InboxError> {
+    let bad = |m: String| InboxError::Invalid(m);
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| bad(format!("not valid JSON ({e}); write one JSON object")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(bad(
+            "not a JSON object; write {\"intent_type\": ..., \"sha256\": ...}".into(),
+        ));
+    };
+    let claimed = match obj.remove("sha256") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(bad("`sha256` must be a hex string".into())),
+        None => return Err(bad("no `sha256` field; add the SHA-256 of the canonical JSON of the other fields (`vigil intents submit` writes it for you)".into())),
+    };
+    let actual = sha256_hex(&canonical_json(&Value::Object(obj.clone())));
+    if !claimed.eq_ignore_ascii_case(&actual) {
+        return Err(bad(format!(
+            "checksum mismatch: file says sha256 {claimed}, content hashes to {actual}; the file was changed or written incompletely"
+        )));
+    }
+    let intent_type = match obj.get("intent_type") {
+        Some(Value::String(s)) => s.clone(),
+        _ => {
+            return Err(bad(
+                "`intent_type` must be a string, like \"alert_gpu_oom\"".into(),
+            ))
+        }
+    };
+    let priority = match obj.get("priority").and_then(Value::as_u64) {
+        Some(p) if p <= 10 => p as u8,
+        _ => return Err(bad("`priority` must be a whole number from 0 to 10".into())),
+    };
+    let reason = match obj.get("reason") {
+        Some(Value::String(s)) => s.clone(),
+        None => String::new(),
+        _ => return Err(bad("`reason` must be a string".into())),
+    };
+    let data: Data = match obj.get("data") {
+        Some(Value::Object(m)) => m.clone(),
+        None | Some(Value::Null) => Data::new(),
+        _ => return Err(bad("`data` must be a JSON object".into())),
+    };
+    let dedup_key = match obj.get("dedup_key") {
+        Some(Value::String(s)) => Some(s.clone()),
+        None => None,
+        _ => return Err(bad("`dedup_key` must be a string".into())),
+    };
+    let intent = NewIntent {
+        intent_type,
+        priority,
+        reason,
+        data,
+        dedup_key,
+        origin: "inbox".into(),
+    };
+    intent.validate().map_err(bad)?;
+    Ok(intent)
+}
+
+/// True for names the daemon should read: finished `.json` files, not temp files.
+pub fn is_intent_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    !name.starts_with('.') && name.ends_with(".json")
+}
+
+/// Moves a bad file to `rejected/` with a `.reason` file beside it.
+pub fn reject(rejected: &Path, path: &Path, reason: &str) -> Result<PathBuf, InboxError> {
+    fs::create_dir_all(rejected).map_err(io(rejected))?;
+    let name = path.file_name().unwrap_or_default();
+    let dest = rejected.join(name);
+    fs::rename(path, &dest).map_err(io(path))?;
+    let mut reason_path = dest.clone().into_os_string();
+    reason_path.push(".reason");
+    fs::write(&reason_path, format!("{reason}\n")).map_err(io(Path::new(&reason_path)))?;
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> NewIntent {
+        NewIntent {
+            intent_type: "alert_gpu_oom".into(),
+            priority: 9,
+            reason: "GPU OOM".into(),
+            data: json!({"alloc_gib": "2.5"}).as_object().unwrap().clone(),
+            dedup_key: None,
+            origin: "cli".into(),
+        }
+    }
+
+    #[test]
+    fn written_file_verifies_and_a_changed_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), &sample(), 1_700_000_000_000).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with("1700000000000_alert_gpu_oom_") && name.ends_with(".json"),
+            "{name}"
+        );
+        let back = read(&path).unwrap();
+        assert_eq!(back.intent_type, "alert_gpu_oom");
+        assert_eq!(back.data["alloc_gib"], "2.5");
+
+        let tampered = fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"priority\": 9", "\"priority\": 10");
+        let err = parse(tampered.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn rejects_missing_checksum_and_bad_fields() {
+        let e = parse(br#"{"intent_type":"x","priority":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no `sha256`"), "{e}");
+        let mut obj = json!({"intent_type": "bad type!", "priority": 1});
+        let sum = sha256_hex(&canonical_json(&obj));
+        obj["sha256"] = sum.into();
+        let e = parse(obj.to_string().as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("is not valid"), "{e}");
+        assert!(parse(b"{not json")
+            .unwrap_err()
+            .to_string()
+            .contains("not valid JSON"));
+    }
+}

@@ -1,0 +1,15 @@
+//! vigil: a self-healing daemon. Sources turn what happens on the host into events, rules turn
+//! events into durable intents, and (later) one orchestrator acts on intents only through gates.
+//! See DESIGN.md for the vocabulary; every module is named after the concept it holds.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod event;
+pub mod exec;
+pub mod intent;
+pub mod metrics;
+pub mod rules;
+pub mod sources;
+pub mod store;

@@ -1,0 +1,290 @@
+//! Sources turn what happens on the host into events. Each kind is one module behind the
+//! `Source` trait and runs in its own task; a source that cannot start or breaks is reported
+//! (log, `vigil_source_up`, reason in `vigil status`) and restarted with backoff. The daemon
+//! never dies for a source.
+
+pub mod dir;
+pub mod file;
+pub mod journald;
+pub mod lines;
+pub mod metrics;
+pub mod probe;
+
+use crate::clock::SharedClock;
+use crate::config::load::{self, Diagnostic, Tagged};
+use crate::event::{Data, Event};
+use crate::metrics::Metrics;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify};
+use toml::de::DeValue;
+use toml::Spanned;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Event types that vigil itself emits, whatever sources are configured.
+pub const BUILTIN_EVENTS: &[&str] = &["invariant_red", "invariant_green"];
+
+/// One configured source, by its `type`.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    File(file::FileConfig),
+    Dir(dir::DirConfig),
+    Journald(journald::JournaldConfig),
+    Metrics(metrics::MetricsConfig),
+    Probe(probe::ProbeConfig),
+}
+
+/// The registry of source kinds: a reader sees every kind here.
+impl Tagged for SourceConfig {
+    const SECTION: &'static str = "sources";
+    const KINDS: &'static [&'static str] = &["file", "dir", "journald", "metrics", "probe"];
+
+    fn deserialize_kind(
+        kind: &str,
+        src: &load::Source,
+        table: Spanned<DeValue<'_>>,
+    ) -> Result<Self, Diagnostic> {
+        Ok(match kind {
+            "file" => SourceConfig::File(load::deserialize(src, table)?),
+            "dir" => SourceConfig::Dir(load::deserialize(src, table)?),
+            "journald" => SourceConfig::Journald(load::deserialize(src, table)?),
+            "metrics" => SourceConfig::Metrics(load::deserialize(src, table)?),
+            "probe" => {
+                let start = table.span().start;
+                let probe: probe::ProbeConfig = load::deserialize(src, table)?;
+                probe.check().map_err(|m| src.at(start, m))?;
+                SourceConfig::Probe(probe)
+            }
+            _ => unreachable!("take_tagged checks KINDS"),
+        })
+    }
+}
+
+impl SourceConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::File(_) => "file",
+            SourceConfig::Dir(_) => "dir",
+            SourceConfig::Journald(_) => "journald",
+            SourceConfig::Metrics(_) => "metrics",
+            SourceConfig::Probe(_) => "probe",
+        }
+    }
+
+    /// The event types this source can emit, so `vigil check` can spot rules that wait in vain.
+    pub fn event_types(&self) -> Vec<String> {
+        match self {
+            SourceConfig::File(c) => c.matches.event_types(),
+            SourceConfig::Journald(c) => c.matches.event_types(),
+            SourceConfig::Dir(c) => vec![c.event.clone()],
+            SourceConfig::Metrics(c) => c.threshold.iter().map(|t| t.event.clone()).collect(),
+            SourceConfig::Probe(_) => vec!["probe_failed".into(), "probe_ok".into()],
+        }
+    }
+
+    pub fn build(&self) -> Box<dyn Source> {
+        match self {
+            SourceConfig::File(c) => Box::new(file::FileSource::new(c.clone())),
+            SourceConfig::Dir(c) => Box::new(dir::DirSource::new(c.clone())),
+            SourceConfig::Journald(c) => Box::new(journald::JournaldSource::new(c.clone())),
+            SourceConfig::Metrics(c) => Box::new(metrics::MetricsSource::new(c.clone())),
+            SourceConfig::Probe(c) => Box::new(probe::ProbeSource::new(c.clone())),
+        }
+    }
+}
+
+/// Why a source stopped working, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+impl SourceError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        SourceError(msg.into())
+    }
+}
+
+pub trait Source: Send {
+    /// Runs until the source breaks (an error, after which it is restarted with backoff) or
+    /// vigil stops (`ctx.stopping()` resolves; returning `Ok` is fine). Call `ctx.up()` once
+    /// the source is established. State kept in `self` survives restarts.
+    fn run<'a>(&'a mut self, ctx: &'a SourceContext) -> BoxFuture<'a, Result<(), SourceError>>;
+}
+
+/// What a running source may use: its name, the clock, and the way to emit events.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub name: String,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    events: mpsc::Sender<Event>,
+    health: Arc<Health>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl SourceContext {
+    pub fn new(
+        name: impl Into<String>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        events: mpsc::Sender<Event>,
+        health: Arc<Health>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            clock,
+            metrics,
+            events,
+            health,
+            shutdown,
+        }
+    }
+
+    /// Sends an event stamped with the clock's time. Waits while the pipeline is full, so a
+    /// source that reads from disk simply reads later; returns false once vigil is stopping.
+    pub async fn emit(&self, kind: &str, data: Data) -> bool {
+        let ev = Event::new(self.name.clone(), kind, self.clock.now_ms(), data);
+        self.events.send(ev).await.is_ok()
+    }
+
+    /// Marks the source as working.
+    pub fn up(&self) {
+        self.health.set(&self.name, true, None, self.clock.now_ms());
+    }
+
+    /// Resolves when vigil is stopping; use in `tokio::select!`.
+    pub async fn stopping(&self) {
+        let mut rx = self.shutdown.clone();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Up/down and the reason, per source. The daemon mirrors it into the store so `vigil status`
+/// sees it from another process.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SourceState {
+    pub source: String,
+    pub kind: String,
+    pub up: bool,
+    pub reason: Option<String>,
+    pub since_ms: i64,
+}
+
+#[derive(Default)]
+pub struct Health {
+    states: Mutex<BTreeMap<String, SourceState>>,
+    metrics: Option<Arc<Metrics>>,
+    pub changed: Notify,
+}
+
+impl Health {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..Default::default()
+        }
+    }
+
+    pub fn register(&self, name: &str, kind: &str, now_ms: i64) {
+        self.states.lock().unwrap().insert(
+            name.to_string(),
+            SourceState {
+                source: name.to_string(),
+                kind: kind.to_string(),
+                up: false,
+                reason: Some("starting".into()),
+                since_ms: now_ms,
+            },
+        );
+        if let Some(m) = &self.metrics {
+            m.source_up.set(&[name], 0.0);
+        }
+    }
+
+    pub fn set(&self, name: &str, up: bool, reason: Option<String>, now_ms: i64) {
+        let mut states = self.states.lock().unwrap();
+        let state = states
+            .entry(name.to_string())
+            .or_insert_with(|| SourceState {
+                source: name.to_string(),
+                kind: String::new(),
+                up: !up,
+                reason: None,
+                since_ms: now_ms,
+            });
+        if state.up != up || state.reason != reason {
+            if state.up != up {
+                state.since_ms = now_ms;
+            }
+            state.up = up;
+            state.reason = reason;
+            if let Some(m) = &self.metrics {
+                m.source_up.set(&[name], if up { 1.0 } else { 0.0 });
+            }
+            self.changed.notify_one();
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<SourceState> {
+        self.states.lock().unwrap().values().cloned().collect()
+    }
+}
+
+/// Delay before restart number `attempt` (0-based): 500 ms doubling to at most 60 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << attempt.min(7))).min(Duration::from_secs(60))
+}
+
+/// Runs one source until vigil stops, restarting it with backoff whenever it breaks.
+pub async fn supervise(mut source: Box<dyn Source>, ctx: SourceContext) {
+    let mut attempt = 0u32;
+    loop {
+        let started = std::time::Instant::now();
+        let result = tokio::select! {
+            r = source.run(&ctx) => r,
+            _ = ctx.stopping() => return,
+        };
+        if ctx.is_stopping() {
+            return;
+        }
+        let reason = match result {
+            Ok(()) => "source ended; restarting".to_string(),
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() > Duration::from_secs(60) {
+            attempt = 0;
+        }
+        let delay = backoff(attempt);
+        tracing::warn!(source = %ctx.name, "source down: {reason}; retrying in {delay:?}");
+        ctx.health
+            .set(&ctx.name, false, Some(reason), ctx.clock.now_ms());
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = ctx.stopping() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_then_caps() {
+        assert_eq!(backoff(0), Duration::from_millis(500));
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(4));
+        assert_eq!(backoff(7), Duration::from_secs(60));
+        assert_eq!(backoff(40), Duration::from_secs(60));
+    }
+}
