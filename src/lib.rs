@@ -3,6 +3,7 @@
 //! See DESIGN.md for the vocabulary; every module is named after the concept it holds.
 
 pub mod api;
+pub mod app;
 pub mod clock;
 pub mod config;
 pub mod daemon;

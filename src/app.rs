@@ -1,0 +1,66 @@
+//! What every face of vigil (daemon, CLI, API) shares: the config, the data directory and its
+//! layout, the store, the clock and the metrics.
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{SqliteStore, StoreError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+pub struct App {
+    pub config: Config,
+    pub data_dir: PathBuf,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    store: OnceLock<Arc<SqliteStore>>,
+}
+
+impl App {
+    pub fn new(config: Config, data_dir: PathBuf, clock: SharedClock) -> Self {
+        Self {
+            config,
+            data_dir,
+            clock,
+            metrics: Arc::new(Metrics::default()),
+            store: OnceLock::new(),
+        }
+    }
+
+    /// The store, opened (and migrated) on first use.
+    pub fn store(&self) -> Result<Arc<SqliteStore>, StoreError> {
+        if let Some(s) = self.store.get() {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(SqliteStore::open_dir(&self.data_dir)?);
+        Ok(self.store.get_or_init(|| s).clone())
+    }
+
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join(name)
+    }
+
+    /// Intents from other programs arrive here.
+    pub fn inbox_dir(&self) -> PathBuf {
+        self.dir("inbox")
+    }
+
+    /// Inbox files that failed to parse or verify, each with a `.reason` file.
+    pub fn rejected_dir(&self) -> PathBuf {
+        self.dir("rejected")
+    }
+
+    /// Raw events when `--spool-events` is on.
+    pub fn events_dir(&self) -> PathBuf {
+        self.dir("events")
+    }
+
+    /// Audit trail: `audit/YYYYMMDD.jsonl`.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.dir("audit")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
