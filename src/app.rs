@@ -7,12 +7,15 @@ use crate::metrics::Metrics;
 use crate::store::{SqliteStore, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use tokio::sync::broadcast;
 
 pub struct App {
     pub config: Config,
     pub data_dir: PathBuf,
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
+    /// Ids of intents as they are stored, for whoever wants to react at once (API, benches).
+    pub stored: broadcast::Sender<i64>,
     store: OnceLock<Arc<SqliteStore>>,
 }
 
@@ -23,6 +26,7 @@ impl App {
             data_dir,
             clock,
             metrics: Arc::new(Metrics::default()),
+            stored: broadcast::channel(1024).0,
             store: OnceLock::new(),
         }
     }

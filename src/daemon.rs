@@ -1,1 +1,319 @@
-//! `vigil run`: wires sources, the rule engine, the inbox and the intent store together.
+//! `vigil run`: starts the sources, the rule engine, the inbox and the API, and stops them
+//! cleanly: sources first, then the pipeline drains what they sent, then the summary.
+
+use crate::app::App;
+use crate::clock::rfc3339_ms;
+use crate::event::Event;
+use crate::intent::{inbox, queue, NewIntent};
+use crate::rules::{Output, RuleEngine};
+use crate::sources::{self, Health, SourceContext};
+use crate::store::Store;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Events waiting for the rule engine. Bounded: a flood makes sources wait (file and journal
+/// sources simply read later), it never grows memory.
+const EVENT_QUEUE: usize = 4096;
+/// How often absence rules are checked.
+const TICK: Duration = Duration::from_secs(1);
+const STATS_EVERY: Duration = Duration::from_secs(600);
+const SPOOL_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Write every raw event to `DATA_DIR/events/` (pruned after 7 days).
+    pub spool_events: bool,
+    /// Evaluate, print what would run, act on nothing.
+    pub dry_run: bool,
+}
+
+/// What the daemon did, for the line it prints when it stops.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub events: AtomicU64,
+}
+
+pub struct Summary {
+    pub uptime: Duration,
+    pub events: u64,
+    pub intents: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "uptime={}, events={}, intents={}",
+            human(self.uptime),
+            self.events,
+            self.intents
+        )
+    }
+}
+
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{:.1}m", s / 60.0)
+    } else {
+        format!("{:.1}h", s / 3600.0)
+    }
+}
+
+/// Runs until `shutdown` turns true. Errors only for what makes running pointless (the store
+/// cannot be opened, the API address is taken); a broken source is retried, never fatal.
+pub async fn run(
+    app: Arc<App>,
+    opts: Options,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let store = app.store()?;
+    let counters = Arc::new(Counters::default());
+    let health = Arc::new(Health::new(app.metrics.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let api = if app.config.api.enabled {
+        let listener = tokio::net::TcpListener::bind(app.config.api.listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {} ({e}); change [api] listen, or set enabled = false",
+                    app.config.api.listen
+                )
+            })?;
+        tracing::info!("API on http://{}", listener.local_addr()?);
+        Some(tokio::spawn(crate::api::serve(
+            listener,
+            crate::api::router(app.clone(), health.clone()),
+            shutdown.clone(),
+        )))
+    } else {
+        None
+    };
+
+    // Sources get their own stop signal so the pipeline can drain after they have stopped.
+    let (stop_sources, sources_stopping) = watch::channel(false);
+    let (tx, rx) = mpsc::channel::<Event>(EVENT_QUEUE);
+    let mut source_tasks = tokio::task::JoinSet::new();
+    for (name, cfg) in &app.config.sources {
+        health.register(name, cfg.kind(), app.clock.now_ms());
+        let ctx = SourceContext::new(
+            name,
+            app.clock.clone(),
+            app.metrics.clone(),
+            tx.clone(),
+            health.clone(),
+            sources_stopping.clone(),
+        );
+        source_tasks.spawn(sources::supervise(cfg.build(), ctx));
+    }
+    drop(tx);
+
+    let pipeline = tokio::spawn(pipeline(app.clone(), rx, counters.clone(), opts.clone()));
+    tasks.spawn(persist_health(
+        store.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(housekeeping(
+        app.clone(),
+        counters.clone(),
+        started,
+        opts.clone(),
+        shutdown.clone(),
+    ));
+    let inbox_app = app.clone();
+    let inbox_stop = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = inbox::watch(inbox_app, inbox_stop).await {
+            tracing::error!("inbox: {e}; intents from other programs are not picked up");
+        }
+    });
+    tracing::info!(config = %app.config.origin, data_dir = %app.data_dir.display(), sources = app.config.sources.len(), rules = app.config.rules.len(), "vigil running");
+
+    let mut stop = shutdown.clone();
+    let _ = stop.wait_for(|s| *s).await;
+    let _ = stop_sources.send(true);
+    while source_tasks.join_next().await.is_some() {}
+    // Every sender is gone now: the pipeline ends once it has processed what is queued.
+    let _ = pipeline.await;
+    while tasks.join_next().await.is_some() {}
+    if let Some(api) = api {
+        let _ = api.await;
+    }
+    let states = health.snapshot();
+    let _ = tokio::task::spawn_blocking(move || store.put_source_states(&states)).await;
+    Ok(Summary {
+        uptime: started.elapsed(),
+        events: counters.events.load(Ordering::Relaxed),
+        intents: app.metrics.intents_total.total() as u64,
+    })
+}
+
+/// Events through the rule engine; proposals into the store.
+async fn pipeline(
+    app: Arc<App>,
+    mut rx: mpsc::Receiver<Event>,
+    counters: Arc<Counters>,
+    opts: Options,
+) {
+    let mut engine = RuleEngine::new(&app.config.rules, app.clock.now_ms());
+    let mut out = Output::default();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                counters.events.fetch_add(1, Ordering::Relaxed);
+                app.metrics.events_total.inc(&[&ev.source, &ev.kind]);
+                if opts.spool_events {
+                    spool(&app, &ev);
+                }
+                engine.process(&ev, &mut out);
+            }
+            _ = tick.tick() => engine.tick(app.clock.now_ms(), &mut out),
+        }
+        if !out.proposals.is_empty() || !out.symptoms.is_empty() {
+            let taken = std::mem::take(&mut out);
+            let a = app.clone();
+            let _ = tokio::task::spawn_blocking(move || store_output(&a, taken)).await;
+        }
+    }
+}
+
+fn store_output(app: &App, out: Output) {
+    for p in out.proposals {
+        let intent = NewIntent {
+            intent_type: p.intent_type,
+            priority: p.priority,
+            reason: p.reason,
+            data: p.data,
+            dedup_key: None,
+            origin: format!("rule:{}", p.rule),
+        };
+        match queue::submit(app, &intent) {
+            Ok(crate::store::Put::Inserted(_)) => {}
+            Ok(crate::store::Put::Duplicate(id)) => {
+                tracing::debug!(id, "rule {} proposed a duplicate of intent {id}", p.rule)
+            }
+            Err(e) => tracing::error!("rule {}: cannot store intent: {e}", p.rule),
+        }
+    }
+    for s in out.symptoms {
+        tracing::debug!(rule = %s.rule, kind = %s.kind, "symptom seen");
+    }
+}
+
+/// `DATA_DIR/events/{ts_ms}_{source}_{type}.json`, for debugging.
+fn spool(app: &App, ev: &Event) {
+    let dir = app.events_dir();
+    let safe = |s: &str| {
+        s.replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-',
+            "_",
+        )
+    };
+    let path = dir.join(format!(
+        "{}_{}_{}.json",
+        ev.ts,
+        safe(&ev.source),
+        safe(&ev.kind)
+    ));
+    let res = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&path, serde_json::to_vec(ev).expect("JSON")));
+    if let Err(e) = res {
+        tracing::warn!("cannot spool event to {}: {e}", path.display());
+    }
+}
+
+/// Deletes spooled events older than the retention, judged by the time in their name.
+pub fn prune_spool(dir: &std::path::Path, now_ms: i64) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let ts = name
+            .to_str()
+            .and_then(|n| n.split('_').next())
+            .and_then(|t| t.parse::<i64>().ok());
+        if ts.is_some_and(|ts| ts < now_ms - SPOOL_RETENTION_MS)
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Mirrors source health into the store whenever it changes, for `vigil status`.
+async fn persist_health(
+    store: Arc<crate::store::SqliteStore>,
+    health: Arc<Health>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let states = health.snapshot();
+        let s = store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.put_source_states(&states)).await
+        {
+            tracing::warn!("cannot record source states: {e}");
+        }
+        tokio::select! {
+            _ = health.changed.notified() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Pruning and the periodic stats line.
+async fn housekeeping(
+    app: Arc<App>,
+    counters: Arc<Counters>,
+    started: Instant,
+    opts: Options,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    let mut last_stats = Instant::now();
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let a = app.clone();
+        let spool = opts.spool_events;
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = a.clock.now_ms();
+            let cutoff = now - a.config.intents.retention.as_ms();
+            match a.store().map(|s| s.prune_intents(cutoff)) {
+                Ok(Ok(n)) if n > 0 => tracing::info!(
+                    "pruned {n} finished intents older than {}",
+                    rfc3339_ms(cutoff)
+                ),
+                Ok(Err(e)) | Err(e) => tracing::warn!("cannot prune intents: {e}"),
+                _ => {}
+            }
+            if spool {
+                prune_spool(&a.events_dir(), now);
+            }
+        })
+        .await;
+        if last_stats.elapsed() >= STATS_EVERY {
+            last_stats = Instant::now();
+            tracing::info!(
+                "stats: uptime={}, events={}, intents={}",
+                human(started.elapsed()),
+                counters.events.load(Ordering::Relaxed),
+                app.metrics.intents_total.total()
+            );
+        }
+    }
+}

@@ -1,1 +1,217 @@
-//! The HTTP API: `/healthz`, `/metrics`.
+//! The HTTP API on `[api] listen` (loopback by default): `/healthz`, `/metrics`, and JSON over
+//! the store. Calls that change state need `Authorization: Bearer <api.token>`.
+
+use crate::app::App;
+use crate::intent::{queue, NewIntent};
+use crate::sources::Health;
+use crate::store::{IntentQuery, Store};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub app: Arc<App>,
+    pub health: Arc<Health>,
+}
+
+pub fn router(app: Arc<App>, health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/sources", get(sources))
+        .route("/api/intents", get(list_intents).post(submit_intent))
+        .route("/api/intents/{id}", get(show_intent))
+        .with_state(ApiState { app, health })
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!("API server: {e}");
+    }
+}
+
+/// An error as JSON `{"error": "..."}` with a status.
+pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    ApiError(status, msg.into()).into_response()
+}
+
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// Checks the bearer token of a call that changes state.
+pub fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = app.config.api.token.as_deref() else {
+        return Err(ApiError(StatusCode::FORBIDDEN, "this call changes state and no token is configured; set `token` under [api] and send `Authorization: Bearer <token>`".into()));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "wrong bearer token".into(),
+        )),
+        None => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>` header".into(),
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn healthz(State(s): State<ApiState>) -> Response {
+    let sources = s.health.snapshot();
+    let down: Vec<_> = sources
+        .iter()
+        .filter(|s| !s.up)
+        .map(|s| s.source.clone())
+        .collect();
+    Json(json!({"status": "ok", "sources_down": down})).into_response()
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn sources(State(s): State<ApiState>) -> Response {
+    Json(s.health.snapshot()).into_response()
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    status: Option<String>,
+    #[serde(rename = "type")]
+    intent_type: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+async fn list_intents(State(s): State<ApiState>, Query(p): Query<ListParams>) -> Response {
+    let status = match p.status.as_deref().map(str::parse).transpose() {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let q = IntentQuery {
+        status,
+        intent_type: p.intent_type,
+        limit: Some(p.limit.unwrap_or(100)),
+    };
+    let app = s.app.clone();
+    match blocking(move || {
+        app.store()
+            .and_then(|st| st.intents(&q))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    {
+        Ok(list) => Json(list).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn show_intent(State(s): State<ApiState>, Path(id): Path<i64>) -> Response {
+    let app = s.app.clone();
+    match blocking(move || {
+        app.store()
+            .and_then(|st| st.intent(id))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    {
+        Ok(Some(i)) => Json(i).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no intent {id}")),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    intent_type: String,
+    priority: u8,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    data: crate::event::Data,
+    dedup_key: Option<String>,
+}
+
+async fn submit_intent(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Json<SubmitBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(e) = authorize(&s.app, &headers) {
+        return e.into_response();
+    }
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{}; send {{\"intent_type\": \"...\", \"priority\": 0-10, \"reason\": \"...\", \"data\": {{}}}}", e.body_text())),
+    };
+    let intent = NewIntent {
+        intent_type: b.intent_type,
+        priority: b.priority,
+        reason: b.reason,
+        data: b.data,
+        dedup_key: b.dedup_key,
+        origin: "api".into(),
+    };
+    let app = s.app.clone();
+    match tokio::task::spawn_blocking(move || queue::submit(&app, &intent)).await {
+        Ok(Ok(put)) => {
+            let created = matches!(put, crate::store::Put::Inserted(_));
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(json!({"id": put.id(), "duplicate": !created}))).into_response()
+        }
+        Ok(Err(queue::SubmitError::Invalid(m))) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

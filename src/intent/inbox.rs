@@ -157,6 +157,83 @@ pub fn reject(rejected: &Path, path: &Path, reason: &str) -> Result<PathBuf, Inb
     Ok(dest)
 }
 
+/// Takes every finished file in the inbox: verified ones go to the store and are deleted
+/// (after the store committed, so a crash in between only re-reads a file that dedup then
+/// absorbs); bad ones go to `rejected/`. Blocking.
+pub fn drain(app: &crate::app::App) -> usize {
+    let inbox = app.inbox_dir();
+    let Ok(entries) = fs::read_dir(&inbox) else {
+        return 0;
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_intent_file(p))
+        .collect();
+    // Names start with the creation time in ms: oldest first.
+    paths.sort();
+    let mut taken = 0;
+    for path in paths {
+        let result = read(&path).and_then(|intent| {
+            super::queue::submit(app, &intent).map_err(|e| match e {
+                super::queue::SubmitError::Invalid(m) => InboxError::Invalid(m),
+                other => InboxError::Invalid(other.to_string()),
+            })
+        });
+        match result {
+            Ok(_) => {
+                if let Err(e) = fs::remove_file(&path) {
+                    tracing::warn!("inbox: stored {} but cannot remove it: {e}", path.display());
+                }
+                taken += 1;
+            }
+            Err(InboxError::Io { .. }) if !path.exists() => {} // taken by another reader
+            Err(e) => {
+                let reason = e.to_string();
+                app.metrics.inbox_rejected_total.inc(&[]);
+                match reject(&app.rejected_dir(), &path, &reason) {
+                    Ok(dest) => tracing::warn!("inbox: rejected {}: {reason}", dest.display()),
+                    Err(e2) => tracing::error!(
+                        "inbox: cannot reject {}: {e2} (reason: {reason})",
+                        path.display()
+                    ),
+                }
+            }
+        }
+    }
+    taken
+}
+
+/// Watches the inbox with inotify and drains it on every change, until `shutdown`.
+pub async fn watch(
+    app: std::sync::Arc<crate::app::App>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), InboxError> {
+    use notify::{RecursiveMode, Watcher};
+    let inbox = app.inbox_dir();
+    fs::create_dir_all(&inbox).map_err(io(&inbox))?;
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let w = wake.clone();
+    // Each notification only wakes the drainer; a burst of files coalesces into one scan.
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok() {
+            w.notify_one();
+        }
+    })
+    .map_err(|e| InboxError::Invalid(format!("cannot watch {}: {e}", inbox.display())))?;
+    watcher
+        .watch(&inbox, RecursiveMode::NonRecursive)
+        .map_err(|e| InboxError::Invalid(format!("cannot watch {}: {e}", inbox.display())))?;
+    loop {
+        // Files that arrived before the watch began (or while vigil was down) count too.
+        let a = app.clone();
+        let _ = tokio::task::spawn_blocking(move || drain(&a)).await;
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! Intent: a durable, checksummed proposal `{id, intent_type, priority, reason, data}`.
 
 pub mod inbox;
+pub mod queue;
 
 use crate::clock::rfc3339_ms;
 use crate::event::Data;
