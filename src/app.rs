@@ -16,6 +16,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Ids of intents as they are stored, for whoever wants to react at once (API, benches).
     pub stored: broadcast::Sender<i64>,
+    /// The address the API listens on, once it does (port 0 in the config picks a free one).
+    pub api_addr: OnceLock<std::net::SocketAddr>,
     store: OnceLock<Arc<SqliteStore>>,
 }
 
@@ -27,6 +29,7 @@ impl App {
             clock,
             metrics: Arc::new(Metrics::default()),
             stored: broadcast::channel(1024).0,
+            api_addr: OnceLock::new(),
             store: OnceLock::new(),
         }
     }

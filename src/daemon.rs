@@ -86,7 +86,9 @@ pub async fn run(
                     app.config.api.listen
                 )
             })?;
-        tracing::info!("API on http://{}", listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        let _ = app.api_addr.set(addr);
+        tracing::info!("API on http://{addr}");
         Some(tokio::spawn(crate::api::serve(
             listener,
             crate::api::router(app.clone(), health.clone()),

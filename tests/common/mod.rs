@@ -1,0 +1,104 @@
+//! The daemon in-process on a temp dir, driven through its public interface.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use vigil::app::App;
+use vigil::clock::{SharedClock, SystemClock};
+use vigil::config::Config;
+use vigil::daemon::{self, Summary};
+use vigil::intent::Intent;
+use vigil::store::{IntentQuery, Store};
+
+/// The API token every test daemon uses.
+pub const TOKEN: &str = "test-token";
+
+pub struct TestDaemon {
+    pub app: Arc<App>,
+    pub dir: tempfile::TempDir,
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<anyhow::Result<Summary>>,
+}
+
+impl TestDaemon {
+    /// Starts the daemon with `config` (TOML; `{dir}` is replaced by the temp dir). The API
+    /// listens on a free loopback port.
+    pub async fn start(config: &str) -> Self {
+        Self::start_with(config, Arc::new(SystemClock), daemon::Options::default()).await
+    }
+
+    pub async fn start_with(config: &str, clock: SharedClock, opts: daemon::Options) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), config, clock, opts).await
+    }
+
+    /// The data dir is `dir/data`, so a test can put files there before the daemon starts.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        config: &str,
+        clock: SharedClock,
+        opts: daemon::Options,
+    ) -> Self {
+        let text = format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{}",
+            config.replace("{dir}", dir.path().to_str().unwrap())
+        );
+        let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+        let app = Arc::new(App::new(config, dir.path().join("data"), clock));
+        let (stop, rx) = watch::channel(false);
+        let handle = tokio::spawn(daemon::run(app.clone(), opts, rx));
+        let d = TestDaemon {
+            app,
+            dir,
+            stop,
+            handle,
+        };
+        d.wait_until("API listening", || d.app.api_addr.get().is_some())
+            .await;
+        d
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app.api_addr.get().unwrap())
+    }
+
+    pub fn intents(&self) -> Vec<Intent> {
+        self.app
+            .store()
+            .unwrap()
+            .intents(&IntentQuery::default())
+            .unwrap()
+    }
+
+    /// Polls `cond` until it holds; panics with `what` after 10 s.
+    pub async fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        wait_until(what, &mut cond).await
+    }
+
+    pub async fn stop(self) -> Summary {
+        let _ = self.stop.send(true);
+        self.handle.await.unwrap().unwrap()
+    }
+}
+
+pub async fn wait_until(what: &str, cond: &mut impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The built `vigil` binary, for tests of the command line.
+pub fn vigil(data_dir: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"));
+    c.env_remove("VIGIL_CONFIG")
+        .env("VIGIL_DATA_DIR", data_dir)
+        .env("NO_COLOR", "1");
+    c
+}

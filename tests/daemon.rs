@@ -1,0 +1,201 @@
+//! The daemon end to end: inbox, rejected files, API, spool, clean stop.
+
+mod common;
+
+use common::TestDaemon;
+use std::time::Duration;
+use vigil::intent::{inbox, IntentStatus, NewIntent};
+use vigil::store::Store;
+
+fn intent(kind: &str, prio: u8) -> NewIntent {
+    NewIntent {
+        intent_type: kind.into(),
+        priority: prio,
+        reason: format!("{kind} happened"),
+        data: serde_json::json!({"k": kind}).as_object().unwrap().clone(),
+        dedup_key: None,
+        origin: "test".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_files_become_intents_and_bad_ones_are_rejected_with_a_reason() {
+    let d = TestDaemon::start("").await;
+    let inbox_dir = d.app.inbox_dir();
+    let mut stored = d.app.stored.subscribe();
+    inbox::write(&inbox_dir, &intent("alert_disk_full", 8), 1_700_000_000_000).unwrap();
+    let id = tokio::time::timeout(Duration::from_secs(5), stored.recv())
+        .await
+        .expect("picked up")
+        .unwrap();
+    let got = d.intents();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, id);
+    assert_eq!(got[0].intent_type, "alert_disk_full");
+    assert_eq!(got[0].status, IntentStatus::Pending);
+    assert_eq!(got[0].origin, "inbox");
+    d.wait_until("inbox file removed", || {
+        std::fs::read_dir(&inbox_dir).unwrap().count() == 0
+    })
+    .await;
+
+    // A tampered file and a non-JSON file: rejected, never stored.
+    let good = inbox::write(
+        &inbox_dir.with_file_name("staging"),
+        &intent("alert_x", 5),
+        1,
+    )
+    .unwrap();
+    let tampered = std::fs::read_to_string(&good)
+        .unwrap()
+        .replace("alert_x happened", "rm -rf /");
+    std::fs::write(inbox_dir.join("2_alert_x_deadbeef.json"), tampered).unwrap();
+    std::fs::write(inbox_dir.join("3_junk_00000000.json"), "{ not json").unwrap();
+    let rejected = d.app.rejected_dir();
+    d.wait_until("two files rejected", || {
+        std::fs::read_dir(&rejected).map(|r| r.count()).unwrap_or(0) == 4
+    })
+    .await;
+    let reason = std::fs::read_to_string(rejected.join("2_alert_x_deadbeef.json.reason")).unwrap();
+    assert!(reason.contains("checksum mismatch"), "{reason}");
+    let reason = std::fs::read_to_string(rejected.join("3_junk_00000000.json.reason")).unwrap();
+    assert!(reason.contains("not valid JSON"), "{reason}");
+    assert_eq!(d.intents().len(), 1, "rejected files are never acted on");
+    assert_eq!(d.app.metrics.inbox_rejected_total.total(), 2.0);
+
+    let summary = d.stop().await;
+    assert_eq!(summary.intents, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_already_in_the_inbox_at_start_are_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox_dir = dir.path().join("data/inbox");
+    inbox::write(&inbox_dir, &intent("alert_before_start", 5), 10).unwrap();
+    let d = TestDaemon::start_in(
+        dir,
+        "",
+        std::sync::Arc::new(vigil::clock::SystemClock),
+        Default::default(),
+    )
+    .await;
+    d.wait_until("stored", || d.intents().len() == 1).await;
+    assert_eq!(d.intents()[0].intent_type, "alert_before_start");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_serves_health_and_metrics_and_takes_intents_only_with_the_token() {
+    let d = TestDaemon::start("").await;
+    let client = reqwest::Client::new();
+    let health: serde_json::Value = client
+        .get(d.api("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+
+    let body = serde_json::json!({"intent_type": "alert_api", "priority": 7, "reason": "from api"});
+    let r = client
+        .post(d.api("/api/intents"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "no token: refused");
+    let r = client
+        .post(d.api("/api/intents"))
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(d.api("/api/intents"))
+        .bearer_auth(common::TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client
+        .post(d.api("/api/intents"))
+        .bearer_auth(common::TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "same type and data within the hour: the same intent"
+    );
+    let bad = serde_json::json!({"intent_type": "alert_api", "priority": 11});
+    let r = client
+        .post(d.api("/api/intents"))
+        .bearer_auth(common::TOKEN)
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let msg: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        msg["error"]
+            .as_str()
+            .unwrap()
+            .contains("priority 11 is out of range"),
+        "{msg}"
+    );
+
+    let list: serde_json::Value = client
+        .get(d.api("/api/intents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["intent_type"], "alert_api");
+    let metrics = client
+        .get(d.api("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("vigil_intents_total{intent_type=\"alert_api\"} 1"),
+        "{metrics}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_cannot_start_is_reported_and_the_daemon_keeps_running() {
+    let d = TestDaemon::start(
+        "[sources.gone]\ntype = \"dir\"\npath = \"{dir}/does-not-exist\"\nevent = \"x\"\n",
+    )
+    .await;
+    d.wait_until("source recorded down", || {
+        d.app
+            .store()
+            .unwrap()
+            .source_states()
+            .unwrap()
+            .iter()
+            .any(|s| s.source == "gone" && !s.up)
+    })
+    .await;
+    assert_eq!(d.app.metrics.source_up.get(&["gone"]), 0.0);
+    inbox::write(&d.app.inbox_dir(), &intent("alert_still_alive", 5), 10).unwrap();
+    d.wait_until("still taking intents", || d.intents().len() == 1)
+        .await;
+    d.stop().await;
+}
