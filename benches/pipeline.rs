@@ -54,15 +54,25 @@ reason = "GPU OOM: tried to allocate {{alloc_gib}} GiB"
     let warmup = Instant::now();
     loop {
         append(&log, "CUDA out of memory. Tried to allocate 0.1 GiB\n");
-        if tokio::time::timeout(Duration::from_millis(200), stored.recv()).await.is_ok() {
+        if tokio::time::timeout(Duration::from_millis(200), stored.recv())
+            .await
+            .is_ok()
+        {
             break;
         }
-        assert!(warmup.elapsed() < Duration::from_secs(10), "pipeline never produced an intent");
+        assert!(
+            warmup.elapsed() < Duration::from_secs(10),
+            "pipeline never produced an intent"
+        );
     }
     let mut out = Vec::with_capacity(SAMPLES);
     for i in 0..SAMPLES {
         // Distinct sizes: distinct events and intents, so no dedup hides a sample.
-        let line = format!("torch: CUDA out of memory. Tried to allocate {}.{} GiB (GPU 0)\n", i + 1, i % 10);
+        let line = format!(
+            "torch: CUDA out of memory. Tried to allocate {}.{} GiB (GPU 0)\n",
+            i + 1,
+            i % 10
+        );
         let t0 = Instant::now();
         append(&log, &line);
         stored.recv().await.unwrap();
@@ -89,7 +99,9 @@ fn inotify_latencies(dir: &std::path::Path) -> Vec<f64> {
         while rx.try_recv().is_ok() {}
         let t0 = Instant::now();
         append(&file, &format!("line {i}\n"));
-        let t1 = rx.recv_timeout(Duration::from_secs(5)).expect("inotify event");
+        let t1 = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("inotify event");
         out.push((t1 - t0).as_secs_f64() * 1000.0);
     }
     out

@@ -77,6 +77,7 @@ pub async fn run(
     let health = Arc::new(Health::new(app.metrics.clone()));
     let mut tasks = tokio::task::JoinSet::new();
 
+    let (tx, rx) = mpsc::channel::<Event>(EVENT_QUEUE);
     let api = if app.config.api.enabled {
         let listener = tokio::net::TcpListener::bind(app.config.api.listen)
             .await
@@ -91,7 +92,7 @@ pub async fn run(
         tracing::info!("API on http://{addr}");
         Some(tokio::spawn(crate::api::serve(
             listener,
-            crate::api::router(app.clone(), health.clone()),
+            crate::api::router(app.clone(), health.clone(), tx.clone()),
             shutdown.clone(),
         )))
     } else {
@@ -100,7 +101,6 @@ pub async fn run(
 
     // Sources get their own stop signal so the pipeline can drain after they have stopped.
     let (stop_sources, sources_stopping) = watch::channel(false);
-    let (tx, rx) = mpsc::channel::<Event>(EVENT_QUEUE);
     let mut source_tasks = tokio::task::JoinSet::new();
     for (name, cfg) in &app.config.sources {
         health.register(name, cfg.kind(), app.clock.now_ms());
@@ -142,12 +142,12 @@ pub async fn run(
     let _ = stop.wait_for(|s| *s).await;
     let _ = stop_sources.send(true);
     while source_tasks.join_next().await.is_some() {}
-    // Every sender is gone now: the pipeline ends once it has processed what is queued.
-    let _ = pipeline.await;
-    while tasks.join_next().await.is_some() {}
     if let Some(api) = api {
         let _ = api.await;
     }
+    // Every sender is gone now: the pipeline ends once it has processed what is queued.
+    let _ = pipeline.await;
+    while tasks.join_next().await.is_some() {}
     let states = health.snapshot();
     let _ = tokio::task::spawn_blocking(move || store.put_source_states(&states)).await;
     Ok(Summary {

@@ -199,3 +199,60 @@ async fn a_source_that_cannot_start_is_reported_and_the_daemon_keeps_running() {
         .await;
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_posted_to_the_api_are_spooled_when_asked() {
+    let opts = vigil::daemon::Options {
+        spool_events: true,
+        ..Default::default()
+    };
+    let d = TestDaemon::start_with("", std::sync::Arc::new(vigil::clock::SystemClock), opts).await;
+    let client = reqwest::Client::new();
+    let ev = serde_json::json!({"type": "phase_complete", "data": {"duration_s": 9000}});
+    let r = client
+        .post(d.api("/api/events"))
+        .bearer_auth(common::TOKEN)
+        .json(&ev)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = client
+        .post(d.api("/api/events"))
+        .json(&ev)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let spool = d.app.events_dir();
+    d.wait_until("event spooled", || {
+        std::fs::read_dir(&spool).map(|r| r.count()).unwrap_or(0) == 1
+    })
+    .await;
+    let file = std::fs::read_dir(&spool)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(file
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .ends_with("_api_phase_complete.json"));
+    let saved: vigil::event::Event =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved.data["duration_s"], 9000);
+    let summary = d.stop().await;
+    assert_eq!(summary.events, 1);
+    // Spooled events are pruned after 7 days, judged by the time in their name.
+    assert_eq!(
+        vigil::daemon::prune_spool(&spool, saved.ts + 7 * 24 * 3600 * 1000 - 1),
+        0
+    );
+    assert_eq!(
+        vigil::daemon::prune_spool(&spool, saved.ts + 7 * 24 * 3600 * 1000 + 1),
+        1
+    );
+}

@@ -2,33 +2,41 @@
 //! the store. Calls that change state need `Authorization: Bearer <api.token>`.
 
 use crate::app::App;
+use crate::event::Event;
 use crate::intent::{queue, NewIntent};
 use crate::sources::Health;
 use crate::store::{IntentQuery, Store};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 #[derive(Clone)]
 pub struct ApiState {
     pub app: Arc<App>,
     pub health: Arc<Health>,
+    /// Into the rule engine, like any source.
+    pub events: mpsc::Sender<Event>,
 }
 
-pub fn router(app: Arc<App>, health: Arc<Health>) -> Router {
+pub fn router(app: Arc<App>, health: Arc<Health>, events: mpsc::Sender<Event>) -> Router {
     Router::new()
+        .route("/api/events", post(post_event))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/sources", get(sources))
         .route("/api/intents", get(list_intents).post(submit_intent))
         .route("/api/intents/{id}", get(show_intent))
-        .with_state(ApiState { app, health })
+        .with_state(ApiState {
+            app,
+            health,
+            events,
+        })
 }
 
 pub async fn serve(
@@ -213,5 +221,59 @@ async fn submit_intent(
         Ok(Err(queue::SubmitError::Invalid(m))) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: crate::event::Data,
+    source: Option<String>,
+}
+
+async fn post_event(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Json<EventBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(e) = authorize(&s.app, &headers) {
+        return e.into_response();
+    }
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{}; send {{\"type\": \"...\", \"data\": {{}}}}",
+                    e.body_text()
+                ),
+            )
+        }
+    };
+    if b.kind.is_empty() {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "`type` must not be empty");
+    }
+    let ev = Event::new(
+        b.source.unwrap_or_else(|| "api".into()),
+        b.kind,
+        s.app.clock.now_ms(),
+        b.data,
+    );
+    match s.events.try_send(ev) {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response(),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            s.app.metrics.events_dropped_total.inc(&["queue_full"]);
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the event queue is full; retry shortly",
+            )
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "vigil is stopping")
+        }
     }
 }
