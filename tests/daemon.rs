@@ -256,3 +256,30 @@ async fn events_posted_to_the_api_are_spooled_when_asked() {
     let summary = d.stop().await;
     assert_eq!(summary.events, 1);
 }
+
+/// The exposition passes Prometheus' own linter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool() {
+    let d = TestDaemon::start("").await;
+    inbox::write(&d.app.inbox_dir(), &intent("alert_lint", 5), 10).unwrap();
+    d.wait_until("stored", || d.intents().len() == 1).await;
+    let text = reqwest::get(d.api("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/setup installs it)");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promtool: {report}\n{text}");
+    d.stop().await;
+}
