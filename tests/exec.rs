@@ -31,7 +31,10 @@ async fn exit_codes_and_output() {
     assert_eq!(out.stderr, "oops\n");
     assert_eq!(out.describe(), "exit status 3");
 
-    let ok = Cmd::new(["true"], Duration::from_secs(10)).run().await.unwrap();
+    let ok = Cmd::new(["true"], Duration::from_secs(10))
+        .run()
+        .await
+        .unwrap();
     assert!(ok.success());
 }
 
@@ -85,7 +88,11 @@ async fn timeout_kills_the_whole_group() {
     assert!(out.timed_out);
     assert!(!out.success());
     assert_eq!(out.signal, Some(libc::SIGKILL));
-    assert!(out.describe().starts_with("timed out"), "{}", out.describe());
+    assert!(
+        out.describe().starts_with("timed out"),
+        "{}",
+        out.describe()
+    );
 
     let text = std::fs::read_to_string(&pids).unwrap();
     let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();

@@ -259,7 +259,12 @@ async fn long_messages_are_cut_and_counted() {
     let long = "x".repeat(100);
     write_journal(
         &file,
-        &[entry(1_700_000_000_000_000, "a.service", 6, Msg::Text(&long))],
+        &[entry(
+            1_700_000_000_000_000,
+            "a.service",
+            6,
+            Msg::Text(&long),
+        )],
     );
     let mut run = start(JournaldConfig {
         file: Some(file),

@@ -176,7 +176,9 @@ async fn below_thresholds_and_nan() {
     let mut run = start(config(&target.url, vec![low]));
     target.scraped(2).await;
     run.no_event();
-    target.set("disk_free_bytes{mount=\"/\"} 12 1700000000000\ndisk_free_bytes{mount=\"/data\"} 5e9\n");
+    target.set(
+        "disk_free_bytes{mount=\"/\"} 12 1700000000000\ndisk_free_bytes{mount=\"/data\"} 5e9\n",
+    );
     let ev = run.next().await;
     assert_eq!(ev.kind, "disk_low");
     assert_eq!(ev.data["mount"], "/");

@@ -141,7 +141,10 @@ async fn http_status_decides_health() {
     }
     status.store(503, Ordering::SeqCst);
     let ev = run.next().await;
-    assert_eq!(ev.kind, "probe_failed", "steady success emits nothing: {ev:?}");
+    assert_eq!(
+        ev.kind, "probe_failed",
+        "steady success emits nothing: {ev:?}"
+    );
     assert_eq!(ev.data["probe"], url);
     assert_eq!(ev.data["error"], "HTTP 503 Service Unavailable");
     status.store(204, Ordering::SeqCst);
@@ -180,11 +183,7 @@ async fn commands_true_false_and_timeout() {
     let flag = dir.path().join("healthy");
     // `test -e flag` is `false` until the file exists, then `true`.
     let mut run = start(ProbeConfig {
-        command: Some(vec![
-            "test".into(),
-            "-e".into(),
-            flag.display().to_string(),
-        ]),
+        command: Some(vec!["test".into(), "-e".into(), flag.display().to_string()]),
         ..config()
     });
     let ev = run.next().await;

@@ -65,7 +65,14 @@ impl JournaldSource {
     pub fn argv(&self) -> Vec<String> {
         let mut argv = self.config.command.clone();
         argv.extend(
-            ["--output=json", "--all", "--follow", "--quiet", "--no-pager"].map(String::from),
+            [
+                "--output=json",
+                "--all",
+                "--follow",
+                "--quiet",
+                "--no-pager",
+            ]
+            .map(String::from),
         );
         for unit in &self.config.units {
             argv.push(format!("--unit={unit}"));

@@ -3,8 +3,8 @@
 
 use super::{BoxFuture, Source, SourceContext, SourceError};
 use crate::config::Dur;
-use serde::Deserialize;
 use crate::event::Data;
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 
@@ -351,7 +351,8 @@ mod tests {
 
     #[test]
     fn malformed_lines_are_skipped_with_their_number() {
-        let text = "ok 1\nbroken{a=\"x} 2\nnovalue\n9bad 1\nx{a=\"1\"} abc\nx 1 2 3\nfine{a=\"1\"} 2\n";
+        let text =
+            "ok 1\nbroken{a=\"x} 2\nnovalue\n9bad 1\nx{a=\"1\"} abc\nx 1 2 3\nfine{a=\"1\"} 2\n";
         let (s, bad) = parse(text);
         assert_eq!(s.len(), 2);
         assert_eq!(

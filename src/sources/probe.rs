@@ -5,8 +5,8 @@ use super::{BoxFuture, Source, SourceContext, SourceError};
 use crate::config::Dur;
 use crate::event::Data;
 use crate::exec::Cmd;
-use serde_json::Value;
 use serde::Deserialize;
+use serde_json::Value;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,11 +74,7 @@ impl ProbeSource {
         } else if let Some(a) = &self.config.tcp {
             a.clone()
         } else {
-            self.config
-                .command
-                .as_deref()
-                .unwrap_or_default()
-                .join(" ")
+            self.config.command.as_deref().unwrap_or_default().join(" ")
         }
     }
 
