@@ -141,6 +141,53 @@ fn message_bytes(v: &Value) -> Option<Vec<u8>> {
     }
 }
 
+/// Largest JSON entry parsed; journalctl `--all` prints fields in full, however big.
+const MAX_ENTRY: usize = 16 << 20;
+
+enum Line {
+    Read,
+    TooLong,
+    End,
+}
+
+/// Reads one line into `buf` (cleared first), or skips it whole when it exceeds `cap` bytes.
+async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let avail = r.fill_buf().await?;
+        if avail.is_empty() {
+            return Ok(if buf.is_empty() && !too_long {
+                Line::End
+            } else if too_long {
+                Line::TooLong
+            } else {
+                Line::Read
+            });
+        }
+        let (take, done) = match avail.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        if !too_long {
+            if buf.len() + take > cap {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(&avail[..take]);
+            }
+        }
+        r.consume(take);
+        if done {
+            return Ok(if too_long { Line::TooLong } else { Line::Read });
+        }
+    }
+}
+
 async fn stderr_tail(pipe: Option<tokio::process::ChildStderr>) -> String {
     let Some(mut pipe) = pipe else {
         return String::new();
@@ -188,7 +235,7 @@ impl Source for JournaldSource {
             loop {
                 line.clear();
                 let n = tokio::select! {
-                    r = stdout.read_until(b'\n', &mut line) => r.map_err(|e| {
+                    r = read_line_capped(&mut stdout, &mut line, MAX_ENTRY) => r.map_err(|e| {
                         SourceError::new(format!("reading journalctl's output failed: {e}"))
                     })?,
                     _ = &mut settle, if !is_up => {
@@ -198,8 +245,14 @@ impl Source for JournaldSource {
                     }
                     _ = ctx.stopping() => return Ok(()),
                 };
-                if n == 0 {
-                    break;
+                match n {
+                    Line::End => break,
+                    Line::TooLong => {
+                        ctx.metrics.lines_truncated_total.inc(&[&ctx.name]);
+                        tracing::warn!(source = %ctx.name, "skipped a journal entry larger than {} MiB", MAX_ENTRY >> 20);
+                        continue;
+                    }
+                    Line::Read => {}
                 }
                 let entry: Data = match serde_json::from_slice(&line) {
                     Ok(e) => e,
@@ -241,5 +294,53 @@ impl Source for JournaldSource {
                 argv.join(" ")
             )))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(from_start: bool) -> JournaldSource {
+        JournaldSource::new(JournaldConfig {
+            units: vec!["a.service".into(), "b.service".into()],
+            file: Some("/var/log/x.journal".into()),
+            directory: None,
+            matches: Matches::default(),
+            from_start,
+            command: vec!["/bin/journalctl".into()],
+            max_line: DEFAULT_MAX_LINE,
+        })
+    }
+
+    #[test]
+    fn argv_starts_where_it_should() {
+        let a = source(false).argv();
+        assert_eq!(a[0], "/bin/journalctl");
+        assert!(a.contains(&"--unit=a.service".into()) && a.contains(&"--unit=b.service".into()));
+        assert!(a.contains(&"--file=/var/log/x.journal".into()));
+        assert_eq!(a.last().unwrap(), "--lines=0");
+        assert_eq!(source(true).argv().last().unwrap(), "--no-tail");
+        let mut s = source(false);
+        s.cursor = Some("s=1;i=2".into());
+        let a = s.argv();
+        assert!(a.contains(&"--after-cursor=s=1;i=2".into()));
+        assert!(!a.contains(&"--lines=0".into()));
+    }
+
+    #[tokio::test]
+    async fn overlong_lines_are_skipped_whole() {
+        let text = b"short\n0123456789abcdef\nnext\nlast".to_vec();
+        let mut r = BufReader::with_capacity(4, &text[..]);
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            match read_line_capped(&mut r, &mut buf, 8).await.unwrap() {
+                Line::End => break,
+                Line::TooLong => got.push("<long>".to_string()),
+                Line::Read => got.push(String::from_utf8_lossy(&buf).into_owned()),
+            }
+        }
+        assert_eq!(got, ["short\n", "<long>", "next\n", "last"]);
     }
 }

@@ -40,6 +40,9 @@ fn default_timeout() -> Dur {
     Dur::secs(5)
 }
 
+/// Largest metrics page read.
+const MAX_BODY: usize = 32 << 20;
+
 /// Scrapes `url` every `interval` and checks each `[[threshold]]` against every matching series.
 ///
 /// Events fire on crossing, not on every scrape: a series that goes past its threshold emits
@@ -98,7 +101,19 @@ impl MetricsSource {
                 "scraping {url} failed: HTTP {status}; check `url` points at a Prometheus metrics page"
             )));
         }
-        resp.text().await.map_err(what)
+        // Read by chunks so a runaway page cannot take the daemon's memory.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(what)? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_BODY {
+                return Err(SourceError::new(format!(
+                    "scraping {url} failed: the page is larger than {} MiB; point `url` at a smaller metrics page",
+                    MAX_BODY >> 20
+                )));
+            }
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// Checks every threshold against one scrape; returns the events to emit.
