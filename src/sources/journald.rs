@@ -7,7 +7,7 @@ use crate::event::Data;
 use crate::exec::ExecError;
 use serde::Deserialize;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -141,6 +141,39 @@ fn message_bytes(v: &Value) -> Option<Vec<u8>> {
     }
 }
 
+/// Where journald keeps the system journal (volatile, persistent).
+const SYSTEM_JOURNALS: [&str; 2] = ["/run/log/journal", "/var/log/journal"];
+
+/// Whether any `*.journal` file lies in `roots` or one level below (journald's per-machine
+/// directories). A root vigil cannot read counts as having files: journalctl may know better.
+pub fn has_journal_files(roots: &[PathBuf]) -> bool {
+    let is_journal = |p: &Path| p.extension().is_some_and(|e| e == "journal");
+    for root in roots {
+        let entries = match std::fs::read_dir(root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => return true,
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if is_journal(&path) {
+                return true;
+            }
+            if path.is_dir() {
+                match std::fs::read_dir(&path) {
+                    Ok(inner) => {
+                        if inner.flatten().any(|f| is_journal(&f.path())) {
+                            return true;
+                        }
+                    }
+                    Err(_) => return true,
+                }
+            }
+        }
+    }
+    false
+}
+
 /// Largest JSON entry parsed; journalctl `--all` prints fields in full, however big.
 const MAX_ENTRY: usize = 16 << 20;
 
@@ -211,6 +244,22 @@ impl Source for JournaldSource {
         Box::pin(async move {
             let argv = self.argv();
             let program = argv.first().cloned().unwrap_or_default();
+            // journalctl follows an absent journal silently forever; say so instead of
+            // looking up while nothing can ever arrive.
+            let local = Path::new(&program).file_name() == Some("journalctl".as_ref());
+            if local && self.config.file.is_none() && self.config.directory.is_none() {
+                let roots = SYSTEM_JOURNALS.map(PathBuf::from);
+                if tokio::task::spawn_blocking(move || has_journal_files(&roots))
+                    .await
+                    .ok()
+                    == Some(false)
+                {
+                    return Err(SourceError::new(format!(
+                        "no journal on this host: {} hold no journal files; start systemd-journald, or read journal files with `file`/`directory`",
+                        SYSTEM_JOURNALS.join(" and ")
+                    )));
+                }
+            }
             let mut child = tokio::process::Command::new(&program)
                 .args(&argv[1..])
                 .stdin(Stdio::null())
@@ -311,6 +360,19 @@ mod tests {
             command: vec!["/bin/journalctl".into()],
             max_line: DEFAULT_MAX_LINE,
         })
+    }
+
+    #[test]
+    fn finds_journal_files_one_level_down() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let roots = vec![a.path().join("absent"), a.path().into(), b.path().into()];
+        assert!(!has_journal_files(&roots));
+        std::fs::create_dir(b.path().join("0123abcd")).unwrap();
+        std::fs::write(b.path().join("0123abcd/user-1000.txt"), "").unwrap();
+        assert!(!has_journal_files(&roots));
+        std::fs::write(b.path().join("0123abcd/system.journal"), "").unwrap();
+        assert!(has_journal_files(&roots));
     }
 
     #[test]
