@@ -244,8 +244,22 @@ impl Source for JournaldSource {
         Box::pin(async move {
             let argv = self.argv();
             let program = argv.first().cloned().unwrap_or_default();
+            let mut child = tokio::process::Command::new(&program)
+                .args(&argv[1..])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| {
+                    SourceError::new(format!(
+                        "{}; the journald source reads the journal through journalctl (set `command` if it lives elsewhere)",
+                        ExecError::spawn(&program, e)
+                    ))
+                })?;
             // journalctl follows an absent journal silently forever; say so instead of
-            // looking up while nothing can ever arrive.
+            // looking up while nothing can ever arrive. Checked after the spawn so a missing
+            // journalctl is reported first; returning drops (kills) the child.
             let local = Path::new(&program).file_name() == Some("journalctl".as_ref());
             if local && self.config.file.is_none() && self.config.directory.is_none() {
                 let roots = SYSTEM_JOURNALS.map(PathBuf::from);
@@ -260,19 +274,6 @@ impl Source for JournaldSource {
                     )));
                 }
             }
-            let mut child = tokio::process::Command::new(&program)
-                .args(&argv[1..])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| {
-                    SourceError::new(format!(
-                        "{}; the journald source reads the journal through journalctl (set `command` if it lives elsewhere)",
-                        ExecError::spawn(&program, e)
-                    ))
-                })?;
             let stderr = tokio::spawn(stderr_tail(child.stderr.take()));
             let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
             // journalctl prints nothing while the journal is quiet: still running after a
