@@ -142,7 +142,7 @@ fn message_bytes(v: &Value) -> Option<Vec<u8>> {
 }
 
 /// Where journald keeps the system journal (volatile, persistent).
-const SYSTEM_JOURNALS: [&str; 2] = ["/run/log/journal", "/var/log/journal"];
+pub const SYSTEM_JOURNALS: [&str; 2] = ["/run/log/journal", "/var/log/journal"];
 
 /// Whether any `*.journal` file lies in `roots` or one level below (journald's per-machine
 /// directories). A root vigil cannot read counts as having files: journalctl may know better.
