@@ -163,6 +163,13 @@ impl SourceContext {
         self.health.set(&self.name, true, None, self.clock.now_ms());
     }
 
+    /// Marks the source as not working while it keeps running, e.g. waiting for a file to
+    /// appear; `up()` clears it.
+    pub fn down(&self, reason: impl Into<String>) {
+        self.health
+            .set(&self.name, false, Some(reason.into()), self.clock.now_ms());
+    }
+
     /// Resolves when vigil is stopping; use in `tokio::select!`.
     pub async fn stopping(&self) {
         let mut rx = self.shutdown.clone();
