@@ -72,7 +72,6 @@ pub struct RuleEngine {
     next_deadline: i64,
     dedup: Dedup,
     stats: Stats,
-    key_buf: String,
 }
 
 fn ms(d: Option<Dur>) -> i64 {
@@ -91,7 +90,6 @@ impl RuleEngine {
             next_deadline: i64::MAX,
             dedup: Dedup::new(DEDUP_WINDOW_MS, DEDUP_CAP),
             stats: Stats::default(),
-            key_buf: String::new(),
         };
         for (name, c) in rules {
             let (event_type, trigger) = match (&c.on, &c.absent) {
@@ -151,7 +149,6 @@ impl RuleEngine {
             by_type,
             dedup,
             stats,
-            key_buf,
             ..
         } = self;
         let Some(w) = by_type.get(ev.kind.as_str()) else {
@@ -176,7 +173,7 @@ impl RuleEngine {
         if !w.on.is_empty() {
             if dedup.admit(ev.dedup_key(), ev.ts) {
                 for &i in &w.on {
-                    rules[i].on_event(ev, key_buf, stats, out);
+                    rules[i].on_event(ev, stats, out);
                 }
             } else {
                 stats.duplicates_dropped += 1;
@@ -252,25 +249,28 @@ impl RuleEngine {
 }
 
 impl Rule {
-    fn on_event(&mut self, ev: &Event, key: &mut String, stats: &mut Stats, out: &mut Output) {
+    fn on_event(&mut self, ev: &Event, stats: &mut Stats, out: &mut Output) {
         let Trigger::On { count, within_ms } = self.trigger else {
             return;
         };
         if !self.conditions.iter().all(|c| c.holds(&ev.data)) {
             return;
         }
-        key.clear();
-        for (n, field) in self.group_by.iter().enumerate() {
-            if n > 0 {
-                key.push('\u{1f}');
-            }
-            if let Some(v) = ev.data.get(field) {
-                match v {
-                    Value::String(s) => key.push_str(s),
-                    other => key.push_str(&other.to_string()),
-                }
-            }
-        }
+        let key = if self.group_by.is_empty() {
+            0
+        } else {
+            // Non-string values are rare in group fields; they pay for a rendering.
+            let texts: Vec<std::borrow::Cow<str>> = self
+                .group_by
+                .iter()
+                .map(|f| match ev.data.get(f) {
+                    None => "".into(),
+                    Some(Value::String(s)) => s.as_str().into(),
+                    Some(other) => other.to_string().into(),
+                })
+                .collect();
+            self.groups.key(texts.iter().map(|t| t.as_ref()))
+        };
         let g = self.groups.touch(key);
         if !g.record(ev.ts, count, within_ms) {
             return;
@@ -317,7 +317,7 @@ impl Rule {
         stats: &mut Stats,
         out: &mut Output,
     ) {
-        let g = self.groups.touch("");
+        let g = self.groups.touch(0);
         let quiet = now < g.cooldown_until;
         if !quiet {
             g.cooldown_until = now.saturating_add(self.cooldown_ms);

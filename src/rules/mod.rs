@@ -9,7 +9,7 @@
 //!   When the condition is met the group's window restarts, in or out of cooldown.
 //! - Cooldown: per group when `group_by` is set. While quiet a met condition still records its
 //!   `symptom`; only the proposal is suppressed.
-//! - Group key: the `group_by` fields' text joined by U+001F; a missing field counts as "".
+//! - Group key: a seeded 64-bit hash of the `group_by` fields' text; a missing field is "".
 //! - Proposal data: the event's data plus `count`, `rule`, `event_type`, `source`; an event
 //!   field of the same name wins. Absence proposals carry `rule`, `event_type`,
 //!   `last_seen_ms`, `silent_s`.

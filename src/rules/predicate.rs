@@ -76,7 +76,9 @@ fn equal(actual: &Value, expected: &Value) -> bool {
         return true;
     }
     match (actual, expected) {
-        (_, Value::Number(n)) => matches!((number(actual), n.as_f64()), (Some(x), Some(y)) if x == y),
+        (_, Value::Number(n)) => {
+            matches!((number(actual), n.as_f64()), (Some(x), Some(y)) if x == y)
+        }
         (Value::String(s), other) => *s == text(other),
         (other, Value::String(s)) => text(other) == s.as_str(),
         _ => false,

@@ -14,7 +14,12 @@ fn rules(toml_text: &str) -> BTreeMap<String, RuleConfig> {
 }
 
 fn ev(kind: &str, ts: i64, data: Value) -> Event {
-    Event::new("test", kind, ts, data.as_object().cloned().unwrap_or_default())
+    Event::new(
+        "test",
+        kind,
+        ts,
+        data.as_object().cloned().unwrap_or_default(),
+    )
 }
 
 fn feed(e: &mut RuleEngine, ev: Event) -> Output {
@@ -27,15 +32,24 @@ fn feed(e: &mut RuleEngine, ev: Event) -> Output {
 fn identical_events_within_60s_are_one() {
     let r = rules("[a]\non = \"x\"\nintent = \"i\"\npriority = 1\ncount = 2\nwithin = \"10m\"\n");
     let mut e = RuleEngine::new(&r, 0);
-    assert!(feed(&mut e, ev("x", 0, json!({"k": 1}))).proposals.is_empty());
+    assert!(feed(&mut e, ev("x", 0, json!({"k": 1})))
+        .proposals
+        .is_empty());
     // The same fact 59.999 s later is dropped: no second count.
-    assert!(feed(&mut e, ev("x", MIN - 1, json!({"k": 1}))).proposals.is_empty());
+    assert!(feed(&mut e, ev("x", MIN - 1, json!({"k": 1})))
+        .proposals
+        .is_empty());
     assert_eq!(e.stats().duplicates_dropped, 1);
     // At 60 s it counts again, and makes two.
-    assert_eq!(feed(&mut e, ev("x", MIN, json!({"k": 1}))).proposals.len(), 1);
+    assert_eq!(
+        feed(&mut e, ev("x", MIN, json!({"k": 1}))).proposals.len(),
+        1
+    );
     assert_eq!(e.stats().duplicates_dropped, 1);
     // Different data is never a duplicate.
-    assert!(feed(&mut e, ev("x", MIN + 1, json!({"k": 2}))).proposals.is_empty());
+    assert!(feed(&mut e, ev("x", MIN + 1, json!({"k": 2})))
+        .proposals
+        .is_empty());
     assert_eq!(e.stats().duplicates_dropped, 1);
 }
 
@@ -54,7 +68,8 @@ fn a_dropped_repeat_does_not_extend_the_window() {
 
 #[test]
 fn dedup_table_is_bounded_and_expires() {
-    let r = rules("[a]\non = \"x\"\nintent = \"i\"\npriority = 1\ncount = 1000000\nwithin = \"1h\"\n");
+    let r =
+        rules("[a]\non = \"x\"\nintent = \"i\"\npriority = 1\ncount = 1000000\nwithin = \"1h\"\n");
     let mut e = RuleEngine::new(&r, 0);
     for i in 0..(DEDUP_CAP as i64 + 5_000) {
         feed(&mut e, ev("x", i / 100, json!({ "n": i })));
@@ -69,7 +84,9 @@ fn cooldown_suppresses_proposals_until_it_passes() {
     let r = rules("[a]\non = \"x\"\nintent = \"i\"\npriority = 3\ncooldown = \"1h\"\n");
     let mut e = RuleEngine::new(&r, 0);
     assert_eq!(feed(&mut e, ev("x", 0, json!({"n": 1}))).proposals.len(), 1);
-    assert!(feed(&mut e, ev("x", 59 * MIN, json!({"n": 2}))).proposals.is_empty());
+    assert!(feed(&mut e, ev("x", 59 * MIN, json!({"n": 2})))
+        .proposals
+        .is_empty());
     assert_eq!(e.stats().suppressed, 1);
     let out = feed(&mut e, ev("x", 60 * MIN, json!({"n": 3})));
     assert_eq!(out.proposals.len(), 1);
@@ -117,15 +134,26 @@ fn group_by_counts_and_cools_down_per_group() {
     assert!(f(&mut e, 5, "a").is_empty());
     assert_eq!(e.group_count("flap"), Some(2));
     // A missing group field is the group "".
-    assert!(feed(&mut e, ev("unit_failed", 6, json!({"n": 1}))).proposals.is_empty());
-    assert_eq!(feed(&mut e, ev("unit_failed", 7, json!({"n": 2}))).proposals.len(), 1);
+    assert!(feed(&mut e, ev("unit_failed", 6, json!({"n": 1})))
+        .proposals
+        .is_empty());
+    assert_eq!(
+        feed(&mut e, ev("unit_failed", 7, json!({"n": 2})))
+            .proposals
+            .len(),
+        1
+    );
 }
 
 #[test]
 fn event_fields_win_over_added_proposal_fields() {
     let r = rules("[a]\non = \"x\"\nintent = \"i\"\npriority = 1\nreason = \"{count}/{rule}/{type}/{source}\"\n");
     let mut e = RuleEngine::new(&r, 0);
-    let p = feed(&mut e, ev("x", 0, json!({"source": "gpu0", "count": "many"}))).proposals;
+    let p = feed(
+        &mut e,
+        ev("x", 0, json!({"source": "gpu0", "count": "many"})),
+    )
+    .proposals;
     assert_eq!(p[0].data["source"], json!("gpu0"));
     assert_eq!(p[0].data["count"], json!("many"));
     assert_eq!(p[0].reason, "1/a/x/gpu0");
@@ -146,9 +174,14 @@ fn absence_fires_once_and_rearms() {
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].reason, "rule stall: no hb event for 5m");
     assert_eq!(p[0].data["silent_s"], json!(300));
-    assert!(tick(&mut e, start + 6 * MIN).is_empty(), "fires once per stall");
+    assert!(
+        tick(&mut e, start + 6 * MIN).is_empty(),
+        "fires once per stall"
+    );
     // The heartbeat comes back: re-armed from its time.
-    assert!(feed(&mut e, ev("hb", start + 7 * MIN, json!({}))).proposals.is_empty());
+    assert!(feed(&mut e, ev("hb", start + 7 * MIN, json!({})))
+        .proposals
+        .is_empty());
     assert!(tick(&mut e, start + 12 * MIN - 1).is_empty());
     assert_eq!(tick(&mut e, start + 12 * MIN).len(), 1);
 }
@@ -158,12 +191,24 @@ fn absence_is_also_checked_by_event_time() {
     let r = rules("[stall]\nabsent = \"hb\"\nfor = \"5m\"\nintent = \"alert\"\npriority = 8\n");
     let mut e = RuleEngine::new(&r, 0);
     // No tick at all: an unrelated event at 5 m is enough to notice the stall.
-    assert_eq!(feed(&mut e, ev("other", 5 * MIN, json!({}))).proposals.len(), 1);
+    assert_eq!(
+        feed(&mut e, ev("other", 5 * MIN, json!({})))
+            .proposals
+            .len(),
+        1
+    );
     // A repeated heartbeat (a dedup repeat) still re-arms.
     feed(&mut e, ev("hb", 6 * MIN, json!({})));
     feed(&mut e, ev("hb", 6 * MIN + 30_000, json!({})));
-    assert!(feed(&mut e, ev("other", 11 * MIN, json!({}))).proposals.is_empty());
-    assert_eq!(feed(&mut e, ev("other", 11 * MIN + 30_000, json!({}))).proposals.len(), 1);
+    assert!(feed(&mut e, ev("other", 11 * MIN, json!({})))
+        .proposals
+        .is_empty());
+    assert_eq!(
+        feed(&mut e, ev("other", 11 * MIN + 30_000, json!({})))
+            .proposals
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -172,11 +217,26 @@ fn where_predicates_filter_matches() {
         "[long]\non = \"phase_complete\"\nwhere = { duration_s = { above = 7200 }, status = \"ok\" }\nintent = \"i\"\npriority = 6\n",
     );
     let mut e = RuleEngine::new(&r, 0);
-    let p = |e: &mut RuleEngine, ts: i64, d: Value| feed(e, ev("phase_complete", ts, d)).proposals.len();
-    assert_eq!(p(&mut e, 0, json!({"duration_s": "7200", "status": "ok"})), 0);
-    assert_eq!(p(&mut e, 1, json!({"duration_s": "7201"})), 0, "missing field");
-    assert_eq!(p(&mut e, 2, json!({"duration_s": "7201", "status": "bad"})), 0);
-    assert_eq!(p(&mut e, 3, json!({"duration_s": "7201", "status": "ok"})), 1);
+    let p = |e: &mut RuleEngine, ts: i64, d: Value| {
+        feed(e, ev("phase_complete", ts, d)).proposals.len()
+    };
+    assert_eq!(
+        p(&mut e, 0, json!({"duration_s": "7200", "status": "ok"})),
+        0
+    );
+    assert_eq!(
+        p(&mut e, 1, json!({"duration_s": "7201"})),
+        0,
+        "missing field"
+    );
+    assert_eq!(
+        p(&mut e, 2, json!({"duration_s": "7201", "status": "bad"})),
+        0
+    );
+    assert_eq!(
+        p(&mut e, 3, json!({"duration_s": "7201", "status": "ok"})),
+        1
+    );
 }
 
 #[test]

@@ -3,7 +3,10 @@
 //! recently seen tenth is evicted at once, so a flood of distinct group values costs O(1)
 //! amortized per event and never grows memory.
 
+use super::dedup::KeyHasher;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 #[derive(Debug, Default)]
 pub(super) struct GroupState {
@@ -41,7 +44,10 @@ impl GroupState {
 
 #[derive(Debug)]
 pub(super) struct Groups {
-    map: HashMap<Box<str>, GroupState>,
+    /// Keyed by a randomly seeded 64-bit hash of the group values: no string per group, and
+    /// values an attacker picks cannot be made to collide.
+    map: HashMap<u64, GroupState, BuildHasherDefault<KeyHasher>>,
+    seed: RandomState,
     cap: usize,
     clock: u64,
     pub(super) evicted: u64,
@@ -50,22 +56,30 @@ pub(super) struct Groups {
 impl Groups {
     pub(super) fn new(cap: usize) -> Self {
         Groups {
-            map: HashMap::new(),
+            map: HashMap::default(),
+            seed: RandomState::new(),
             cap: cap.max(1),
             clock: 0,
             evicted: 0,
         }
     }
 
-    pub(super) fn touch(&mut self, key: &str) -> &mut GroupState {
-        self.clock += 1;
-        if !self.map.contains_key(key) {
-            if self.map.len() >= self.cap {
-                self.evict();
-            }
-            self.map.insert(key.into(), GroupState::default());
+    /// The key of a group made of these values (a missing value is "").
+    pub(super) fn key<'a>(&self, values: impl Iterator<Item = &'a str>) -> u64 {
+        let mut h = self.seed.build_hasher();
+        for v in values {
+            v.hash(&mut h);
         }
-        let g = self.map.get_mut(key).expect("inserted above");
+        h.finish()
+    }
+
+    pub(super) fn touch(&mut self, key: u64) -> &mut GroupState {
+        self.clock += 1;
+        let full = self.map.len() >= self.cap && !self.map.contains_key(&key);
+        if full {
+            self.evict();
+        }
+        let g = self.map.entry(key).or_default();
         g.touched = self.clock;
         g
     }
@@ -104,12 +118,15 @@ mod tests {
     #[test]
     fn eviction_keeps_the_recent_groups() {
         let mut gs = Groups::new(100);
+        let key = |gs: &Groups, s: &str| gs.key([s].into_iter());
+        let hot = key(&gs, "hot");
         for i in 0..1000 {
-            gs.touch(&format!("g{i}"));
-            gs.touch("hot");
+            gs.touch(key(&gs, &format!("g{i}")));
+            gs.touch(hot);
         }
         assert!(gs.len() <= 100);
-        assert!(gs.map.contains_key("hot"));
-        assert!(gs.map.contains_key("g999"));
+        assert!(gs.map.contains_key(&hot));
+        assert!(gs.map.contains_key(&key(&gs, "g999")));
+        assert_ne!(key(&gs, "a"), key(&gs, "b"));
     }
 }
