@@ -204,6 +204,11 @@ impl RuleEngine {
             .map(|r| r.groups.len())
     }
 
+    /// When the next absence rule is due, so a caller can tick then instead of polling.
+    pub fn next_deadline(&self) -> Option<i64> {
+        (self.next_deadline != i64::MAX).then_some(self.next_deadline)
+    }
+
     /// Event keys the dedup table currently remembers.
     pub fn dedup_len(&self) -> usize {
         self.dedup.len()

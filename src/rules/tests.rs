@@ -257,3 +257,24 @@ fn groups_stay_at_the_cap_under_a_flood_of_distinct_values() {
     assert!(e.stats().groups_evicted >= 1_000_000 - GROUP_CAP as u64);
     assert!(e.dedup_len() <= DEDUP_CAP);
 }
+
+#[test]
+fn absence_with_where_rearms_only_on_matching_events() {
+    let r = rules(
+        "[stall]\nabsent = \"hb\"\nwhere = { worker = \"gpu0\" }\nfor = \"5m\"\nintent = \"alert\"\npriority = 8\n",
+    );
+    let mut e = RuleEngine::new(&r, 0);
+    assert_eq!(e.next_deadline(), Some(5 * MIN));
+    feed(&mut e, ev("hb", 4 * MIN, json!({"worker": "gpu1"})));
+    assert_eq!(
+        e.next_deadline(),
+        Some(5 * MIN),
+        "another worker's heartbeat"
+    );
+    feed(&mut e, ev("hb", 4 * MIN + 1, json!({"worker": "gpu0"})));
+    assert_eq!(e.next_deadline(), Some(9 * MIN + 1));
+    let mut out = Output::default();
+    e.tick(9 * MIN + 1, &mut out);
+    assert_eq!(out.proposals.len(), 1);
+    assert_eq!(e.next_deadline(), None, "disarmed until the next heartbeat");
+}
