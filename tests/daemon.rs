@@ -18,6 +18,13 @@ fn intent(kind: &str, prio: u8) -> NewIntent {
     }
 }
 
+/// Puts a file into the inbox as producers must: under a hidden name, then renamed.
+fn drop_in(inbox: &std::path::Path, name: &str, text: &str) {
+    let tmp = inbox.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, inbox.join(name)).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbox_files_become_intents_and_bad_ones_are_rejected_with_a_reason() {
     let d = TestDaemon::start("").await;
@@ -49,8 +56,8 @@ async fn inbox_files_become_intents_and_bad_ones_are_rejected_with_a_reason() {
     let tampered = std::fs::read_to_string(&good)
         .unwrap()
         .replace("alert_x happened", "rm -rf /");
-    std::fs::write(inbox_dir.join("2_alert_x_deadbeef.json"), tampered).unwrap();
-    std::fs::write(inbox_dir.join("3_junk_00000000.json"), "{ not json").unwrap();
+    drop_in(&inbox_dir, "2_alert_x_deadbeef.json", &tampered);
+    drop_in(&inbox_dir, "3_junk_00000000.json", "{ not json");
     let rejected = d.app.rejected_dir();
     d.wait_until("two files rejected", || {
         std::fs::read_dir(&rejected).map(|r| r.count()).unwrap_or(0) == 4

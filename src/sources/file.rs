@@ -92,7 +92,7 @@ impl LineSplitter {
     }
 
     /// Calls `line(text, was_cut)` for every complete line in `bytes`.
-    pub fn feed(&mut self, mut bytes: &[u8], mut line: impl FnMut(String, bool)) {
+    pub fn feed(&mut self, mut bytes: &[u8], mut line: impl FnMut(&str, bool)) {
         while !bytes.is_empty() {
             match memchr::memchr(b'\n', bytes) {
                 Some(i) => {
@@ -101,12 +101,12 @@ impl LineSplitter {
                         self.skipping = false;
                     } else if self.partial.is_empty() {
                         let (text, cut) = decode_line(head, self.max);
-                        line(text, cut);
+                        line(&text, cut);
                     } else {
                         self.partial.extend_from_slice(head);
                         let (text, cut) = decode_line(&self.partial, self.max);
+                        line(&text, cut);
                         self.partial.clear();
-                        line(text, cut);
                     }
                     bytes = rest;
                 }
@@ -116,9 +116,9 @@ impl LineSplitter {
                         if self.partial.len() > self.max {
                             // Too long already: emit the cut line now, drop the rest of it.
                             let (text, _) = decode_line(&self.partial, self.max);
+                            line(&text, true);
                             self.partial.clear();
                             self.skipping = true;
-                            line(text, true);
                         }
                     }
                     bytes = &[];
@@ -167,8 +167,8 @@ impl FileSource {
             let matches = &self.config.matches;
             self.lines.feed(&buf, |text, cut| {
                 cut_count += u64::from(cut);
-                if let Some((kind, data)) = matches.classify(&text) {
-                    found.push((kind.to_string(), data));
+                if let Some(hit) = matches.classify(text) {
+                    found.push(hit);
                 }
             });
             if cut_count > 0 {
@@ -176,10 +176,8 @@ impl FileSource {
                     .lines_truncated_total
                     .add(&[&ctx.name], cut_count as f64);
             }
-            for (kind, data) in found {
-                if !ctx.emit(&kind, data).await {
-                    return Ok(None);
-                }
+            if !ctx.emit_all(found).await {
+                return Ok(None);
             }
         }
     }
@@ -282,7 +280,7 @@ mod tests {
         let mut s = LineSplitter::new(max);
         let mut out = Vec::new();
         for c in chunks {
-            s.feed(c, |t, cut| out.push((t, cut)));
+            s.feed(c, |t, cut| out.push((t.to_string(), cut)));
         }
         out
     }

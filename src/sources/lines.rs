@@ -5,6 +5,7 @@ use crate::config::Pattern;
 use crate::event::Data;
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// Longest line kept, in bytes; longer lines are cut and counted.
 pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
@@ -61,14 +62,15 @@ impl Matches {
     }
 }
 
-/// Bytes of one line to text: cut at `max` bytes (on a char boundary), invalid UTF-8 replaced.
+/// Bytes of one line to text: cut at `max` bytes, invalid UTF-8 replaced, a trailing `\r`
+/// dropped. Borrows when the bytes are valid UTF-8 (the usual case: no allocation per line).
 /// Returns the text and whether it was cut.
-pub fn decode_line(bytes: &[u8], max: usize) -> (String, bool) {
+pub fn decode_line(bytes: &[u8], max: usize) -> (Cow<'_, str>, bool) {
     let cut = bytes.len() > max;
     let bytes = if cut { &bytes[..max] } else { bytes };
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
     // A cut through a multi-byte char leaves a replacement char at the end; that is fine.
-    (String::from_utf8_lossy(bytes).into_owned(), cut)
+    (String::from_utf8_lossy(bytes), cut)
 }
 
 #[cfg(test)]
