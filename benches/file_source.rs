@@ -20,7 +20,7 @@ const RUNS: usize = 5;
 const REGEX: &str = r"CUDA out of memory\. Tried to allocate (?P<alloc_gib>[0-9.]+) GiB";
 
 fn line(i: usize) -> String {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!("2026-11-23T07:00:00Z ERROR worker {i}: CUDA out of memory. Tried to allocate {}.{} GiB\n", i % 97, i % 10)
     } else {
         format!(
