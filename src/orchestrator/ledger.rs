@@ -237,6 +237,15 @@ fn hours(ms: i64) -> String {
     }
 }
 
+/// "24h" rather than "1d": how people state an escalation window.
+fn window_words(ms: i64) -> String {
+    if ms > 0 && ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else {
+        crate::config::Dur(std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
+    }
+}
+
 fn secs(ms: i64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
 }
@@ -269,7 +278,7 @@ pub fn record_symptom(
             kind: kind.to_string(),
             reason: format!(
                 "{count} {kind} in last {} (threshold: {})",
-                crate::config::Dur(std::time::Duration::from_millis(p.window_ms as u64)),
+                window_words(p.window_ms),
                 p.threshold
             ),
             symptom_count: count,
