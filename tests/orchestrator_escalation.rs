@@ -32,7 +32,12 @@ fn env() -> Env {
 }
 
 fn record(env: &Env, n: u32) -> escalation::SymptomRecorded {
-    escalation::record(&env.app, "vllm_oom", json!({"n": n}).as_object().unwrap().clone()).unwrap()
+    escalation::record(
+        &env.app,
+        "vllm_oom",
+        json!({"n": n}).as_object().unwrap().clone(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -67,7 +72,10 @@ fn armed_on_the_third_symptom_not_the_second_and_expires_after_its_ttl() {
     );
     assert!(!escalation::status(&env.app).unwrap()[0].armed);
     let events = env.audit_events();
-    assert_eq!(events.iter().filter(|e| *e == "escalation_armed").count(), 1);
+    assert_eq!(
+        events.iter().filter(|e| *e == "escalation_armed").count(),
+        1
+    );
 }
 
 #[test]
@@ -89,7 +97,11 @@ async fn a_successful_escalated_run_clears_the_flag_and_the_mode_reverts() {
     let id = env.submit("alert_gpu_oom", 1);
     orch.drain().await.unwrap();
     assert_eq!(env.status(id), IntentStatus::Done);
-    assert_eq!(env.systemctl_log(), "", "predictive mode takes nothing down");
+    assert_eq!(
+        env.systemctl_log(),
+        "",
+        "predictive mode takes nothing down"
+    );
 
     for n in 0..3 {
         record(&env, n);
@@ -97,15 +109,26 @@ async fn a_successful_escalated_run_clears_the_flag_and_the_mode_reverts() {
     assert!(escalation::armed(&env.app, "vllm_oom").unwrap().is_some());
     let id = env.submit("alert_gpu_oom", 2);
     orch.drain().await.unwrap();
-    assert_eq!(env.status(id), IntentStatus::Done, "{:?}", env.intent(id).note);
-    assert_eq!(env.systemctl_log(), "stop judge.service\nstart judge.service\n");
+    assert_eq!(
+        env.status(id),
+        IntentStatus::Done,
+        "{:?}",
+        env.intent(id).note
+    );
+    assert_eq!(
+        env.systemctl_log(),
+        "stop judge.service\nstart judge.service\n"
+    );
     assert!(
         escalation::armed(&env.app, "vllm_oom").unwrap().is_none(),
         "cleared by the successful escalated run"
     );
     assert_eq!(env.app.metrics.escalation_flag.get(&["vllm_oom"]), 0.0);
     assert_eq!(
-        env.app.metrics.playbook_runs_total.get(&["vllm_oom", "done", "canary"]),
+        env.app
+            .metrics
+            .playbook_runs_total
+            .get(&["vllm_oom", "done", "canary"]),
         1.0
     );
 
@@ -119,7 +142,12 @@ async fn a_successful_escalated_run_clears_the_flag_and_the_mode_reverts() {
     );
     assert!(record(&env, 9).armed.is_none());
     let events = env.audit_events();
-    for e in ["escalation_armed", "downtime_start", "restored", "escalation_cleared"] {
+    for e in [
+        "escalation_armed",
+        "downtime_start",
+        "restored",
+        "escalation_cleared",
+    ] {
         assert!(events.contains(&e.to_string()), "{e} in {events:?}");
     }
 }

@@ -20,7 +20,11 @@ fn ny() -> TimeZone {
 
 /// The instant of a local wall-clock time in New York.
 fn local(y: i16, m: i8, d: i8, h: i8, min: i8, s: i8) -> Timestamp {
-    date(y, m, d).at(h, min, s, 0).to_zoned(ny()).unwrap().timestamp()
+    date(y, m, d)
+        .at(h, min, s, 0)
+        .to_zoned(ny())
+        .unwrap()
+        .timestamp()
 }
 
 fn span(text: &str) -> WindowSpan {
@@ -34,9 +38,15 @@ fn edges(y: i16, m: i8, d: i8) {
     let close = local(y, m, d, 7, 0, 0);
     let second = SignedDuration::from_secs(1);
     // One second before 03:00 is 02:59:59 (or, on the spring-forward night, 01:59:59 EST).
-    assert!(!window::contains(w, &tz, open - second), "{y}-{m}-{d} 02:59:59");
+    assert!(
+        !window::contains(w, &tz, open - second),
+        "{y}-{m}-{d} 02:59:59"
+    );
     assert!(window::contains(w, &tz, open), "{y}-{m}-{d} 03:00");
-    assert!(window::contains(w, &tz, close - second), "{y}-{m}-{d} 06:59:59");
+    assert!(
+        window::contains(w, &tz, close - second),
+        "{y}-{m}-{d} 06:59:59"
+    );
     assert!(!window::contains(w, &tz, close), "{y}-{m}-{d} 07:00");
     assert_eq!(
         window::window_day(w, &tz, open).to_string(),
@@ -174,7 +184,9 @@ async fn cooldown_and_rate_limit() {
     d.await.unwrap();
     let note = env.intent(id).note.unwrap();
     assert!(
-        note.starts_with("rate_limit gate: Rate limit: 3 runs in the last 24.0h (max 3); next allowed in 6.0h"),
+        note.starts_with(
+            "rate_limit gate: Rate limit: 3 runs in the last 24.0h (max 3); next allowed in 6.0h"
+        ),
         "{note}"
     );
     env.advance_h(6.0);
@@ -217,7 +229,9 @@ fn a_hundred_racing_attempts_never_overspend_the_budget() {
                 // Each thread its own connection, as separate processes would have.
                 let store = SqliteStore::open(&path).unwrap();
                 barrier.wait();
-                store.begin_run(&budget_request(i, 15), 1_000, true).unwrap()
+                store
+                    .begin_run(&budget_request(i, 15), 1_000, true)
+                    .unwrap()
             })
         })
         .collect();
@@ -241,12 +255,21 @@ fn a_hundred_racing_attempts_never_overspend_the_budget() {
     // Settling charges what was actually down and frees the rest of the reservation.
     for r in &granted {
         assert!(store.finish_run(r.id, "done", 10_000, 2_000).unwrap());
-        assert!(!store.finish_run(r.id, "done", 10_000, 2_000).unwrap(), "settles once");
+        assert!(
+            !store.finish_run(r.id, "done", 10_000, 2_000).unwrap(),
+            "settles once"
+        );
     }
     let u = store.budget_usage("gpu_downtime", "2026-11-23").unwrap();
     assert_eq!((u.used_ms, u.reserved_ms), (40_000, 0));
-    assert!(store.begin_run(&budget_request(200, 15), 3_000, true).unwrap().is_ok());
-    assert!(store.begin_run(&budget_request(201, 15), 3_000, true).unwrap().is_err());
+    assert!(store
+        .begin_run(&budget_request(200, 15), 3_000, true)
+        .unwrap()
+        .is_ok());
+    assert!(store
+        .begin_run(&budget_request(201, 15), 3_000, true)
+        .unwrap()
+        .is_err());
     // Another night has its own budget.
     let mut other = budget_request(202, 15);
     other.budget.as_mut().unwrap().day = "2026-11-24".into();
@@ -258,7 +281,10 @@ fn a_dry_run_reserves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("vigil.db")).unwrap();
     for i in 0..10 {
-        assert!(store.begin_run(&budget_request(i, 15), 0, false).unwrap().is_ok());
+        assert!(store
+            .begin_run(&budget_request(i, 15), 0, false)
+            .unwrap()
+            .is_ok());
     }
     let u = store.budget_usage("gpu_downtime", "2026-11-23").unwrap();
     assert_eq!((u.used_ms, u.reserved_ms), (0, 0));
@@ -290,10 +316,19 @@ fn a_lock_has_one_holder_until_its_lease_expires() {
     assert_eq!(got, 1);
     let store = SqliteStore::open(&path).unwrap();
     let holder = store.locks().unwrap()[0].holder.clone();
-    assert!(store.acquire_lock("gpu0", "late", 30_000, 29_999).unwrap().is_err());
+    assert!(store
+        .acquire_lock("gpu0", "late", 30_000, 29_999)
+        .unwrap()
+        .is_err());
     // The holder died and stopped renewing: after the lease the lock is free.
-    assert!(store.acquire_lock("gpu0", "late", 30_000, 30_001).unwrap().is_ok());
-    assert!(!store.release_lock("gpu0", &holder).unwrap(), "no longer the holder");
+    assert!(store
+        .acquire_lock("gpu0", "late", 30_000, 30_001)
+        .unwrap()
+        .is_ok());
+    assert!(
+        !store.release_lock("gpu0", &holder).unwrap(),
+        "no longer the holder"
+    );
     assert!(store.release_lock("gpu0", "late").unwrap());
 }
 
@@ -308,13 +343,21 @@ fn lock_child() {
     let store = SqliteStore::open(std::path::Path::new(&db)).unwrap();
     let append = |line: String| {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(&trace).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&trace)
+            .unwrap();
         f.write_all(line.as_bytes()).unwrap();
     };
     let mut held = 0;
     while held < 20 {
         let now = Timestamp::now().as_millisecond();
-        if store.acquire_lock("gpu0", &me, 60_000, now).unwrap().is_ok() {
+        if store
+            .acquire_lock("gpu0", &me, 60_000, now)
+            .unwrap()
+            .is_ok()
+        {
             append(format!("enter {me}\n"));
             std::thread::sleep(std::time::Duration::from_millis(2));
             append(format!("exit {me}\n"));

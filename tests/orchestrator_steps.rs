@@ -49,9 +49,18 @@ async fn a_hanging_step_is_killed_at_its_timeout_and_on_failure_restores() {
         "sleep {pid} still running"
     );
     // Production was stopped once and brought back by on_failure, not by the skipped step 3.
-    assert_eq!(env.systemctl_log(), "stop judge.service\nstart judge.service\n");
+    assert_eq!(
+        env.systemctl_log(),
+        "stop judge.service\nstart judge.service\n"
+    );
     let events = env.audit_events();
-    for e in ["playbook_start", "downtime_start", "step_failed", "restored", "playbook_end"] {
+    for e in [
+        "playbook_start",
+        "downtime_start",
+        "step_failed",
+        "restored",
+        "playbook_end",
+    ] {
         assert!(events.contains(&e.to_string()), "{e} in {events:?}");
     }
     // Budget settled (the manual clock did not move: no downtime charged), lock released.
@@ -60,7 +69,10 @@ async fn a_hanging_step_is_killed_at_its_timeout_and_on_failure_restores() {
     assert_eq!((u.used_ms, u.reserved_ms), (0, 0));
     assert!(store.locks().unwrap().is_empty());
     assert_eq!(
-        env.app.metrics.playbook_runs_total.get(&["canary", "failed", "default"]),
+        env.app
+            .metrics
+            .playbook_runs_total
+            .get(&["canary", "failed", "default"]),
         1.0
     );
 }
@@ -106,11 +118,22 @@ async fn templates_fill_whole_arguments_and_never_reach_a_shell() {
     let out = env.path("args.out");
     script(
         &env.path("args"),
-        &format!("for a in \"$@\"; do echo \"[$a]\" >> {}; done", out.display()),
+        &format!(
+            "for a in \"$@\"; do echo \"[$a]\" >> {}; done",
+            out.display()
+        ),
     );
-    let id = env.submit_data("alert_gpu_oom", json!({"alloc_gib": "2.5; touch /tmp/pwned"}));
+    let id = env.submit_data(
+        "alert_gpu_oom",
+        json!({"alloc_gib": "2.5; touch /tmp/pwned"}),
+    );
     env.orchestrator().drain().await.unwrap();
-    assert_eq!(env.status(id), IntentStatus::Done, "{:?}", env.intent(id).note);
+    assert_eq!(
+        env.status(id),
+        IntentStatus::Done,
+        "{:?}",
+        env.intent(id).note
+    );
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
         "[--alloc]\n[2.5; touch /tmp/pwned]\n[--mode=default]\n[test alert_gpu_oom]\n"
@@ -140,10 +163,15 @@ async fn a_webhook_posts_json_with_templates() {
             if let Some(end) = text.find("\r\n\r\n") {
                 let len: usize = text
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
                     .unwrap_or(0);
                 if buf.len() >= end + 4 + len {
-                    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+                    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .unwrap();
                     return text;
                 }
             }
@@ -155,12 +183,20 @@ async fn a_webhook_posts_json_with_templates() {
     let env = Env::new(&config, IN_WINDOW);
     let id = env.submit("alert_disk_full", 1);
     env.orchestrator().drain().await.unwrap();
-    assert_eq!(env.status(id), IntentStatus::Done, "{:?}", env.intent(id).note);
+    assert_eq!(
+        env.status(id),
+        IntentStatus::Done,
+        "{:?}",
+        env.intent(id).note
+    );
     let request = server.join().unwrap();
     assert!(request.starts_with("POST /hook "), "{request}");
     let body = request.split("\r\n\r\n").nth(1).unwrap();
     let body: serde_json::Value = serde_json::from_str(body).unwrap();
-    assert_eq!(body, json!({"text": "test alert_disk_full", "mode": "default"}));
+    assert_eq!(
+        body,
+        json!({"text": "test alert_disk_full", "mode": "default"})
+    );
 }
 
 #[tokio::test]
@@ -183,7 +219,10 @@ async fn every_intent_ends_in_one_state_highest_priority_first() {
     hi.intent_type = "nobody_handles_this".into();
     let unmatched = vigil::intent::queue::submit(&env.app, &hi).unwrap().id();
     env.advance_h(0.5);
-    let claimed = store.claim_intent("x", 30_000, env.clock.now_ms()).unwrap().unwrap();
+    let claimed = store
+        .claim_intent("x", 30_000, env.clock.now_ms())
+        .unwrap()
+        .unwrap();
     assert_eq!(claimed.id, high, "priority first");
     store
         .set_intent_status(high, IntentStatus::Pending, None, env.clock.now_ms())
