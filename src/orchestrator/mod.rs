@@ -673,6 +673,12 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
         tracing::info!("orchestrator disabled ([orchestrator] enabled = false)");
         return;
     }
+    if app.config.orchestrator.playbooks.is_empty() {
+        // An alert-only config: intents stay pending for whoever reads them (API, dashboard,
+        // another vigil) instead of all ending `unmatched`.
+        tracing::info!("no [playbooks.*] configured: intents are stored, not acted on");
+        return;
+    }
     let orch = Orchestrator::new(app.clone());
     let mut stored = app.stored.subscribe();
     let heartbeat = (!opts.dry_run).then(|| {
