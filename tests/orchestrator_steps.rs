@@ -243,3 +243,26 @@ async fn every_intent_ends_in_one_state_highest_priority_first() {
     let counts = store.intent_counts().unwrap();
     assert!(counts.iter().all(|(s, _)| s.is_finished()), "{counts:?}");
 }
+
+#[tokio::test]
+async fn an_intent_claimed_by_a_dead_holder_before_it_ran_is_resumed() {
+    let config =
+        format!("{BASE}\n[playbooks.log]\non = \"trigger_*\"\nsteps = [{{ log = \"ran\" }}]\n");
+    let env = Env::new(&config, IN_WINDOW);
+    let id = env.submit("trigger_x", 1);
+    let store = env.app.store().unwrap();
+    // Another vigil claimed it and vanished before deciding anything.
+    let claimed = store
+        .claim_intent("otherhost:1:0", 30_000, env.clock.now_ms())
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, id);
+    let orch = env.orchestrator();
+    assert_eq!(orch.recover().await.unwrap(), 0, "its lease is still valid");
+    env.clock.advance(std::time::Duration::from_secs(31));
+    assert_eq!(orch.recover().await.unwrap(), 1);
+    assert_eq!(env.status(id), IntentStatus::Pending);
+    orch.drain().await.unwrap();
+    assert_eq!(env.status(id), IntentStatus::Done);
+    assert!(env.audit_events().contains(&"intent_resumed".to_string()));
+}

@@ -3,6 +3,7 @@
 //! pass, and ends every intent in exactly one of done, denied, failed, restore_failed, expired
 //! or unmatched. A claim whose holder died is recovered: never silently lost, never run twice.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 mod exec;
@@ -47,6 +48,9 @@ pub struct Orchestrator {
     app: Arc<App>,
     holder: String,
     http: reqwest::Client,
+    /// `step` and `recover` take turns, so recovery may treat this orchestrator's own running
+    /// intents as leftovers (of a handler that failed on a store error) without racing a run.
+    turn: tokio::sync::Mutex<()>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -88,6 +92,7 @@ impl Orchestrator {
             app,
             holder,
             http: reqwest::Client::new(),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -102,6 +107,7 @@ impl Orchestrator {
 
     /// Claims and handles the next pending intent; false when there was none.
     pub async fn step(&self) -> Result<bool, StoreError> {
+        let _turn = self.turn.lock().await;
         let app = self.app.clone();
         let holder = self.holder.clone();
         let lease = self.lease_ms();
@@ -129,7 +135,7 @@ impl Orchestrator {
     }
 
     /// Decides and, when the gates pass, runs the playbook for a claimed intent.
-    pub async fn handle(&self, intent: Intent) -> Result<(), StoreError> {
+    async fn handle(&self, intent: Intent) -> Result<(), StoreError> {
         let app = self.app.clone();
         let holder = self.holder.clone();
         let i2 = intent.clone();
@@ -435,6 +441,7 @@ impl Orchestrator {
     /// back to pending; one that was running is ended as failed (never re-run), its budget and
     /// lock settled, and, when it stopped with production down, `on_failure` runs to restore it.
     pub async fn recover(&self) -> Result<usize, StoreError> {
+        let _turn = self.turn.lock().await;
         let app = self.app.clone();
         let me = self.holder.clone();
         let lease = self.lease_ms();
@@ -448,11 +455,11 @@ impl Orchestrator {
                 expires_at: expires,
             } in store.running_intents()?
             {
-                if holder.as_deref() == Some(me.as_str()) {
-                    continue;
-                }
-                let stale =
-                    expires.is_none_or(|e| e < now) || holder.as_deref().is_some_and(holder_dead);
+                // Our own: no step is in progress (we hold the turn), so a handler failed on it.
+                let mine = holder.as_deref() == Some(me.as_str());
+                let stale = mine
+                    || expires.is_none_or(|e| e < now)
+                    || holder.as_deref().is_some_and(holder_dead);
                 if stale && store.take_over_intent(id, holder.as_deref(), &me, lease, now)? {
                     taken.push((id, holder));
                 }
