@@ -45,7 +45,32 @@ impl Outcome {
     }
 }
 
-pub async fn run(argv: &[String], env: &[(String, String)], timeout: Duration) -> Outcome {
+/// The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat): with
+/// the pid it names one process, even after the pid is reused.
+pub fn start_ticks(pid: i32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Kills the process group `pgid` if its leader is still the process that started at
+/// `started`; true when it did.
+pub fn kill_group_if_same(pgid: i32, started: i64) -> bool {
+    if pgid <= 1 || start_ticks(pgid) != Some(started) {
+        return false;
+    }
+    // SAFETY: killpg on a group whose leader we identified by pid and start time.
+    unsafe { libc::killpg(pgid, libc::SIGKILL) == 0 }
+}
+
+/// Runs `argv`; `on_spawn` gets the child's pid (its process group id) once it has started.
+pub async fn run(
+    argv: &[String],
+    env: &[(String, String)],
+    timeout: Duration,
+    on_spawn: impl FnOnce(i32),
+) -> Outcome {
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -66,6 +91,9 @@ pub async fn run(argv: &[String], env: &[(String, String)], timeout: Duration) -
         }
     };
     let pid = child.id().map(|p| p as i32);
+    if let Some(pid) = pid {
+        on_spawn(pid);
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {

@@ -338,6 +338,7 @@ impl Orchestrator {
             intent,
             playbook: &pb.name,
             mode,
+            run: run.id,
         };
         let started = Instant::now();
         match steps::execute(step, timeout, &ctx).await {
@@ -523,6 +524,20 @@ impl Orchestrator {
             run.step + 1,
             run.playbook
         );
+        // A command the dead vigil started may still be running (it has its own process
+        // group): stop it before anything else, so a restore never races it.
+        if let Some((pgid, started)) = run.step_process {
+            if exec::kill_group_if_same(pgid as i32, started) {
+                note.push_str(&format!("; killed its step's processes (group {pgid})"));
+                self.audit(
+                    "orphan_killed",
+                    id,
+                    &run.playbook,
+                    json!({"run": run.id, "pgid": pgid}),
+                )
+                .await;
+            }
+        }
         if let (Some(pb), Some(_)) = (&pb, run.downtime_since) {
             note.push_str("; production was down: ran on_failure");
             let cleanup: Vec<&Step> = pb.steps_for(&pb.on_failure, &run.mode).collect();

@@ -16,6 +16,7 @@ pub struct StepContext<'a> {
     pub intent: &'a Intent,
     pub playbook: &'a str,
     pub mode: &'a str,
+    pub run: i64,
 }
 
 /// Fills the templates of one string.
@@ -171,7 +172,25 @@ async fn command(
         ("VIGIL_PLAYBOOK".to_string(), ctx.playbook.to_string()),
         ("VIGIL_MODE".to_string(), ctx.mode.to_string()),
     ];
-    let out = exec::run(argv, &env, timeout).await;
+    let (app, run) = (ctx.app.clone(), ctx.run);
+    let record = move |process: Option<(i64, i64)>| {
+        let app = app.clone();
+        // Fire and forget: only crash recovery reads it, and the step must not wait on it.
+        drop(tokio::task::spawn_blocking(move || {
+            use crate::store::Store;
+            if let Err(e) = app.store().and_then(|s| s.run_process(run, process)) {
+                tracing::warn!("cannot record the process of run {run}: {e}");
+            }
+        }));
+    };
+    let rec = record.clone();
+    let out = exec::run(argv, &env, timeout, move |pid| {
+        rec(exec::start_ticks(pid).map(|t| (pid as i64, t)))
+    })
+    .await;
+    // Forgetting may in theory land before the recording (two blocking tasks); harmless,
+    // since recovery kills a group only when its leader's start time still matches.
+    record(None);
     let details = json!({
         "argv": argv, "result": out.describe(), "elapsed_s": out.elapsed.as_secs_f64(),
         "output_tail": out.tail,
