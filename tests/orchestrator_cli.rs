@@ -197,6 +197,10 @@ fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
         d.join("hang.pid").exists()
     });
     let store = SqliteStore::open_dir(&d.join("data")).unwrap();
+    wait_for("the step's process group recorded", 10, || {
+        let open = store.runs(None, i64::MIN, true).unwrap();
+        open.first().is_some_and(|r| r.step_process.is_some())
+    });
     let intent = store
         .intents(&IntentQuery::default())
         .unwrap()
