@@ -621,3 +621,33 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     }
     p[pi..].iter().all(|c| *c == '*')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_intent_types() {
+        assert!(glob("alert_gpu_oom", "alert_gpu_oom"));
+        assert!(glob("alert_*", "alert_gpu_oom"));
+        assert!(glob("*_oom", "alert_gpu_oom"));
+        assert!(glob("alert_*_oom", "alert_gpu_oom"));
+        assert!(glob("alert_gpu_oo?", "alert_gpu_oom"));
+        assert!(glob("*", ""));
+        assert!(!glob("alert_*", "trigger_x"));
+        assert!(!glob("alert_gpu", "alert_gpu_oom"));
+        assert!(!glob("*_oom", "alert_gpu_oomx"));
+    }
+
+    #[test]
+    fn window_spans_parse_with_a_hint() {
+        let w = WindowSpan::parse("22:00-02:00").unwrap();
+        assert!(w.crosses_midnight());
+        assert_eq!(w.to_string(), "22:00-02:00");
+        assert!(WindowSpan::parse("03:00:30-07:00").is_ok());
+        let e = WindowSpan::parse("3am-7am").unwrap_err();
+        assert!(e.contains("like \"03:00-07:00\""), "{e}");
+        let e = WindowSpan::parse("03:00-03:00").unwrap_err();
+        assert!(e.contains("same time"), "{e}");
+    }
+}

@@ -206,3 +206,61 @@ async fn command(
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn templates_fill_inside_one_element_and_leave_other_braces() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::parse("t.toml", "").unwrap();
+        let app = Arc::new(App::new(
+            config,
+            dir.path().to_path_buf(),
+            Arc::new(ManualClock::at("2026-01-01T00:00:00Z")),
+        ));
+        let intent = Intent {
+            id: 7,
+            intent_type: "alert_gpu_oom".into(),
+            priority: 9,
+            reason: "OOM $(reboot)".into(),
+            data: json!({"alloc_gib": 2.5, "name": "a b"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            created_at: 0,
+            updated_at: 0,
+            status: crate::intent::IntentStatus::Running,
+            dedup_key: "k".into(),
+            origin: "test".into(),
+            note: None,
+        };
+        let http = reqwest::Client::new();
+        let ctx = StepContext {
+            app: &app,
+            http: &http,
+            intent: &intent,
+            playbook: "pb",
+            mode: "canary",
+            run: 1,
+        };
+        assert_eq!(
+            fill("--alloc={data.alloc_gib}", &ctx).unwrap(),
+            "--alloc=2.5"
+        );
+        assert_eq!(fill("{data.name}", &ctx).unwrap(), "a b");
+        assert_eq!(fill("{reason}", &ctx).unwrap(), "OOM $(reboot)");
+        assert_eq!(
+            fill("{mode}/{playbook}/{intent}/{intent_type}", &ctx).unwrap(),
+            "canary/pb/7/alert_gpu_oom"
+        );
+        assert_eq!(
+            fill("{\"json\": 1} {unknown", &ctx).unwrap(),
+            "{\"json\": 1} {unknown"
+        );
+        let e = fill("{data.missing}", &ctx).unwrap_err();
+        assert!(e.contains("no data field \"missing\""), "{e}");
+    }
+}
