@@ -165,3 +165,22 @@ async fn an_expired_flag_is_ignored() {
     assert_eq!(env.status(id), IntentStatus::Done);
     assert_eq!(env.systemctl_log(), "", "ran in predictive mode");
 }
+
+#[test]
+fn old_symptoms_runs_and_audit_rows_are_pruned_but_recent_ones_stay() {
+    use vigil::store::Store;
+    let env = env();
+    record(&env, 1);
+    env.advance_h(31.0 * 24.0);
+    record(&env, 2);
+    let pruned = vigil::orchestrator::prune(&env.app).unwrap();
+    assert!(pruned >= 2, "the old symptom and its audit row: {pruned}");
+    let left = env
+        .app
+        .store()
+        .unwrap()
+        .symptoms(None, i64::MIN, 100)
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].meta["n"], 2);
+}

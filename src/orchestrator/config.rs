@@ -149,6 +149,10 @@ pub struct Settings {
     pub intent_ttl: Dur,
     /// Timeout of a step that sets none.
     pub step_timeout: Dur,
+    /// Symptoms, finished runs and audit rows older than this leave the store (never less than
+    /// the escalation window or a playbook's cooldown and rate-limit window); the audit files
+    /// in DATA_DIR/audit/ stay.
+    pub retention: Dur,
 }
 
 impl Default for Settings {
@@ -160,6 +164,7 @@ impl Default for Settings {
             lease: Dur::secs(30),
             intent_ttl: Dur::secs(3600),
             step_timeout: Dur::secs(60),
+            retention: Dur::secs(30 * 24 * 3600),
         }
     }
 }

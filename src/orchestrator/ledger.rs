@@ -808,3 +808,19 @@ pub fn audit_tail(conn: &Connection, n: usize) -> rusqlite::Result<Vec<AuditEntr
     v.reverse();
     Ok(v)
 }
+
+/// Deletes symptoms, finished runs and audit rows older than `before_ms` (the JSON-lines files
+/// stay as the long-term trail); returns how many rows went.
+pub fn prune(conn: &Connection, before_ms: i64) -> rusqlite::Result<usize> {
+    let mut n = conn.execute("DELETE FROM symptoms WHERE ts < ?1", [before_ms])?;
+    n += conn.execute(
+        "DELETE FROM runs WHERE ended_at IS NOT NULL AND started_at < ?1",
+        [before_ms],
+    )?;
+    n += conn.execute("DELETE FROM audit WHERE ts < ?1", [before_ms])?;
+    n += conn.execute(
+        "DELETE FROM budget_ledger WHERE reserved_ms = 0 AND day < date(?1 / 1000, 'unixepoch')",
+        [before_ms],
+    )?;
+    Ok(n)
+}

@@ -34,6 +34,7 @@ pub struct Options {
 
 const RECOVER_EVERY: Duration = Duration::from_secs(5);
 const METRICS_EVERY: Duration = Duration::from_secs(5);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// How a run ended.
@@ -713,6 +714,7 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
     let mut seen = HashSet::new();
     let mut last_recover: Option<Instant> = None;
     let mut last_metrics: Option<Instant> = None;
+    let mut last_prune: Option<Instant> = None;
     tracing::info!(holder = %orch.holder, dry_run = opts.dry_run, playbooks = app.config.orchestrator.playbooks.len(), "orchestrator running");
     loop {
         if *shutdown.borrow() {
@@ -723,6 +725,15 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
             let a = app.clone();
             if let Err(e) = blocking(move || status::refresh_metrics(&a)).await {
                 tracing::warn!("cannot refresh orchestrator metrics: {e}");
+            }
+        }
+        if !opts.dry_run && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            last_prune = Some(Instant::now());
+            let a = app.clone();
+            match blocking(move || prune(&a)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("pruned {n} old symptoms, runs and audit rows"),
+                Err(e) => tracing::warn!("cannot prune the orchestrator's state: {e}"),
             }
         }
         let worked = if opts.dry_run {
@@ -768,6 +779,18 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
     if let Some(h) = heartbeat {
         h.abort();
     }
+}
+
+/// Drops what no gate or flag can need any more (blocking).
+pub fn prune(app: &App) -> Result<usize, StoreError> {
+    let cfg = &app.config.orchestrator;
+    let mut keep = cfg.settings.retention.0.max(cfg.escalation.window.0);
+    for pb in cfg.playbooks.values() {
+        keep = keep.max(pb.cooldown.unwrap_or_default());
+        keep = keep.max(pb.max_runs.map(|m| m.within.0).unwrap_or_default());
+    }
+    let before = app.clock.now_ms() - keep.as_millis() as i64;
+    app.store()?.prune_orchestrator(before)
 }
 
 /// Renews this orchestrator's leases (intents and locks) well before they run out.

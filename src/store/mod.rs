@@ -157,5 +157,7 @@ pub trait Store: Send + Sync {
         now_ms: i64,
     ) -> Result<bool, StoreError>;
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Deletes symptoms, finished runs, audit rows and budget days older than `before_ms`.
+    fn prune_orchestrator(&self, before_ms: i64) -> Result<usize, StoreError>;
     fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError>;
 }

@@ -407,6 +407,10 @@ impl Store for SqliteStore {
         self.with_conn(|c| ledger::append_audit(c, entry))
     }
 
+    fn prune_orchestrator(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.with_conn(|c| ledger::prune(c, before_ms))
+    }
+
     fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.with_conn(|c| ledger::audit_tail(c, n))
     }
