@@ -155,6 +155,28 @@ fn windows_and_the_escalation_section_are_checked() {
 }
 
 #[test]
+fn on_takes_one_glob_or_several() {
+    let c = Config::parse(
+        "vigil.toml",
+        "[playbooks.p]\non = [\"alert_gpu_oom\", \"trigger_*\"]\nsteps = [{ log = \"x\" }]\n",
+    )
+    .unwrap();
+    let pb = &c.orchestrator.playbooks["p"];
+    assert!(pb.matches("alert_gpu_oom") && pb.matches("trigger_canary"));
+    assert!(!pb.matches("alert_disk_full"));
+    let e = Config::parse(
+        "vigil.toml",
+        "[playbooks.p]\non = []\nsteps = [{ log = \"x\" }]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("vigil.toml:2:6: `on` needs at least one"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_window_may_cross_midnight_and_have_its_own_time_zone() {
     let c = Config::parse(
         "vigil.toml",

@@ -173,8 +173,8 @@ impl Default for Settings {
 #[derive(Debug, Clone)]
 pub struct Playbook {
     pub name: String,
-    /// Intent type glob (`*` and `?`).
-    pub on: String,
+    /// Intent type globs (`*` and `?`); `on = "alert_*"` or `on = ["a", "b_*"]`.
+    pub on: Vec<String>,
     pub mode: ModeConfig,
     pub window: Option<String>,
     pub budget: Option<String>,
@@ -190,7 +190,7 @@ pub struct Playbook {
 
 impl Playbook {
     pub fn matches(&self, intent_type: &str) -> bool {
-        glob(&self.on, intent_type)
+        self.on.iter().any(|p| glob(p, intent_type))
     }
 
     /// The steps that run in `mode`: those without a `mode` and those of this mode.
@@ -259,6 +259,37 @@ impl<'de> Deserialize<'de> for ModeConfig {
                     escalate_on: t.escalate_on,
                     escalated: t.escalated.unwrap_or_else(|| "canary".into()),
                 })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string or an array of strings.
+struct OneOrMany(Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an intent type glob like \"alert_*\", or an array of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                if out.is_empty() {
+                    return Err(de::Error::custom(
+                        "`on` needs at least one intent type glob",
+                    ));
+                }
+                Ok(OneOrMany(out))
             }
         }
         d.deserialize_any(V)
@@ -350,7 +381,7 @@ struct RawStep {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlaybook {
-    on: String,
+    on: OneOrMany,
     #[serde(default)]
     mode: ModeConfig,
     window: Option<Spanned<String>>,
@@ -470,7 +501,7 @@ pub fn take(
         }
         let pb = Playbook {
             name: name.clone(),
-            on: raw.on,
+            on: raw.on.0,
             mode: raw.mode,
             window: raw.window.map(Spanned::into_inner),
             budget: raw.budget.map(Spanned::into_inner),

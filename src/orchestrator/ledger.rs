@@ -76,6 +76,7 @@ ALTER TABLE intents ADD COLUMN lease_expires INTEGER;
 pub struct Symptom {
     pub id: i64,
     pub kind: String,
+    #[serde(serialize_with = "ser_ts")]
     pub ts: i64,
     pub meta: Data,
 }
@@ -94,8 +95,11 @@ pub struct Flag {
     pub kind: String,
     pub reason: String,
     pub symptom_count: u32,
+    #[serde(serialize_with = "ser_ts")]
     pub armed_at: i64,
+    #[serde(serialize_with = "ser_ts")]
     pub expires_at: i64,
+    #[serde(serialize_with = "ser_opt_ts")]
     pub cleared_at: Option<i64>,
 }
 
@@ -178,7 +182,9 @@ pub struct RunRecord {
     pub playbook: String,
     pub mode: String,
     pub holder: String,
+    #[serde(serialize_with = "ser_ts")]
     pub started_at: i64,
+    #[serde(serialize_with = "ser_opt_ts")]
     pub ended_at: Option<i64>,
     pub result: Option<String>,
     pub budget: Option<String>,
@@ -189,6 +195,7 @@ pub struct RunRecord {
     /// Index of the step in progress (for crash recovery).
     pub step: i64,
     /// Set while production is down.
+    #[serde(serialize_with = "ser_opt_ts")]
     pub downtime_since: Option<i64>,
     /// Process group of the command step in progress, and its leader's start time (clock
     /// ticks since boot), so recovery kills a step a dead vigil left running and nothing else.
@@ -199,7 +206,9 @@ pub struct RunRecord {
 pub struct LockRecord {
     pub name: String,
     pub holder: String,
+    #[serde(serialize_with = "ser_ts")]
     pub acquired_at: i64,
+    #[serde(serialize_with = "ser_ts")]
     pub expires_at: i64,
 }
 
@@ -222,6 +231,13 @@ pub struct AuditEntry {
 
 fn ser_ts<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&crate::clock::rfc3339_ms(*ms))
+}
+
+fn ser_opt_ts<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&crate::clock::rfc3339_ms(*ms)),
+        None => s.serialize_none(),
+    }
 }
 
 fn de_ts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {

@@ -73,7 +73,7 @@ pub fn collect(app: &App) -> Result<OrchestratorStatus, StoreError> {
         };
         playbooks.push(PlaybookStatus {
             name: pb.name.clone(),
-            on: pb.on.clone(),
+            on: pb.on.join(","),
             mode,
             escalated: flag.is_some(),
             cooldown_remaining_s: cooldown_remaining as f64 / 1000.0,
