@@ -266,3 +266,48 @@ async fn an_intent_claimed_by_a_dead_holder_before_it_ran_is_resumed() {
     assert_eq!(env.status(id), IntentStatus::Done);
     assert!(env.audit_events().contains(&"intent_resumed".to_string()));
 }
+
+#[tokio::test]
+async fn downtime_never_outlasts_the_reservation() {
+    let config = format!(
+        r#"{BASE}
+[playbooks.slow]
+on = "trigger_slow"
+budget = "gpu_downtime"
+expected_downtime = "1s"
+steps = [
+  {{ systemd = "stop", unit = "judge.service", downtime = true }},
+  {{ run = ["sleep", "30"], timeout = "5m" }},
+  {{ systemd = "start", unit = "judge.service", restore = true }},
+]
+on_failure = [{{ systemd = "start", unit = "judge.service", restore = true }}]
+"#
+    );
+    // Real time: the reservation is measured on the clock the budget is charged on.
+    let clock = vigil::clock::ManualClock::at(IN_WINDOW);
+    let env = Env::with_clock(
+        &config,
+        clock,
+        std::sync::Arc::new(vigil::clock::SystemClock),
+    );
+    let id = env.submit("trigger_slow", 1);
+    env.orchestrator().drain().await.unwrap();
+    let i = env.intent(id);
+    assert_eq!(i.status, IntentStatus::Failed, "{:?}", i.note);
+    let note = i.note.unwrap();
+    assert!(
+        note.contains("cut short: production may stay down only the 1.0s the run reserved"),
+        "{note}"
+    );
+    assert_eq!(
+        env.systemctl_log(),
+        "stop judge.service\nstart judge.service\n"
+    );
+    let store = env.app.store().unwrap();
+    let run = &store.runs(None, i64::MIN, false).unwrap()[0];
+    let u = store
+        .budget_usage("gpu_downtime", run.budget_day.as_deref().unwrap())
+        .unwrap();
+    assert_eq!(u.reserved_ms, 0);
+    assert!(u.used_ms >= 1_000 && u.used_ms < 30_000, "{u:?}");
+}

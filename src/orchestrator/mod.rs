@@ -36,6 +36,8 @@ const RECOVER_EVERY: Duration = Duration::from_secs(5);
 const METRICS_EVERY: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Step numbers from here on are on_failure steps (in progress records and the audit trail).
+const CLEANUP: usize = 1000;
 
 /// How a run ended.
 #[derive(Debug, Clone)]
@@ -255,7 +257,7 @@ impl Orchestrator {
             for (i, step) in cleanup.iter().enumerate() {
                 // Cleanup keeps going: the next step may be the one that restores production.
                 let _ = self
-                    .run_step(intent, pb, mode, run, 1000 + i, step, &mut state)
+                    .run_step(intent, pb, mode, run, CLEANUP + i, step, &mut state)
                     .await;
             }
         }
@@ -333,6 +335,25 @@ impl Orchestrator {
         if restoring {
             timeout = timeout.min(self.restore_sla(pb));
         }
+        let mut capped = false;
+        // Bounded downtime: production stays down no longer than the run reserved. A step that
+        // would overrun the reservation is cut short, the run fails and on_failure restores.
+        if let (Some(since), false, false) = (state.down_since, step.restore, index >= CLEANUP) {
+            let left = since + run.reserved_ms - app.clock.now_ms();
+            if left <= 0 {
+                let e = format!(
+                    "the downtime reservation of {:.1}s is used up; not starting it",
+                    run.reserved_ms as f64 / 1000.0
+                );
+                self.audit("step_failed", intent.id, &pb.name, json!({"run": run.id, "step": index + 1, "action": step.action.kind(), "error": e})).await;
+                return Err(e);
+            }
+            let cap = Duration::from_millis(left as u64);
+            if cap < timeout {
+                timeout = cap;
+                capped = true;
+            }
+        }
         let ctx = StepContext {
             app,
             http: &self.http,
@@ -354,9 +375,15 @@ impl Orchestrator {
                 }
                 Ok(())
             }
-            Err(e) => {
+            Err(mut e) => {
                 if restoring {
                     state.sla_missed = true;
+                }
+                if capped {
+                    e.push_str(&format!(
+                        " (cut short: production may stay down only the {:.1}s the run reserved)",
+                        run.reserved_ms as f64 / 1000.0
+                    ));
                 }
                 self.audit("step_failed", intent.id, &pb.name, json!({"run": run.id, "step": index + 1, "action": step.action.kind(), "error": e, "timeout_s": timeout.as_secs_f64()})).await;
                 Err(e)
@@ -544,7 +571,7 @@ impl Orchestrator {
             let cleanup: Vec<&Step> = pb.steps_for(&pb.on_failure, &run.mode).collect();
             for (i, step) in cleanup.iter().enumerate() {
                 let _ = self
-                    .run_step(&intent, pb, &run.mode, &run, 1000 + i, step, &mut state)
+                    .run_step(&intent, pb, &run.mode, &run, CLEANUP + i, step, &mut state)
                     .await;
             }
         }
