@@ -177,10 +177,8 @@ impl Config {
     /// The config `vigil run` uses when it is given none and finds no `vigil.toml`.
     pub fn builtin() -> Config {
         let mut text = String::from(include_str!("default.toml"));
-        let journal = ["/run/systemd/journal", "/var/log/journal"]
-            .iter()
-            .any(|p| Path::new(p).exists());
-        if journal {
+        let roots = crate::sources::journald::SYSTEM_JOURNALS.map(PathBuf::from);
+        if crate::sources::journald::has_journal_files(&roots) {
             text.push_str(include_str!("default_journal.toml"));
         }
         Config::parse("(built-in default)", &text).expect("the built-in config is valid")

@@ -3,7 +3,10 @@
 
 use super::{BoxFuture, Source, SourceContext, SourceError};
 use crate::config::Dur;
+use crate::event::Data;
+use crate::exec::Cmd;
 use serde::Deserialize;
+use serde_json::Value;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,23 +47,143 @@ impl ProbeConfig {
     }
 }
 
+/// Checks one target on `interval`. Emits `probe_failed` `{probe, error, consecutive}` on every
+/// failed check (`consecutive` counts up, so repeated failures are distinct events and survive
+/// dedup) and `probe_ok` `{probe, after_failures}` on the first success after failures; steady
+/// success emits nothing. The source itself is up while it runs, whatever the target does.
 pub struct ProbeSource {
     config: ProbeConfig,
+    /// Failed checks in a row; kept across restarts of the source.
+    failures: u64,
+    client: Option<reqwest::Client>,
 }
 
 impl ProbeSource {
     pub fn new(config: ProbeConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            failures: 0,
+            client: None,
+        }
+    }
+
+    /// What the events call the target: the URL, the address or the argv.
+    pub fn target(&self) -> String {
+        if let Some(u) = &self.config.http {
+            u.clone()
+        } else if let Some(a) = &self.config.tcp {
+            a.clone()
+        } else {
+            self.config.command.as_deref().unwrap_or_default().join(" ")
+        }
+    }
+
+    /// One check: `Err` holds why the target is unhealthy.
+    async fn check(&mut self) -> Result<(), String> {
+        let timeout = self.config.timeout.0;
+        if let Some(url) = &self.config.http {
+            let client = match &self.client {
+                Some(c) => c.clone(),
+                None => {
+                    let c = reqwest::Client::builder()
+                        .timeout(timeout)
+                        .build()
+                        .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+                    self.client = Some(c.clone());
+                    c
+                }
+            };
+            let resp = client.get(url).send().await.map_err(|e| {
+                if e.is_timeout() {
+                    format!("no answer within {}", self.config.timeout)
+                } else {
+                    error_chain(&e)
+                }
+            })?;
+            let status = resp.status();
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("HTTP {status}"))
+            }
+        } else if let Some(addr) = &self.config.tcp {
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_str())).await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("connect: {e}")),
+                Err(_) => Err(format!("connect: no answer within {}", self.config.timeout)),
+            }
+        } else {
+            let argv = self.config.command.clone().unwrap_or_default();
+            let out = Cmd::new(argv, timeout)
+                .run()
+                .await
+                .map_err(|e| e.to_string())?;
+            if out.success() {
+                Ok(())
+            } else {
+                let last = out.stderr.trim().lines().last().unwrap_or("").to_string();
+                if last.is_empty() {
+                    Err(out.describe())
+                } else {
+                    Err(format!("{}: {last}", out.describe()))
+                }
+            }
+        }
     }
 }
 
+/// An error with its causes, since reqwest's top-level message alone ("error sending request")
+/// does not say what to fix.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 impl Source for ProbeSource {
-    fn run<'a>(&'a mut self, _ctx: &'a SourceContext) -> BoxFuture<'a, Result<(), SourceError>> {
+    fn run<'a>(&'a mut self, ctx: &'a SourceContext) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
-            Err(SourceError::new(format!(
-                "probe {:?} is not implemented yet",
-                self.config.http
-            )))
+            ctx.up();
+            let target = self.target();
+            let mut tick = tokio::time::interval(self.config.interval.0);
+            // A slow check delays the next one rather than causing a burst.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = ctx.stopping() => return Ok(()),
+                }
+                let result = tokio::select! {
+                    r = self.check() => r,
+                    _ = ctx.stopping() => return Ok(()),
+                };
+                let mut data = Data::new();
+                data.insert("probe".into(), Value::String(target.clone()));
+                let kind = match result {
+                    Ok(()) if self.failures == 0 => continue,
+                    Ok(()) => {
+                        data.insert("after_failures".into(), self.failures.into());
+                        self.failures = 0;
+                        "probe_ok"
+                    }
+                    Err(error) => {
+                        self.failures += 1;
+                        tracing::debug!(source = %ctx.name, probe = %target, "probe failed: {error}");
+                        data.insert("error".into(), Value::String(error));
+                        data.insert("consecutive".into(), self.failures.into());
+                        "probe_failed"
+                    }
+                };
+                if !ctx.emit(kind, data).await {
+                    return Ok(());
+                }
+            }
         })
     }
 }

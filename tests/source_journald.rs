@@ -1,0 +1,307 @@
+//! The journald source against real journal files, written in the journal export format and
+//! converted by systemd-journal-remote, read through the real journalctl.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use vigil::clock::{SharedClock, SystemClock};
+use vigil::config::Pattern;
+use vigil::event::Event;
+use vigil::metrics::Metrics;
+use vigil::sources::journald::{JournaldConfig, JournaldSource};
+use vigil::sources::lines::{LineMatch, Matches};
+use vigil::sources::{Health, Source, SourceContext, SourceError};
+
+const JOURNAL_REMOTE: &str = "/usr/lib/systemd/systemd-journal-remote";
+const BOOT: &str = "0123456789abcdef0123456789abcdef";
+
+enum Msg<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
+/// One entry in the export format: text fields as `K=V`, binary ones as name, 64-bit LE size,
+/// bytes.
+fn entry(usec: u64, unit: &str, priority: u8, msg: Msg) -> Vec<u8> {
+    let mut out = format!(
+        "__REALTIME_TIMESTAMP={usec}\n__MONOTONIC_TIMESTAMP={usec}\n_BOOT_ID={BOOT}\n_SYSTEMD_UNIT={unit}\nPRIORITY={priority}\n"
+    )
+    .into_bytes();
+    match msg {
+        Msg::Text(t) => out.extend_from_slice(format!("MESSAGE={t}\n").as_bytes()),
+        Msg::Binary(b) => {
+            out.extend_from_slice(b"MESSAGE\n");
+            out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            out.extend_from_slice(b);
+            out.push(b'\n');
+        }
+    }
+    out.push(b'\n');
+    out
+}
+
+/// Converts export-format entries into a journal file at `out` (must end in `.journal`).
+fn write_journal(out: &Path, entries: &[Vec<u8>]) {
+    let mut child = Command::new(JOURNAL_REMOTE)
+        .arg(format!("--output={}", out.display()))
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-journal-remote is installed (Debian package systemd-journal-remote)");
+    let mut stdin = child.stdin.take().unwrap();
+    for e in entries {
+        stdin.write_all(e).unwrap();
+    }
+    drop(stdin);
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(out.exists());
+}
+
+fn sample() -> Vec<Vec<u8>> {
+    vec![
+        entry(
+            1_700_000_000_000_000,
+            "judge.service",
+            3,
+            Msg::Text("CUDA out of memory on gpu 2"),
+        ),
+        entry(
+            1_700_000_001_000_000,
+            "other.service",
+            6,
+            Msg::Binary(b"bin\x01ary\xff"),
+        ),
+        entry(
+            1_700_000_002_000_000,
+            "judge.service",
+            6,
+            Msg::Text("judge ready"),
+        ),
+    ]
+}
+
+fn config() -> JournaldConfig {
+    JournaldConfig {
+        units: vec![],
+        file: None,
+        directory: None,
+        matches: Matches::default(),
+        from_start: true,
+        command: vec!["journalctl".into()],
+        max_line: 64 * 1024,
+    }
+}
+
+struct Running {
+    events: mpsc::Receiver<Event>,
+    metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), SourceError>>,
+}
+
+fn start(config: JournaldConfig) -> Running {
+    let (tx, events) = mpsc::channel(16);
+    let (stop, shutdown) = watch::channel(false);
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::new(metrics.clone()));
+    let clock: SharedClock = Arc::new(SystemClock);
+    let ctx = SourceContext::new("journal", clock, metrics.clone(), tx, health, shutdown);
+    let task = tokio::spawn(async move {
+        let mut source = JournaldSource::new(config);
+        source.run(&ctx).await
+    });
+    Running {
+        events,
+        metrics,
+        stop,
+        task,
+    }
+}
+
+impl Running {
+    async fn next(&mut self) -> Event {
+        tokio::time::timeout(Duration::from_secs(10), self.events.recv())
+            .await
+            .expect("an event within 10 s")
+            .expect("source still running")
+    }
+
+    async fn finish(self) {
+        self.stop.send(true).unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("source stops on shutdown")
+            .unwrap();
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    async fn error(self) -> String {
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("source fails within 10 s")
+            .unwrap()
+            .expect_err("source fails")
+            .to_string()
+    }
+}
+
+#[tokio::test]
+async fn reads_a_journal_file_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.journal");
+    write_journal(&file, &sample());
+    let mut run = start(JournaldConfig {
+        file: Some(file),
+        ..config()
+    });
+    let ev = run.next().await;
+    assert_eq!(ev.kind, "line");
+    assert_eq!(ev.source, "journal");
+    assert_eq!(ev.data["line"], "CUDA out of memory on gpu 2");
+    assert_eq!(ev.data["unit"], "judge.service");
+    assert_eq!(ev.data["priority"], 3);
+    // A MESSAGE that is not text comes as an array of bytes and is decoded lossily.
+    let ev = run.next().await;
+    assert_eq!(ev.data["line"], "bin\u{1}ary\u{fffd}");
+    assert_eq!(ev.data["unit"], "other.service");
+    assert_eq!(ev.data["priority"], 6);
+    let ev = run.next().await;
+    assert_eq!(ev.data["line"], "judge ready");
+    // Up while following, even with nothing more to read.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while run.metrics.source_up.get(&["journal"]) != 1.0 {
+        assert!(Instant::now() < deadline, "source never marked up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn directory_with_unit_filter_and_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    write_journal(&dir.path().join("a.journal"), &sample());
+    let mut run = start(JournaldConfig {
+        directory: Some(dir.path().to_path_buf()),
+        units: vec!["judge.service".into()],
+        matches: Matches(vec![
+            LineMatch {
+                regex: Pattern(regex::Regex::new(r"out of memory on gpu (?P<gpu>\d+)").unwrap()),
+                event: "gpu_oom".into(),
+            },
+            LineMatch {
+                regex: Pattern(regex::Regex::new(r"^bin").unwrap()),
+                event: "binary".into(),
+            },
+            LineMatch {
+                regex: Pattern(regex::Regex::new(r"ready").unwrap()),
+                event: "ready".into(),
+            },
+        ]),
+        ..config()
+    });
+    let ev = run.next().await;
+    assert_eq!(ev.kind, "gpu_oom");
+    assert_eq!(ev.data["gpu"], "2");
+    assert_eq!(ev.data["unit"], "judge.service");
+    // other.service's binary entry is filtered out by the unit.
+    let ev = run.next().await;
+    assert_eq!(ev.kind, "ready");
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn follows_new_journal_files_and_skips_old_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    write_journal(&dir.path().join("old.journal"), &sample());
+    let mut run = start(JournaldConfig {
+        directory: Some(dir.path().to_path_buf()),
+        from_start: false,
+        ..config()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while run.metrics.source_up.get(&["journal"]) != 1.0 {
+        assert!(Instant::now() < deadline, "source never marked up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh: PathBuf = tmp.path().join("new.journal");
+    write_journal(
+        &fresh,
+        &[entry(
+            1_800_000_000_000_000,
+            "judge.service",
+            4,
+            Msg::Text("fresh entry"),
+        )],
+    );
+    std::fs::rename(&fresh, dir.path().join("new.journal")).unwrap();
+    // The first event is the new entry: the three old ones were not replayed.
+    let ev = run.next().await;
+    assert_eq!(ev.data["line"], "fresh entry");
+    assert_eq!(ev.data["priority"], 4);
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn long_messages_are_cut_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.journal");
+    let long = "x".repeat(100);
+    write_journal(
+        &file,
+        &[entry(
+            1_700_000_000_000_000,
+            "a.service",
+            6,
+            Msg::Text(&long),
+        )],
+    );
+    let mut run = start(JournaldConfig {
+        file: Some(file),
+        max_line: 10,
+        ..config()
+    });
+    let ev = run.next().await;
+    assert_eq!(ev.data["line"], "xxxxxxxxxx");
+    assert_eq!(run.metrics.lines_truncated_total.get(&["journal"]), 1.0);
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn missing_journalctl_is_a_clear_error() {
+    let run = start(JournaldConfig {
+        command: vec!["/nonexistent/journalctl".into()],
+        ..config()
+    });
+    let err = run.error().await;
+    assert!(
+        err.starts_with(
+            "command `/nonexistent/journalctl` not found: install it or give its full path"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("set `command`"), "{err}");
+}
+
+#[tokio::test]
+async fn missing_journal_file_reports_journalctl_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = start(JournaldConfig {
+        file: Some(dir.path().join("absent.journal")),
+        ..config()
+    });
+    let err = run.error().await;
+    assert!(err.contains("journalctl"), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(err.contains("check that the journal"), "{err}");
+}
