@@ -197,10 +197,6 @@ fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
         d.join("hang.pid").exists()
     });
     let store = SqliteStore::open_dir(&d.join("data")).unwrap();
-    wait_for("the step's process group recorded", 10, || {
-        let open = store.runs(None, i64::MIN, true).unwrap();
-        open.first().is_some_and(|r| r.step_process.is_some())
-    });
     let intent = store
         .intents(&IntentQuery::default())
         .unwrap()
@@ -248,7 +244,7 @@ fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
         note.contains("production was down: ran on_failure"),
         "{note}"
     );
-    assert!(note.contains("killed its step's processes"), "{note}");
+    assert!(note.contains("processes its step left running"), "{note}");
     assert!(
         !alive(orphan),
         "the step the dead vigil left running was stopped"

@@ -40,9 +40,7 @@ CREATE TABLE runs (
     downtime_ms    INTEGER NOT NULL DEFAULT 0,
     lock_name      TEXT,
     step           INTEGER NOT NULL DEFAULT 0,
-    downtime_since INTEGER,
-    step_pgid      INTEGER,
-    step_started   INTEGER
+    downtime_since INTEGER
 );
 CREATE INDEX runs_playbook ON runs (playbook, started_at);
 CREATE INDEX runs_open ON runs (ended_at);
@@ -197,9 +195,6 @@ pub struct RunRecord {
     /// Set while production is down.
     #[serde(serialize_with = "ser_opt_ts")]
     pub downtime_since: Option<i64>,
-    /// Process group of the command step in progress, and its leader's start time (clock
-    /// ticks since boot), so recovery kills a step a dead vigil left running and nothing else.
-    pub step_process: Option<(i64, i64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -507,7 +502,6 @@ pub fn begin_run(
         lock_name: req.lock.clone(),
         step: 0,
         downtime_since: None,
-        step_process: None,
     };
     if commit {
         tx.commit()?;
@@ -526,19 +520,6 @@ pub fn run_progress(
     conn.execute(
         "UPDATE runs SET step = ?2, downtime_since = ?3 WHERE id = ?1",
         params![run_id, step, downtime_since],
-    )
-    .map(drop)
-}
-
-/// Records (or with `None` forgets) the process group of the command step in progress.
-pub fn run_process(
-    conn: &Connection,
-    run_id: i64,
-    process: Option<(i64, i64)>,
-) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE runs SET step_pgid = ?2, step_started = ?3 WHERE id = ?1",
-        params![run_id, process.map(|p| p.0), process.map(|p| p.1)],
     )
     .map(drop)
 }
@@ -573,14 +554,14 @@ pub fn finish_run(
         )?;
     }
     tx.execute(
-        "UPDATE runs SET ended_at = ?2, result = ?3, downtime_ms = ?4, downtime_since = NULL, step_pgid = NULL, step_started = NULL WHERE id = ?1",
+        "UPDATE runs SET ended_at = ?2, result = ?3, downtime_ms = ?4, downtime_since = NULL WHERE id = ?1",
         params![run_id, now_ms, result, downtime_ms],
     )?;
     tx.commit()?;
     Ok(true)
 }
 
-const RUN_COLUMNS: &str = "id, intent_id, playbook, mode, holder, started_at, ended_at, result, budget, budget_day, reserved_ms, downtime_ms, lock_name, step, downtime_since, step_pgid, step_started";
+const RUN_COLUMNS: &str = "id, intent_id, playbook, mode, holder, started_at, ended_at, result, budget, budget_day, reserved_ms, downtime_ms, lock_name, step, downtime_since";
 
 fn row_to_run(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -599,10 +580,6 @@ fn row_to_run(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         lock_name: r.get(12)?,
         step: r.get(13)?,
         downtime_since: r.get(14)?,
-        step_process: match (r.get::<_, Option<i64>>(15)?, r.get::<_, Option<i64>>(16)?) {
-            (Some(pgid), Some(started)) => Some((pgid, started)),
-            _ => None,
-        },
     })
 }
 

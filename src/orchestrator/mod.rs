@@ -6,9 +6,9 @@
 pub mod api;
 pub mod cli;
 pub mod config;
-mod exec;
 pub mod gates;
 pub mod ledger;
+pub mod orphans;
 pub mod status;
 pub mod steps;
 pub mod window;
@@ -361,6 +361,7 @@ impl Orchestrator {
             playbook: &pb.name,
             mode,
             run: run.id,
+            holder: &run.holder,
         };
         let started = Instant::now();
         match steps::execute(step, timeout, &ctx).await {
@@ -554,17 +555,20 @@ impl Orchestrator {
         );
         // A command the dead vigil started may still be running (it has its own process
         // group): stop it before anything else, so a restore never races it.
-        if let Some((pgid, started)) = run.step_process {
-            if exec::kill_group_if_same(pgid as i32, started) {
-                note.push_str(&format!("; killed its step's processes (group {pgid})"));
-                self.audit(
-                    "orphan_killed",
-                    id,
-                    &run.playbook,
-                    json!({"run": run.id, "pgid": pgid}),
-                )
-                .await;
-            }
+        let token = orphans::token(&run.holder, run.id);
+        let killed = blocking(move || orphans::kill_marked(&token)).await;
+        if !killed.is_empty() {
+            note.push_str(&format!(
+                "; killed the {} processes its step left running",
+                killed.len()
+            ));
+            self.audit(
+                "orphan_killed",
+                id,
+                &run.playbook,
+                json!({"run": run.id, "pids": killed}),
+            )
+            .await;
         }
         if let (Some(pb), Some(_)) = (&pb, run.downtime_since) {
             note.push_str("; production was down: ran on_failure");

@@ -3,7 +3,6 @@
 //! ever passed through a shell.
 
 use super::config::{Action, Step};
-use super::exec;
 use crate::app::App;
 use crate::intent::Intent;
 use serde_json::{json, Value};
@@ -17,6 +16,8 @@ pub struct StepContext<'a> {
     pub playbook: &'a str,
     pub mode: &'a str,
     pub run: i64,
+    /// The orchestrator running the step, for the mark on its processes.
+    pub holder: &'a str,
 }
 
 /// Fills the templates of one string.
@@ -158,51 +159,53 @@ pub async fn execute(
     }
 }
 
+/// Output kept in the audit trail per stream: the end, where errors usually are.
+const AUDIT_TAIL: usize = 2048;
+
+fn last(text: &str, n: usize) -> &str {
+    let mut start = text.len().saturating_sub(n);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
 async fn command(
     argv: &[String],
     timeout: Duration,
     ctx: &StepContext<'_>,
 ) -> Result<Value, String> {
-    let env = [
-        ("VIGIL_INTENT".to_string(), ctx.intent.id.to_string()),
-        (
-            "VIGIL_INTENT_TYPE".to_string(),
-            ctx.intent.intent_type.clone(),
-        ),
-        ("VIGIL_PLAYBOOK".to_string(), ctx.playbook.to_string()),
-        ("VIGIL_MODE".to_string(), ctx.mode.to_string()),
-    ];
-    let (app, run) = (ctx.app.clone(), ctx.run);
-    let record = move |process: Option<(i64, i64)>| {
-        let app = app.clone();
-        // Fire and forget: only crash recovery reads it, and the step must not wait on it.
-        drop(tokio::task::spawn_blocking(move || {
-            use crate::store::Store;
-            if let Err(e) = app.store().and_then(|s| s.run_process(run, process)) {
-                tracing::warn!("cannot record the process of run {run}: {e}");
-            }
-        }));
-    };
-    let rec = record.clone();
-    let out = exec::run(argv, &env, timeout, move |pid| {
-        rec(exec::start_ticks(pid).map(|t| (pid as i64, t)))
-    })
-    .await;
-    // Forgetting may in theory land before the recording (two blocking tasks); harmless,
-    // since recovery kills a group only when its leader's start time still matches.
-    record(None);
+    let out = crate::exec::Cmd::new(argv.to_vec(), timeout)
+        .env("VIGIL_INTENT", ctx.intent.id.to_string())
+        .env("VIGIL_INTENT_TYPE", ctx.intent.intent_type.clone())
+        .env("VIGIL_PLAYBOOK", ctx.playbook)
+        .env("VIGIL_MODE", ctx.mode)
+        // Marks the step's processes, so recovery can find them if this vigil dies.
+        .env(
+            super::orphans::MARK,
+            super::orphans::token(ctx.holder, ctx.run),
+        )
+        .run()
+        .await
+        .map_err(|e| e.to_string())?;
+    let (stdout, stderr) = (last(&out.stdout, AUDIT_TAIL), last(&out.stderr, AUDIT_TAIL));
     let details = json!({
-        "argv": argv, "result": out.describe(), "elapsed_s": out.elapsed.as_secs_f64(),
-        "output_tail": out.tail,
+        "argv": argv, "result": out.describe(), "elapsed_s": out.duration.as_secs_f64(),
+        "stdout_tail": stdout, "stderr_tail": stderr,
     });
-    if out.ok() {
+    if out.success() {
         Ok(details)
     } else {
+        let said = if stderr.trim().is_empty() {
+            stdout
+        } else {
+            stderr
+        };
         Err(format!(
             "{} {}; output: {}",
             argv[0],
             out.describe(),
-            out.tail.trim_end()
+            last(said.trim_end(), 300)
         ))
     }
 }
@@ -245,6 +248,7 @@ mod tests {
             playbook: "pb",
             mode: "canary",
             run: 1,
+            holder: "h:1:0",
         };
         assert_eq!(
             fill("--alloc={data.alloc_gib}", &ctx).unwrap(),

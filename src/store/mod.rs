@@ -112,8 +112,6 @@ pub trait Store: Send + Sync {
         step: i64,
         downtime_since: Option<i64>,
     ) -> Result<(), StoreError>;
-    /// The process group of the command step in progress (`None` when it ended).
-    fn run_process(&self, run_id: i64, process: Option<(i64, i64)>) -> Result<(), StoreError>;
     /// Settles budget and lock; false when the run had already ended.
     fn finish_run(
         &self,

@@ -326,10 +326,6 @@ impl Store for SqliteStore {
         self.with_conn(|c| ledger::run_progress(c, run_id, step, downtime_since))
     }
 
-    fn run_process(&self, run_id: i64, process: Option<(i64, i64)>) -> Result<(), StoreError> {
-        self.with_conn(|c| ledger::run_process(c, run_id, process))
-    }
-
     fn finish_run(
         &self,
         run_id: i64,
