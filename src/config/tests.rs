@@ -103,7 +103,7 @@ fn wrong_type_names_the_place_and_the_choices() {
     let e = errors("[sources.log]\ntype = \"fle\"\npath = \"/x\"\n");
     assert_eq!(
         e,
-        "vigil.toml:2:8: unknown type \"fle\" in [sources.log]; did you mean \"file\"? (one of: file, dir, journald, metrics, probe)"
+        "vigil.toml:2:8: unknown type \"fle\" in [sources.log]; did you mean \"file\"? (one of: file, dir, journald, metrics, probe, host)"
     );
 }
 

@@ -5,6 +5,7 @@
 
 pub mod dir;
 pub mod file;
+pub mod host;
 pub mod journald;
 pub mod lines;
 pub mod metrics;
@@ -36,12 +37,13 @@ pub enum SourceConfig {
     Journald(journald::JournaldConfig),
     Metrics(metrics::MetricsConfig),
     Probe(probe::ProbeConfig),
+    Host(host::HostConfig),
 }
 
 /// The registry of source kinds: a reader sees every kind here.
 impl Tagged for SourceConfig {
     const SECTION: &'static str = "sources";
-    const KINDS: &'static [&'static str] = &["file", "dir", "journald", "metrics", "probe"];
+    const KINDS: &'static [&'static str] = &["file", "dir", "journald", "metrics", "probe", "host"];
 
     fn deserialize_kind(
         kind: &str,
@@ -53,6 +55,7 @@ impl Tagged for SourceConfig {
             "dir" => SourceConfig::Dir(load::deserialize(src, table)?),
             "journald" => SourceConfig::Journald(load::deserialize(src, table)?),
             "metrics" => SourceConfig::Metrics(load::deserialize(src, table)?),
+            "host" => SourceConfig::Host(load::deserialize(src, table)?),
             "probe" => {
                 let start = table.span().start;
                 let probe: probe::ProbeConfig = load::deserialize(src, table)?;
@@ -72,6 +75,7 @@ impl SourceConfig {
             SourceConfig::Journald(_) => "journald",
             SourceConfig::Metrics(_) => "metrics",
             SourceConfig::Probe(_) => "probe",
+            SourceConfig::Host(_) => "host",
         }
     }
 
@@ -83,6 +87,7 @@ impl SourceConfig {
             SourceConfig::Dir(c) => vec![c.event.clone()],
             SourceConfig::Metrics(c) => c.threshold.iter().map(|t| t.event.clone()).collect(),
             SourceConfig::Probe(_) => vec!["probe_failed".into(), "probe_ok".into()],
+            SourceConfig::Host(_) => host::EVENTS.iter().map(|e| e.to_string()).collect(),
         }
     }
 
@@ -93,6 +98,7 @@ impl SourceConfig {
             SourceConfig::Journald(c) => Box::new(journald::JournaldSource::new(c.clone())),
             SourceConfig::Metrics(c) => Box::new(metrics::MetricsSource::new(c.clone())),
             SourceConfig::Probe(c) => Box::new(probe::ProbeSource::new(c.clone())),
+            SourceConfig::Host(c) => Box::new(host::HostSource::new(c.clone())),
         }
     }
 }
@@ -155,6 +161,13 @@ impl SourceContext {
     /// Marks the source as working.
     pub fn up(&self) {
         self.health.set(&self.name, true, None, self.clock.now_ms());
+    }
+
+    /// Marks the source as not working while it keeps running, e.g. waiting for a file to
+    /// appear; `up()` clears it.
+    pub fn down(&self, reason: impl Into<String>) {
+        self.health
+            .set(&self.name, false, Some(reason.into()), self.clock.now_ms());
     }
 
     /// Resolves when vigil is stopping; use in `tokio::select!`.

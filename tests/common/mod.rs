@@ -102,3 +102,74 @@ pub fn vigil(data_dir: &Path) -> std::process::Command {
         .env("NO_COLOR", "1");
     c
 }
+
+/// One source running under the real supervisor, with its events, metrics and health at hand.
+pub struct RunningSource {
+    pub events: tokio::sync::mpsc::Receiver<vigil::event::Event>,
+    pub metrics: Arc<vigil::metrics::Metrics>,
+    pub health: Arc<vigil::sources::Health>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningSource {
+    pub fn start(name: &str, source: Box<dyn vigil::sources::Source>) -> Self {
+        let (tx, events) = tokio::sync::mpsc::channel(1024);
+        let (stop, shutdown) = watch::channel(false);
+        let metrics = Arc::new(vigil::metrics::Metrics::default());
+        let health = Arc::new(vigil::sources::Health::new(metrics.clone()));
+        let ctx = vigil::sources::SourceContext::new(
+            name,
+            Arc::new(SystemClock),
+            metrics.clone(),
+            tx,
+            health.clone(),
+            shutdown,
+        );
+        let task = tokio::spawn(vigil::sources::supervise(source, ctx));
+        RunningSource {
+            events,
+            metrics,
+            health,
+            stop,
+            task,
+        }
+    }
+
+    /// The next event, or a panic after 10 s.
+    pub async fn next(&mut self) -> vigil::event::Event {
+        tokio::time::timeout(Duration::from_secs(10), self.events.recv())
+            .await
+            .expect("an event within 10 s")
+            .expect("source still running")
+    }
+
+    /// Asserts nothing more arrives for a short while (used after the last expected event).
+    pub async fn quiet(&mut self) {
+        if let Ok(Some(ev)) =
+            tokio::time::timeout(Duration::from_millis(300), self.events.recv()).await
+        {
+            panic!("unexpected event: {ev:?}");
+        }
+    }
+
+    pub fn state(&self) -> Option<vigil::sources::SourceState> {
+        self.health.snapshot().into_iter().next()
+    }
+
+    pub async fn wait_state(
+        &self,
+        what: &str,
+        mut cond: impl FnMut(&vigil::sources::SourceState) -> bool,
+    ) {
+        wait_until(what, &mut || self.state().is_some_and(|s| cond(&s))).await
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("source stops")
+            .unwrap();
+    }
+}
