@@ -184,3 +184,39 @@ fn old_symptoms_runs_and_audit_rows_are_pruned_but_recent_ones_stay() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].meta["n"], 2);
 }
+
+#[tokio::test]
+async fn symptom_and_clear_escalation_steps() {
+    let config = format!(
+        r#"{BASE}
+[playbooks.observe]
+on = "alert_oom_seen"
+steps = [{{ symptom = "vllm_oom" }}]
+
+[playbooks.reset]
+on = "trigger_reset"
+steps = [{{ clear_escalation = "vllm_oom" }}, {{ log = "reset by {{reason}}" }}]
+"#
+    );
+    let env = Env::new(&config, IN_WINDOW);
+    let orch = env.orchestrator();
+    for n in 0..3 {
+        env.submit("alert_oom_seen", n);
+    }
+    orch.drain().await.unwrap();
+    let flag = escalation::armed(&env.app, "vllm_oom")
+        .unwrap()
+        .expect("armed by the steps");
+    assert_eq!(flag.symptom_count, 3);
+    let symptoms =
+        vigil::store::Store::symptoms(&*env.app.store().unwrap(), None, i64::MIN, 10).unwrap();
+    assert!(
+        symptoms.iter().all(|s| s.meta.contains_key("intent")),
+        "{symptoms:?}"
+    );
+
+    let id = env.submit("trigger_reset", 1);
+    orch.drain().await.unwrap();
+    assert_eq!(env.status(id), vigil::intent::IntentStatus::Done);
+    assert!(escalation::armed(&env.app, "vllm_oom").unwrap().is_none());
+}
