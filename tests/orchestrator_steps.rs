@@ -311,3 +311,42 @@ on_failure = [{{ systemd = "start", unit = "judge.service", restore = true }}]
     assert_eq!(u.reserved_ms, 0);
     assert!(u.used_ms >= 1_000 && u.used_ms < 30_000, "{u:?}");
 }
+
+#[tokio::test]
+async fn a_restore_slower_than_the_sla_is_killed_and_restore_failed() {
+    let config = format!(
+        r#"{BASE}
+[playbooks.slow_restore]
+on = "trigger_canary"
+budget = "gpu_downtime"
+restore_sla = "1s"
+steps = [
+  {{ systemd = "stop", unit = "judge.service", downtime = true }},
+  {{ systemd = "start", unit = "judge.service", restore = true, timeout = "5m" }},
+]
+"#
+    );
+    let env = Env::new(&config, IN_WINDOW);
+    // Starting hangs: the restore step must be cut at the 1 s SLA, not its 5 min timeout.
+    script(
+        &env.path("systemctl"),
+        &format!(
+            "echo \"$1 $2\" >> {}\n[ \"$1\" = start ] && exec sleep 60\nexit 0",
+            env.path("systemctl.log").display()
+        ),
+    );
+    let id = env.submit("trigger_canary", 1);
+    env.orchestrator().drain().await.unwrap();
+    let i = env.intent(id);
+    assert_eq!(i.status, IntentStatus::RestoreFailed, "{:?}", i.note);
+    let note = i.note.unwrap();
+    assert!(note.contains("production was not restored"), "{note}");
+    assert!(note.contains("timed out"), "{note}");
+    assert_eq!(
+        env.app
+            .metrics
+            .restore_failures_total
+            .get(&["slow_restore"]),
+        1.0
+    );
+}

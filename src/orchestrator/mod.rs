@@ -271,7 +271,7 @@ impl Orchestrator {
                 "production was not restored".to_string()
             } else {
                 format!(
-                    "a restore step missed the restore SLA of {}",
+                    "a restore step failed or missed the restore SLA of {:.1}s",
                     self.restore_sla(pb).as_secs_f64()
                 )
             };
