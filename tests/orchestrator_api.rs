@@ -118,3 +118,59 @@ async fn symptoms_flags_status_and_audit_over_http() {
     );
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_playbook_does_not_hold_up_the_queue_and_its_lock_denies_a_second_run() {
+    let d = TestDaemon::start(
+        r#"
+[playbooks.slow]
+on = "trigger_slow"
+lock = "gpu0"
+steps = [{ run = ["sh", "-c", "touch {dir}/started; while [ ! -f {dir}/go ]; do sleep 0.05; done"], timeout = "1m" }]
+"#,
+    )
+    .await;
+    let submit = |t: &str, n: u32| {
+        let i = vigil::intent::NewIntent {
+            intent_type: t.into(),
+            priority: 5,
+            reason: "test".into(),
+            data: json!({ "n": n }).as_object().unwrap().clone(),
+            dedup_key: None,
+            origin: "test".into(),
+        };
+        vigil::intent::queue::submit(&d.app, &i).unwrap().id()
+    };
+    let status = |id: i64| {
+        use vigil::store::Store;
+        d.app.store().unwrap().intent(id).unwrap().unwrap()
+    };
+    let slow = submit("trigger_slow", 1);
+    let started = d.path("started");
+    d.wait_until("the slow step started", || started.exists())
+        .await;
+    let alert = submit("alert_other", 1);
+    let second = submit("trigger_slow", 2);
+    d.wait_until("the alert ended", || status(alert).status.is_finished())
+        .await;
+    d.wait_until("the second run ended", || {
+        status(second).status.is_finished()
+    })
+    .await;
+    assert_eq!(status(alert).status, vigil::intent::IntentStatus::Unmatched);
+    let denied = status(second);
+    assert_eq!(denied.status, vigil::intent::IntentStatus::Denied);
+    let note = denied.note.unwrap();
+    assert!(
+        note.starts_with("lock gate: Lock \"gpu0\" held by "),
+        "{note}"
+    );
+    assert_eq!(status(slow).status, vigil::intent::IntentStatus::Running);
+    std::fs::write(d.path("go"), "").unwrap();
+    d.wait_until("the slow run finished", || {
+        status(slow).status.is_finished()
+    })
+    .await;
+    assert_eq!(status(slow).status, vigil::intent::IntentStatus::Done);
+    d.stop().await;
+}

@@ -399,3 +399,32 @@ fn two_processes_never_hold_the_lock_at_once() {
         assert_eq!(pair[1], format!("exit {who}"), "{text}");
     }
 }
+
+#[test]
+fn the_heartbeat_renews_the_locks_its_runs_hold_and_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("vigil.db")).unwrap();
+    assert!(store
+        .acquire_lock("gpu0", "host:1:0/7", 30_000, 0)
+        .unwrap()
+        .is_ok());
+    assert!(store
+        .acquire_lock("gpu1", "host:1:01/8", 30_000, 0)
+        .unwrap()
+        .is_ok());
+    assert_eq!(store.renew_leases("host:1:0", 30_000, 20_000).unwrap(), 1);
+    let locks = store.locks().unwrap();
+    assert_eq!(locks[0].expires_at, 50_000, "renewed");
+    assert_eq!(
+        locks[1].expires_at, 30_000,
+        "another orchestrator's lock is not"
+    );
+    assert!(store
+        .acquire_lock("gpu0", "other/1", 30_000, 40_000)
+        .unwrap()
+        .is_err());
+    assert!(store
+        .acquire_lock("gpu1", "other/1", 30_000, 40_000)
+        .unwrap()
+        .is_ok());
+}

@@ -153,6 +153,9 @@ pub struct Settings {
     /// the escalation window or a playbook's cooldown and rate-limit window); the audit files
     /// in DATA_DIR/audit/ stay.
     pub retention: Dur,
+    /// Intents handled at once. Gates stay exact (they are checked in the store), and a long
+    /// playbook does not hold up the rest of the queue.
+    pub workers: usize,
 }
 
 impl Default for Settings {
@@ -165,6 +168,7 @@ impl Default for Settings {
             intent_ttl: Dur::secs(3600),
             step_timeout: Dur::secs(60),
             retention: Dur::secs(30 * 24 * 3600),
+            workers: 4,
         }
     }
 }
@@ -447,6 +451,9 @@ pub fn take(
     };
     if out.escalation.threshold == 0 {
         errors.push(src.at(start, "[escalation] threshold must be at least 1"));
+    }
+    if !(1..=64).contains(&out.settings.workers) {
+        errors.push(src.at(start, "[orchestrator] workers must be 1-64"));
     }
     if out.settings.systemctl.is_empty() {
         errors.push(src.at(

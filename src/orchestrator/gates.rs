@@ -152,7 +152,8 @@ pub fn evaluate(
         intent_id: intent.id,
         playbook: pb.name.clone(),
         mode: mode.clone(),
-        holder: holder.to_string(),
+        // Per run, not per orchestrator: its own workers must exclude each other too.
+        holder: format!("{holder}/{}", intent.id),
         cooldown_ms: pb.cooldown.map(|d| d.as_millis() as i64),
         max_runs: pb.max_runs.map(|m| (m.count, m.within.as_ms())),
         lock: pb.lock.clone(),

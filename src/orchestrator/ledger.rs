@@ -163,7 +163,7 @@ pub struct RunRequest {
     pub intent_id: i64,
     pub playbook: String,
     pub mode: String,
-    /// Who holds the lock and the intent's lease.
+    /// Who holds the lock: the orchestrator's holder and the intent, `HOST:PID:N/INTENT`.
     pub holder: String,
     pub cooldown_ms: Option<i64>,
     /// (count, within_ms)
@@ -683,8 +683,10 @@ pub fn renew_leases(
         "UPDATE intents SET lease_expires = ?2 WHERE status = 'running' AND lease_holder = ?1",
         params![holder, now_ms + lease_ms],
     )?;
+    // Runs hold locks as `HOLDER/INTENT`.
     conn.execute(
-        "UPDATE locks SET expires_at = ?2 WHERE holder = ?1",
+        "UPDATE locks SET expires_at = ?2
+         WHERE holder = ?1 OR substr(holder, 1, length(?1) + 1) = ?1 || '/'",
         params![holder, now_ms + lease_ms],
     )
 }

@@ -51,9 +51,12 @@ pub struct Orchestrator {
     app: Arc<App>,
     holder: String,
     http: reqwest::Client,
-    /// `step` and `recover` take turns, so recovery may treat this orchestrator's own running
-    /// intents as leftovers (of a handler that failed on a store error) without racing a run.
-    turn: tokio::sync::Mutex<()>,
+    /// Intents this orchestrator's workers are handling now. Recovery treats its own running
+    /// intents that are not in here as leftovers (of a handler that failed on a store error).
+    inflight: std::sync::Mutex<HashSet<i64>>,
+    /// Claiming (claim + note in `inflight`) takes it shared; recovery's scan exclusively, so
+    /// it never sees an intent claimed but not yet noted.
+    claiming: tokio::sync::RwLock<()>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -95,7 +98,8 @@ impl Orchestrator {
             app,
             holder,
             http: reqwest::Client::new(),
-            turn: tokio::sync::Mutex::new(()),
+            inflight: std::sync::Mutex::new(HashSet::new()),
+            claiming: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -110,7 +114,7 @@ impl Orchestrator {
 
     /// Claims and handles the next pending intent; false when there was none.
     pub async fn step(&self) -> Result<bool, StoreError> {
-        let _turn = self.turn.lock().await;
+        let claiming = self.claiming.read().await;
         let app = self.app.clone();
         let holder = self.holder.clone();
         let lease = self.lease_ms();
@@ -119,13 +123,32 @@ impl Orchestrator {
             app.store()?.claim_intent(&holder, lease, now)
         })
         .await?;
-        match claimed {
-            Some(intent) => {
-                self.handle(intent).await?;
-                Ok(true)
-            }
-            None => Ok(false),
+        let Some(intent) = claimed else {
+            return Ok(false);
+        };
+        let _noted = Inflight::note(&self.inflight, intent.id);
+        drop(claiming);
+        let id = intent.id;
+        if let Err(e) = self.handle(intent).await {
+            // Leave nothing half-done: end the run (settling budget and lock) and the intent.
+            let app = self.app.clone();
+            let note = format!("store error while handling it: {e}");
+            let _ = blocking(move || -> Result<(), StoreError> {
+                let store = app.store()?;
+                let now = app.clock.now_ms();
+                for run in store
+                    .runs(None, i64::MIN, true)?
+                    .into_iter()
+                    .filter(|r| r.intent_id == id)
+                {
+                    store.finish_run(run.id, "failed", 0, now)?;
+                }
+                store.set_intent_status(id, IntentStatus::Failed, Some(&note), now)
+            })
+            .await;
+            return Err(e);
         }
+        Ok(true)
     }
 
     /// Handles every pending intent, then returns how many it handled (tests, benches).
@@ -471,7 +494,8 @@ impl Orchestrator {
     /// back to pending; one that was running is ended as failed (never re-run), its budget and
     /// lock settled, and, when it stopped with production down, `on_failure` runs to restore it.
     pub async fn recover(&self) -> Result<usize, StoreError> {
-        let _turn = self.turn.lock().await;
+        let scanning = self.claiming.write().await;
+        let inflight: HashSet<i64> = self.inflight.lock().unwrap().clone();
         let app = self.app.clone();
         let me = self.holder.clone();
         let lease = self.lease_ms();
@@ -485,8 +509,11 @@ impl Orchestrator {
                 expires_at: expires,
             } in store.running_intents()?
             {
-                // Our own: no step is in progress (we hold the turn), so a handler failed on it.
+                // Our own but no worker has it: its handler failed and could not end it.
                 let mine = holder.as_deref() == Some(me.as_str());
+                if mine && inflight.contains(&id) {
+                    continue;
+                }
                 let stale = mine
                     || expires.is_none_or(|e| e < now)
                     || holder.as_deref().is_some_and(holder_dead);
@@ -497,6 +524,7 @@ impl Orchestrator {
             Ok(taken)
         })
         .await?;
+        drop(scanning);
         let n = taken.len();
         for (id, old) in taken {
             self.recover_one(id, old.unwrap_or_default()).await?;
@@ -695,6 +723,22 @@ pub fn plan(app: &App, intent: &Intent, holder: &str) -> Result<Plan, StoreError
     })
 }
 
+/// Notes an intent as handled by this orchestrator until dropped.
+struct Inflight<'a>(&'a std::sync::Mutex<HashSet<i64>>, i64);
+
+impl<'a> Inflight<'a> {
+    fn note(set: &'a std::sync::Mutex<HashSet<i64>>, id: i64) -> Self {
+        set.lock().unwrap().insert(id);
+        Inflight(set, id)
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().remove(&self.1);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Progress {
     down_since: Option<i64>,
@@ -720,8 +764,8 @@ fn raise_restore_alert(app: &App, playbook: &str, intent: i64, note: &str) {
     }
 }
 
-/// The orchestrator task the daemon spawns: runs until `shutdown` turns true. A run in
-/// progress finishes first (stopping mid-downtime would leave production down).
+/// The orchestrator task the daemon spawns: runs until `shutdown` turns true. Runs in
+/// progress finish first (stopping mid-downtime would leave production down).
 pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<bool>) {
     if !app.config.orchestrator.settings.enabled {
         tracing::info!("orchestrator disabled ([orchestrator] enabled = false)");
@@ -733,24 +777,24 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
         tracing::info!("no [playbooks.*] configured: intents are stored, not acted on");
         return;
     }
-    let orch = Orchestrator::new(app.clone());
+    let orch = Arc::new(Orchestrator::new(app.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    // Leases are renewed until the last run has finished, which may be after shutdown.
+    let (stop_heartbeat, heartbeat_stop) = watch::channel(false);
+    let heartbeat = (!opts.dry_run)
+        .then(|| tokio::spawn(heartbeat(app.clone(), orch.holder.clone(), heartbeat_stop)));
+    if !opts.dry_run {
+        for _ in 0..app.config.orchestrator.settings.workers {
+            tasks.spawn(worker(orch.clone(), shutdown.clone()));
+        }
+    }
     let mut stored = app.stored.subscribe();
-    let heartbeat = (!opts.dry_run).then(|| {
-        tokio::spawn(heartbeat(
-            app.clone(),
-            orch.holder.clone(),
-            shutdown.clone(),
-        ))
-    });
     let mut seen = HashSet::new();
     let mut last_recover: Option<Instant> = None;
     let mut last_metrics: Option<Instant> = None;
     let mut last_prune: Option<Instant> = None;
-    tracing::info!(holder = %orch.holder, dry_run = opts.dry_run, playbooks = app.config.orchestrator.playbooks.len(), "orchestrator running");
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
+    tracing::info!(holder = %orch.holder, dry_run = opts.dry_run, playbooks = app.config.orchestrator.playbooks.len(), workers = app.config.orchestrator.settings.workers, "orchestrator running");
+    while !*shutdown.borrow() {
         if last_metrics.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
             last_metrics = Some(Instant::now());
             let a = app.clone();
@@ -758,29 +802,21 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
                 tracing::warn!("cannot refresh orchestrator metrics: {e}");
             }
         }
-        if !opts.dry_run && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-            last_prune = Some(Instant::now());
-            let a = app.clone();
-            match blocking(move || prune(&a)).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!("pruned {n} old symptoms, runs and audit rows"),
-                Err(e) => tracing::warn!("cannot prune the orchestrator's state: {e}"),
-            }
-        }
-        let worked = if opts.dry_run {
+        if opts.dry_run {
             match orch.plan_pending(&mut seen).await {
-                Ok(plans) => {
-                    for p in &plans {
-                        tracing::info!("dry run: {p}");
-                    }
-                    false
-                }
-                Err(e) => {
-                    tracing::error!("dry run: {e}");
-                    false
-                }
+                Ok(plans) => plans.iter().for_each(|p| tracing::info!("dry run: {p}")),
+                Err(e) => tracing::error!("dry run: {e}"),
             }
         } else {
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(Instant::now());
+                let a = app.clone();
+                match blocking(move || prune(&a)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("pruned {n} old symptoms, runs and audit rows"),
+                    Err(e) => tracing::warn!("cannot prune the orchestrator's state: {e}"),
+                }
+            }
             if last_recover.is_none_or(|t| t.elapsed() >= RECOVER_EVERY) {
                 last_recover = Some(Instant::now());
                 match orch.recover().await {
@@ -791,12 +827,30 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
                     Err(e) => tracing::error!("recovery: {e}"),
                 }
             }
-            match orch.step().await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::error!("orchestrator: {e}; retrying");
-                    false
-                }
+        }
+        tokio::select! {
+            _ = stored.recv() => {}
+            _ = tokio::time::sleep(IDLE_POLL) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let _ = stop_heartbeat.send(true);
+    if let Some(h) = heartbeat {
+        let _ = h.await;
+    }
+}
+
+/// Takes intents one at a time until shutdown; wakes when one is stored, or every second for
+/// intents other processes stored.
+async fn worker(orch: Arc<Orchestrator>, mut shutdown: watch::Receiver<bool>) {
+    let mut stored = orch.app.stored.subscribe();
+    while !*shutdown.borrow() {
+        let worked = match orch.step().await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!("orchestrator: {e}; retrying");
+                false
             }
         };
         if !worked {
@@ -806,9 +860,6 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
                 _ = shutdown.changed() => {}
             }
         }
-    }
-    if let Some(h) = heartbeat {
-        h.abort();
     }
 }
 
