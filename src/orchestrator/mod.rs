@@ -463,14 +463,14 @@ impl Orchestrator {
                 .inc(&[&pb.name, outcome.status.as_str(), &mode]);
             if outcome.status == IntentStatus::Done && escalated {
                 if let Some(kind) = &pb.mode.escalate_on {
-                    crate::escalation::clear(
-                        &app,
-                        kind,
-                        &format!(
-                            "escalated run of playbook {} succeeded (intent {})",
-                            pb.name, intent.id
-                        ),
-                    )?;
+                    let why = format!(
+                        "escalated run of playbook {} succeeded (intent {})",
+                        pb.name, intent.id
+                    );
+                    // The run succeeded either way; a flag left armed only escalates once more.
+                    if let Err(e) = crate::escalation::clear(&app, kind, &why) {
+                        tracing::error!("cannot clear escalation {kind} after {why}: {e}");
+                    }
                 }
             }
             crate::audit::record(
