@@ -186,7 +186,12 @@ async fn pipeline(
                 }
                 engine.process(&ev, &mut out);
             }
-            _ = tick.tick() => engine.tick(app.clock.now_ms(), &mut out),
+            _ = tick.tick() => {
+                engine.tick(app.clock.now_ms(), &mut out);
+                // Off the per-event path: the engine counts, the metric follows once a tick.
+                let dropped = engine.stats().duplicates_dropped as f64;
+                app.metrics.events_dropped_total.set(&["duplicate"], dropped);
+            }
         }
         if !out.proposals.is_empty() || !out.symptoms.is_empty() {
             let taken = std::mem::take(&mut out);
@@ -194,6 +199,10 @@ async fn pipeline(
             let _ = tokio::task::spawn_blocking(move || store_output(&a, taken)).await;
         }
     }
+    let dropped = engine.stats().duplicates_dropped as f64;
+    app.metrics
+        .events_dropped_total
+        .set(&["duplicate"], dropped);
 }
 
 fn store_output(app: &App, out: Output) {

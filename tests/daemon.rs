@@ -283,3 +283,59 @@ async fn metrics_pass_promtool() {
     assert!(out.status.success(), "promtool: {report}\n{text}");
     d.stop().await;
 }
+
+/// Rules run on the injected clock: a 5-minute absence takes no 5 minutes here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absence_and_duplicates_through_the_daemon_on_a_manual_clock() {
+    let clock = vigil::clock::ManualClock::at("2026-03-08T06:00:00Z");
+    let config = r#"
+[rules.heartbeat_stall]
+absent = "dream_heartbeat"
+for = "5m"
+intent = "alert_heartbeat_stall"
+priority = 8
+[rules.oom]
+on = "gpu_oom"
+intent = "alert_gpu_oom"
+priority = 9
+"#;
+    let d = TestDaemon::start_with(
+        config,
+        std::sync::Arc::new(clock.clone()),
+        Default::default(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let post = |kind: &'static str, data: serde_json::Value| {
+        let req = client
+            .post(d.api("/api/events"))
+            .bearer_auth(common::TOKEN)
+            .json(&serde_json::json!({"type": kind, "data": data}));
+        async move { assert_eq!(req.send().await.unwrap().status(), 202) }
+    };
+    clock.advance(Duration::from_secs(4 * 60));
+    post("dream_heartbeat", serde_json::json!({"n": 1})).await;
+    clock.advance(Duration::from_secs(4 * 60 + 59));
+    post("gpu_oom", serde_json::json!({"alloc_gib": "2.5"})).await;
+    post("gpu_oom", serde_json::json!({"alloc_gib": "2.5"})).await; // the same fact again
+    d.wait_until("oom intent", || d.intents().len() == 1).await;
+    d.wait_until("duplicate counted", || {
+        d.app.metrics.events_dropped_total.get(&["duplicate"]) == 1.0
+    })
+    .await;
+    assert!(
+        d.intents()
+            .iter()
+            .all(|i| i.intent_type != "alert_heartbeat_stall"),
+        "4m59s of silence is not 5m"
+    );
+    clock.advance(Duration::from_secs(1));
+    d.wait_until("stall intent", || {
+        d.intents()
+            .iter()
+            .any(|i| i.intent_type == "alert_heartbeat_stall")
+    })
+    .await;
+    let summary = d.stop().await;
+    assert_eq!((summary.events, summary.intents), (3, 2));
+}

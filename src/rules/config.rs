@@ -48,6 +48,9 @@ impl RuleConfig {
             (None, Some(_)) if self.for_.is_none() => {
                 return Err("`absent` needs `for`, e.g. `for = \"5m\"`".into())
             }
+            (None, Some(_)) if !self.group_by.is_empty() => {
+                return Err("`group_by` applies to `on` rules; an `absent` rule watches one event type as a whole".into())
+            }
             (None, Some(_)) if self.count.is_some() || self.within.is_some() => {
                 return Err("`count`/`within` apply to `on` rules; an `absent` rule uses `for`".into())
             }

@@ -1,12 +1,32 @@
 //! The rule engine: events in, intent proposals out. Matching by type and `where` predicates,
 //! counts within windows (per `group_by` group), absence, 60 s event dedup, per-rule cooldown.
+//!
+//! Choices worth knowing:
+//! - Dedup: only events some `on` rule listens to are deduplicated (others reach no rule).
+//!   A dropped repeat does not extend its 60 s window. Absence rules see every event, repeats
+//!   included: a repeated heartbeat still proves the emitter alive.
+//! - Windows: `count` matches whose first and last lie at most `within` apart (inclusive).
+//!   When the condition is met the group's window restarts, in or out of cooldown.
+//! - Cooldown: per group when `group_by` is set. While quiet a met condition still records its
+//!   `symptom`; only the proposal is suppressed.
+//! - Group key: a seeded 64-bit hash of the `group_by` fields' text; a missing field is "".
+//! - Proposal data: the event's data plus `count`, `rule`, `event_type`, `source`; an event
+//!   field of the same name wins. Absence proposals carry `rule`, `event_type`,
+//!   `last_seen_ms`, `silent_s`.
+//! - `reason`: `{count}`, `{rule}`, `{type}` (and `{for}` for absence) first, then the
+//!   proposal data; an unknown `{name}` is left as written.
 
 mod config;
+mod dedup;
+mod engine;
+mod predicate;
+mod template;
+mod window;
 
 pub use config::{Predicate, RuleConfig};
+pub use engine::{RuleEngine, Stats, DEDUP_CAP, DEDUP_WINDOW_MS, GROUP_CAP};
 
-use crate::event::{Data, Event};
-use std::collections::BTreeMap;
+use crate::event::Data;
 
 /// What a rule proposes when it fires.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,22 +52,5 @@ pub struct Output {
     pub symptoms: Vec<SymptomSeen>,
 }
 
-pub struct RuleEngine {
-    #[allow(dead_code)]
-    rules: BTreeMap<String, RuleConfig>,
-}
-
-impl RuleEngine {
-    /// `now_ms` starts the absence clocks.
-    pub fn new(rules: &BTreeMap<String, RuleConfig>, _now_ms: i64) -> Self {
-        Self {
-            rules: rules.clone(),
-        }
-    }
-
-    /// Feeds one event; what fires is appended to `out`.
-    pub fn process(&mut self, _ev: &Event, _out: &mut Output) {}
-
-    /// Advances time for absence rules.
-    pub fn tick(&mut self, _now_ms: i64, _out: &mut Output) {}
-}
+#[cfg(test)]
+mod tests;
