@@ -174,3 +174,140 @@ steps = [{ run = ["sh", "-c", "touch {dir}/started; while [ ! -f {dir}/go ]; do 
     assert_eq!(status(slow).status, vigil::intent::IntentStatus::Done);
     d.stop().await;
 }
+
+/// The issue's loop end to end, on the injected clock: gpu_oom events through the rule engine
+/// record vllm_oom symptoms (also while the rule is in cooldown); the third arms the flag, so
+/// the next intent runs the playbook in canary mode, with downtime and restore, and clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_ooms_escalate_the_playbook_from_predictive_to_canary() {
+    let clock = vigil::clock::ManualClock::at("2026-11-23T08:30:00Z"); // 03:30 in New York
+    let config = r#"
+[orchestrator]
+systemctl = ["{dir}/systemctl"]
+
+[windows.maintenance]
+at = "03:00-07:00"
+timezone = "America/New_York"
+
+[budgets.gpu_downtime]
+seconds = 60
+
+[escalation]
+threshold = 3
+window = "24h"
+flag_ttl = "4h"
+
+[rules.gpu_oom]
+on = "gpu_oom"
+intent = "alert_gpu_oom"
+priority = 9
+cooldown = "1h"
+symptom = "vllm_oom"
+
+[playbooks.vllm_oom]
+on = "alert_gpu_oom"
+mode = { default = "predictive", escalate_on = "vllm_oom" }
+window = "maintenance"
+budget = "gpu_downtime"
+lock = "gpu0"
+steps = [
+  { run = ["{dir}/record", "fit-check", "--alloc", "{data.alloc_gib}"], mode = "predictive" },
+  { systemd = "stop", unit = "judge.service", downtime = true, mode = "canary" },
+  { run = ["{dir}/record", "tune", "--mode", "{mode}"], timeout = "5m", mode = "canary" },
+  { systemd = "start", unit = "judge.service", restore = true, mode = "canary" },
+]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("record"),
+        format!("#!/bin/sh\necho \"$@\" >> {}/record.log\n", p.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("systemctl"),
+        format!(
+            "#!/bin/sh\necho \"$1 $2\" >> {}/systemctl.log\n",
+            p.display()
+        ),
+    )
+    .unwrap();
+    for f in ["record", "systemctl"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let d = TestDaemon::start_in(
+        dir,
+        config,
+        std::sync::Arc::new(clock.clone()),
+        Default::default(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let post = |alloc: &str| {
+        let req = http
+            .post(d.api("/api/events"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"type": "gpu_oom", "data": {"alloc_gib": alloc}}));
+        async move { assert_eq!(req.send().await.unwrap().status(), 202) }
+    };
+    let done = |n: usize| {
+        d.intents()
+            .iter()
+            .filter(|i| i.status == vigil::intent::IntentStatus::Done)
+            .count()
+            >= n
+    };
+    let symptoms = |n: u32| {
+        vigil::escalation::status(&d.app)
+            .unwrap()
+            .first()
+            .is_some_and(|f| f.symptom_count >= n)
+    };
+
+    post("2.5").await;
+    d.wait_until("the predictive run", || done(1)).await;
+    for (i, alloc) in ["3.0", "3.5"].into_iter().enumerate() {
+        clock.advance(std::time::Duration::from_secs(120));
+        post(alloc).await;
+        d.wait_until("the symptom", || symptoms(i as u32 + 2)).await;
+    }
+    assert_eq!(
+        d.intents().len(),
+        1,
+        "the rule is in cooldown: no new intents"
+    );
+    let flag = vigil::escalation::armed(&d.app, "vllm_oom")
+        .unwrap()
+        .expect("armed");
+    assert_eq!(flag.reason, "3 vllm_oom in last 24h (threshold: 3)");
+
+    clock.advance(std::time::Duration::from_secs(3600)); // 04:34, rule cooldown over
+    post("4.0").await;
+    d.wait_until("the canary run", || done(2)).await;
+    assert_eq!(
+        std::fs::read_to_string(d.path("record.log")).unwrap(),
+        "fit-check --alloc 2.5\ntune --mode canary\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.path("systemctl.log")).unwrap(),
+        "stop judge.service\nstart judge.service\n"
+    );
+    assert!(
+        vigil::escalation::armed(&d.app, "vllm_oom")
+            .unwrap()
+            .is_none(),
+        "cleared"
+    );
+    let m = &d.app.metrics;
+    assert_eq!(
+        m.playbook_runs_total
+            .get(&["vllm_oom", "done", "predictive"]),
+        1.0
+    );
+    assert_eq!(
+        m.playbook_runs_total.get(&["vllm_oom", "done", "canary"]),
+        1.0
+    );
+    d.stop().await;
+}
