@@ -136,6 +136,13 @@ pub async fn run(
             tracing::error!("inbox: {e}; intents from other programs are not picked up");
         }
     });
+    tasks.spawn(crate::orchestrator::run(
+        app.clone(),
+        crate::orchestrator::Options {
+            dry_run: opts.dry_run,
+        },
+        shutdown.clone(),
+    ));
     tracing::info!(config = %app.config.origin, data_dir = %app.data_dir.display(), sources = app.config.sources.len(), rules = app.config.rules.len(), "vigil running");
 
     let mut stop = shutdown.clone();
@@ -218,6 +225,9 @@ fn store_output(app: &App, out: Output) {
     }
     for s in out.symptoms {
         tracing::debug!(rule = %s.rule, kind = %s.kind, "symptom seen");
+        if let Err(e) = crate::escalation::record(app, &s.kind, s.data) {
+            tracing::error!("rule {}: cannot record symptom {}: {e}", s.rule, s.kind);
+        }
     }
 }
 

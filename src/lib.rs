@@ -4,13 +4,16 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod escalation;
 pub mod event;
 pub mod exec;
 pub mod intent;
 pub mod metrics;
+pub mod orchestrator;
 pub mod rules;
 pub mod sources;
 pub mod store;

@@ -45,6 +45,15 @@ enum Command {
     /// Submit, list, show and verify intents.
     #[command(subcommand)]
     Intents(IntentsCommand),
+    /// Record and list symptoms (repeated symptoms arm escalation flags).
+    #[command(subcommand)]
+    Symptoms(vigil::orchestrator::cli::SymptomsCommand),
+    /// Escalation flags: status and clear.
+    #[command(subcommand)]
+    Escalation(vigil::orchestrator::cli::EscalationCommand),
+    /// The audit trail of every decision and step.
+    #[command(subcommand)]
+    Audit(vigil::orchestrator::cli::AuditCommand),
 }
 
 #[derive(Args)]
@@ -142,6 +151,9 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Status { json } => status(&app, json),
         Command::Intents(cmd) => intents(&app, cmd),
+        Command::Symptoms(cmd) => vigil::orchestrator::cli::symptoms(&app, cmd),
+        Command::Escalation(cmd) => vigil::orchestrator::cli::escalation(&app, cmd),
+        Command::Audit(cmd) => vigil::orchestrator::cli::audit(&app, cmd),
     }
 }
 
@@ -182,12 +194,14 @@ fn status(app: &App, json: bool) -> anyhow::Result<u8> {
     let store = app.store()?;
     let sources = store.source_states()?;
     let counts = store.intent_counts()?;
+    let orch = vigil::orchestrator::status::collect(app)?;
     if json {
         let by_state: serde_json::Map<String, serde_json::Value> = counts
             .iter()
             .map(|(s, n)| (s.to_string(), (*n).into()))
             .collect();
-        let out = serde_json::json!({"sources": sources, "intents": by_state});
+        let out = serde_json::json!({"sources": sources, "intents": by_state,
+            "playbooks": orch.playbooks, "flags": orch.flags, "budgets": orch.budgets, "locks": orch.locks});
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
@@ -222,6 +236,7 @@ fn status(app: &App, json: bool) -> anyhow::Result<u8> {
     for (s, n) in counts {
         println!("  {:<15} {n}", s.as_str());
     }
+    print!("\n{}", vigil::orchestrator::status::render(&orch));
     Ok(0)
 }
 

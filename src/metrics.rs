@@ -116,6 +116,13 @@ pub struct Metrics {
     pub source_up: Family,
     pub lines_truncated_total: Family,
     pub inbox_rejected_total: Family,
+    pub symptoms_total: Family,
+    pub escalation_flag: Family,
+    pub budget_seconds_remaining: Family,
+    pub cooldown_seconds: Family,
+    pub playbook_runs_total: Family,
+    pub gate_denials_total: Family,
+    pub restore_failures_total: Family,
 }
 
 impl Default for Metrics {
@@ -151,12 +158,47 @@ impl Default for Metrics {
                 "Inbox files that failed to parse or verify.",
                 &[],
             ),
+            symptoms_total: Family::counter(
+                "vigil_symptoms_total",
+                "Symptoms recorded, by kind.",
+                &["kind"],
+            ),
+            escalation_flag: Family::gauge(
+                "vigil_escalation_flag",
+                "1 while the escalation flag of the kind is armed.",
+                &["kind"],
+            ),
+            budget_seconds_remaining: Family::gauge(
+                "vigil_budget_seconds_remaining",
+                "Downtime budget left for the current or next window day.",
+                &["budget"],
+            ),
+            cooldown_seconds: Family::gauge(
+                "vigil_cooldown_seconds",
+                "Seconds until the playbook's cooldown allows another run.",
+                &["playbook"],
+            ),
+            playbook_runs_total: Family::counter(
+                "vigil_playbook_runs_total",
+                "Playbook runs, by result and mode.",
+                &["playbook", "result", "mode"],
+            ),
+            gate_denials_total: Family::counter(
+                "vigil_gate_denials_total",
+                "Intents denied, by the gate that said no.",
+                &["gate"],
+            ),
+            restore_failures_total: Family::counter(
+                "vigil_restore_failures_total",
+                "Runs that did not restore production within the restore SLA.",
+                &["playbook"],
+            ),
         }
     }
 }
 
 impl Metrics {
-    fn families(&self) -> [&Family; 6] {
+    fn families(&self) -> [&Family; 13] {
         [
             &self.events_total,
             &self.events_dropped_total,
@@ -164,6 +206,13 @@ impl Metrics {
             &self.source_up,
             &self.lines_truncated_total,
             &self.inbox_rejected_total,
+            &self.symptoms_total,
+            &self.escalation_flag,
+            &self.budget_seconds_remaining,
+            &self.cooldown_seconds,
+            &self.playbook_runs_total,
+            &self.gate_denials_total,
+            &self.restore_failures_total,
         ]
     }
 

@@ -31,6 +31,8 @@ pub struct Config {
     pub intents: IntentsConfig,
     pub sources: BTreeMap<String, SourceConfig>,
     pub rules: BTreeMap<String, RuleConfig>,
+    /// Windows, budgets, escalation, playbooks and the orchestrator's settings.
+    pub orchestrator: crate::orchestrator::config::OrchestratorConfig,
     /// Where each `[section.NAME]` starts, for validation messages.
     locations: BTreeMap<String, usize>,
     text: String,
@@ -201,6 +203,7 @@ impl Config {
             locations.insert(format!("sources.{name}"), at);
             sources.insert(name, entry);
         }
+        let orchestrator = crate::orchestrator::config::take(&src, &mut table, &mut errors);
         let plain: Option<Plain> =
             match load::deserialize(&src, Spanned::new(root_span, DeValue::Table(table))) {
                 Ok(p) => Some(p),
@@ -229,6 +232,7 @@ impl Config {
             intents: plain.intents,
             sources,
             rules,
+            orchestrator,
             locations,
             text: text.to_string(),
         };

@@ -6,7 +6,12 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
+use crate::event::Data;
 use crate::intent::{Intent, IntentStatus, NewIntent};
+use crate::orchestrator::ledger::{
+    AuditEntry, BudgetUsage, Denial, Flag, Lease, LockRecord, RunRecord, RunRequest, Symptom,
+    SymptomPolicy, SymptomRecorded,
+};
 use crate::sources::SourceState;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,4 +79,83 @@ pub trait Store: Send + Sync {
     /// Replaces the recorded state of the daemon's sources.
     fn put_source_states(&self, states: &[SourceState]) -> Result<(), StoreError>;
     fn source_states(&self) -> Result<Vec<SourceState>, StoreError>;
+
+    // The orchestrator's state (SQL in orchestrator/ledger.rs for SQLite).
+    /// Records a symptom and arms its flag when the count reaches the threshold.
+    fn record_symptom(
+        &self,
+        kind: &str,
+        meta: &Data,
+        now_ms: i64,
+        policy: SymptomPolicy,
+    ) -> Result<SymptomRecorded, StoreError>;
+    fn symptoms(
+        &self,
+        kind: Option<&str>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Symptom>, StoreError>;
+    fn symptom_counts(&self, since_ms: i64) -> Result<Vec<(String, u32)>, StoreError>;
+    fn flags(&self) -> Result<Vec<Flag>, StoreError>;
+    /// Returns the flag when it was armed.
+    fn clear_flag(&self, kind: &str, now_ms: i64) -> Result<Option<Flag>, StoreError>;
+    /// Checks the store's gates and, with `commit`, reserves and records the run atomically.
+    fn begin_run(
+        &self,
+        req: &RunRequest,
+        now_ms: i64,
+        commit: bool,
+    ) -> Result<Result<RunRecord, Denial>, StoreError>;
+    fn run_progress(
+        &self,
+        run_id: i64,
+        step: i64,
+        downtime_since: Option<i64>,
+    ) -> Result<(), StoreError>;
+    /// Settles budget and lock; false when the run had already ended.
+    fn finish_run(
+        &self,
+        run_id: i64,
+        result: &str,
+        downtime_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    fn runs(
+        &self,
+        playbook: Option<&str>,
+        since_ms: i64,
+        open_only: bool,
+    ) -> Result<Vec<RunRecord>, StoreError>;
+    fn budget_usage(&self, budget: &str, day: &str) -> Result<BudgetUsage, StoreError>;
+    fn acquire_lock(
+        &self,
+        name: &str,
+        holder: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Result<(), LockRecord>, StoreError>;
+    fn release_lock(&self, name: &str, holder: &str) -> Result<bool, StoreError>;
+    fn renew_leases(&self, holder: &str, lease_ms: i64, now_ms: i64) -> Result<usize, StoreError>;
+    fn locks(&self) -> Result<Vec<LockRecord>, StoreError>;
+    /// Takes the next pending intent (priority, then age) with a lease.
+    fn claim_intent(
+        &self,
+        holder: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Intent>, StoreError>;
+    /// Running intents and their leases.
+    fn running_intents(&self) -> Result<Vec<Lease>, StoreError>;
+    fn take_over_intent(
+        &self,
+        id: i64,
+        old_holder: Option<&str>,
+        new_holder: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Deletes symptoms, finished runs, audit rows and budget days older than `before_ms`.
+    fn prune_orchestrator(&self, before_ms: i64) -> Result<usize, StoreError>;
+    fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError>;
 }

@@ -2,7 +2,12 @@
 //! seeing "database is locked".
 
 use super::{IntentQuery, Put, Store, StoreError};
+use crate::event::Data;
 use crate::intent::{Intent, IntentStatus, NewIntent};
+use crate::orchestrator::ledger::{
+    self, AuditEntry, BudgetUsage, Denial, Flag, Lease, LockRecord, RunRecord, RunRequest, Symptom,
+    SymptomPolicy, SymptomRecorded,
+};
 use crate::sources::SourceState;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -10,7 +15,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Schema changes append here; `PRAGMA user_version` says how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE intents (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     intent_type TEXT NOT NULL,
@@ -33,7 +39,9 @@ CREATE TABLE source_states (
     reason   TEXT,
     since_ms INTEGER NOT NULL
 );
-"#];
+"#,
+    crate::orchestrator::ledger::MIGRATION,
+];
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -267,6 +275,140 @@ impl Store for SqliteStore {
             })?;
             rows.collect()
         })
+    }
+
+    fn record_symptom(
+        &self,
+        kind: &str,
+        meta: &Data,
+        now_ms: i64,
+        policy: SymptomPolicy,
+    ) -> Result<SymptomRecorded, StoreError> {
+        self.with_conn(|c| ledger::record_symptom(c, kind, meta, now_ms, policy))
+    }
+
+    fn symptoms(
+        &self,
+        kind: Option<&str>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Symptom>, StoreError> {
+        self.with_conn(|c| ledger::symptoms(c, kind, since_ms, limit))
+    }
+
+    fn symptom_counts(&self, since_ms: i64) -> Result<Vec<(String, u32)>, StoreError> {
+        self.with_conn(|c| ledger::symptom_counts(c, since_ms))
+    }
+
+    fn flags(&self) -> Result<Vec<Flag>, StoreError> {
+        self.with_conn(|c| ledger::flags(c))
+    }
+
+    fn clear_flag(&self, kind: &str, now_ms: i64) -> Result<Option<Flag>, StoreError> {
+        self.with_conn(|c| ledger::clear_flag(c, kind, now_ms))
+    }
+
+    fn begin_run(
+        &self,
+        req: &RunRequest,
+        now_ms: i64,
+        commit: bool,
+    ) -> Result<Result<RunRecord, Denial>, StoreError> {
+        self.with_conn(|c| ledger::begin_run(c, req, now_ms, commit))
+    }
+
+    fn run_progress(
+        &self,
+        run_id: i64,
+        step: i64,
+        downtime_since: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.with_conn(|c| ledger::run_progress(c, run_id, step, downtime_since))
+    }
+
+    fn finish_run(
+        &self,
+        run_id: i64,
+        result: &str,
+        downtime_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.with_conn(|c| ledger::finish_run(c, run_id, result, downtime_ms, now_ms))
+    }
+
+    fn runs(
+        &self,
+        playbook: Option<&str>,
+        since_ms: i64,
+        open_only: bool,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        self.with_conn(|c| ledger::runs(c, playbook, since_ms, open_only))
+    }
+
+    fn budget_usage(&self, budget: &str, day: &str) -> Result<BudgetUsage, StoreError> {
+        self.with_conn(|c| ledger::budget_usage(c, budget, day))
+    }
+
+    fn acquire_lock(
+        &self,
+        name: &str,
+        holder: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Result<(), LockRecord>, StoreError> {
+        self.with_conn(|c| ledger::acquire_lock(c, name, holder, lease_ms, now_ms))
+    }
+
+    fn release_lock(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
+        self.with_conn(|c| ledger::release_lock(c, name, holder))
+    }
+
+    fn renew_leases(&self, holder: &str, lease_ms: i64, now_ms: i64) -> Result<usize, StoreError> {
+        self.with_conn(|c| ledger::renew_leases(c, holder, lease_ms, now_ms))
+    }
+
+    fn locks(&self) -> Result<Vec<LockRecord>, StoreError> {
+        self.with_conn(|c| ledger::locks(c))
+    }
+
+    fn claim_intent(
+        &self,
+        holder: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Intent>, StoreError> {
+        self.with_conn(|c| {
+            ledger::claim_intent(c, holder, lease_ms, now_ms, row_to_intent, INTENT_COLUMNS)
+        })
+    }
+
+    fn running_intents(&self) -> Result<Vec<Lease>, StoreError> {
+        self.with_conn(|c| ledger::running_intents(c))
+    }
+
+    fn take_over_intent(
+        &self,
+        id: i64,
+        old_holder: Option<&str>,
+        new_holder: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.with_conn(|c| {
+            ledger::take_over_intent(c, id, old_holder, new_holder, lease_ms, now_ms)
+        })
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.with_conn(|c| ledger::append_audit(c, entry))
+    }
+
+    fn prune_orchestrator(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.with_conn(|c| ledger::prune(c, before_ms))
+    }
+
+    fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.with_conn(|c| ledger::audit_tail(c, n))
     }
 }
 

@@ -1,0 +1,133 @@
+//! Symptoms and escalation. A rolling ledger of symptoms by kind; when a kind reaches the
+//! threshold within the window (default 3 in 24 h) its flag is armed with a TTL (default 4 h).
+//! An armed flag switches the playbooks that name it to their escalated mode; a successful
+//! escalated run clears it, and symptoms before the clear stop counting.
+
+use crate::app::App;
+use crate::clock::rfc3339_ms;
+use crate::event::Data;
+use crate::store::{Store, StoreError};
+use serde::Serialize;
+use serde_json::json;
+
+pub use crate::orchestrator::ledger::{Flag, Symptom, SymptomPolicy, SymptomRecorded};
+
+pub fn policy(app: &App) -> SymptomPolicy {
+    let e = &app.config.orchestrator.escalation;
+    SymptomPolicy {
+        window_ms: e.window.as_ms(),
+        threshold: e.threshold,
+        ttl_ms: e.flag_ttl.as_ms(),
+    }
+}
+
+/// Records a symptom (blocking); arms the flag at the threshold, with audit and metrics.
+pub fn record(app: &App, kind: &str, meta: Data) -> Result<SymptomRecorded, StoreError> {
+    let now = app.clock.now_ms();
+    let rec = app.store()?.record_symptom(kind, &meta, now, policy(app))?;
+    app.metrics.symptoms_total.inc(&[kind]);
+    crate::audit::record(
+        app,
+        "symptom_recorded",
+        None,
+        None,
+        json!({"kind": kind, "count": rec.count, "meta": meta}),
+    );
+    if let Some(flag) = &rec.armed {
+        app.metrics.escalation_flag.set(&[kind], 1.0);
+        tracing::warn!(kind, "escalation armed: {}", flag.reason);
+        crate::audit::record(
+            app,
+            "escalation_armed",
+            None,
+            None,
+            json!({"kind": kind, "reason": flag.reason, "symptom_count": flag.symptom_count,
+                   "expires_at": rfc3339_ms(flag.expires_at)}),
+        );
+    }
+    Ok(rec)
+}
+
+/// Clears a flag (blocking); returns it when it was armed.
+pub fn clear(app: &App, kind: &str, why: &str) -> Result<Option<Flag>, StoreError> {
+    let was = app.store()?.clear_flag(kind, app.clock.now_ms())?;
+    app.metrics.escalation_flag.set(&[kind], 0.0);
+    if was.is_some() {
+        tracing::info!(kind, "escalation cleared: {why}");
+        crate::audit::record(
+            app,
+            "escalation_cleared",
+            None,
+            None,
+            json!({"kind": kind, "why": why}),
+        );
+    }
+    Ok(was)
+}
+
+/// The armed, unexpired flag of `kind`, if any.
+pub fn armed(app: &App, kind: &str) -> Result<Option<Flag>, StoreError> {
+    let now = app.clock.now_ms();
+    Ok(app
+        .store()?
+        .flags()?
+        .into_iter()
+        .find(|f| f.kind == kind && f.is_armed(now)))
+}
+
+/// One line of `vigil escalation status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlagStatus {
+    pub kind: String,
+    pub armed: bool,
+    /// Symptoms in the window (since the last clear) now, or when the flag was armed.
+    pub symptom_count: u32,
+    pub reason: Option<String>,
+    pub armed_at: Option<String>,
+    pub expires_at: Option<String>,
+    /// Seconds until an armed flag expires.
+    pub expires_in_s: Option<f64>,
+}
+
+/// Every kind with a flag or with symptoms in the window.
+pub fn status(app: &App) -> Result<Vec<FlagStatus>, StoreError> {
+    let now = app.clock.now_ms();
+    let store = app.store()?;
+    let p = policy(app);
+    let flags = store.flags()?;
+    let counts = store.symptom_counts(now - p.window_ms)?;
+    let mut kinds: Vec<String> = flags.iter().map(|f| f.kind.clone()).collect();
+    kinds.extend(counts.iter().map(|(k, _)| k.clone()));
+    kinds.sort();
+    kinds.dedup();
+    let mut out = Vec::new();
+    for kind in kinds {
+        let flag = flags.iter().find(|f| f.kind == kind);
+        let since = flag
+            .and_then(|f| f.cleared_at)
+            .unwrap_or(i64::MIN)
+            .max(now - p.window_ms);
+        let count = store.symptoms(Some(&kind), since, 100_000)?.len() as u32;
+        match flag.filter(|f| f.is_armed(now)) {
+            Some(f) => out.push(FlagStatus {
+                kind,
+                armed: true,
+                symptom_count: f.symptom_count.max(count),
+                reason: Some(f.reason.clone()),
+                armed_at: Some(rfc3339_ms(f.armed_at)),
+                expires_at: Some(rfc3339_ms(f.expires_at)),
+                expires_in_s: Some((f.expires_at - now) as f64 / 1000.0),
+            }),
+            None => out.push(FlagStatus {
+                kind,
+                armed: false,
+                symptom_count: count,
+                reason: None,
+                armed_at: None,
+                expires_at: None,
+                expires_in_s: None,
+            }),
+        }
+    }
+    Ok(out)
+}

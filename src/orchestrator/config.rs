@@ -1,0 +1,696 @@
+//! `[windows.NAME]`, `[budgets.NAME]`, `[escalation]`, `[playbooks.NAME]` and `[orchestrator]`.
+//!
+//! These sections are taken out of the document before the rest is parsed, so steps (keyed by
+//! which action key is present) and cross references (a playbook's window and budget exist)
+//! report their errors at the right `file:line:col`.
+
+use crate::config::load::{self, Diagnostic, Source};
+use crate::config::{Dur, Tz};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// The top-level keys this module owns.
+pub const SECTIONS: [&str; 5] = [
+    "windows",
+    "budgets",
+    "escalation",
+    "playbooks",
+    "orchestrator",
+];
+
+/// The action keys a step may have; exactly one per step.
+pub const ACTIONS: [&str; 6] = [
+    "run",
+    "webhook",
+    "systemd",
+    "symptom",
+    "clear_escalation",
+    "log",
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct OrchestratorConfig {
+    pub windows: BTreeMap<String, WindowConfig>,
+    pub budgets: BTreeMap<String, BudgetConfig>,
+    pub escalation: EscalationConfig,
+    pub playbooks: BTreeMap<String, Playbook>,
+    pub settings: Settings,
+}
+
+/// `[windows.NAME]`: local times in the config's time zone (or the window's own `timezone`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    pub at: WindowSpan,
+    pub timezone: Option<Tz>,
+}
+
+/// `"03:00-07:00"`; the end is exclusive; `"22:00-02:00"` crosses midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpan {
+    pub start: jiff::civil::Time,
+    pub end: jiff::civil::Time,
+}
+
+impl WindowSpan {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let hint = || {
+            format!("invalid window {text:?}: write local start and end times, like \"03:00-07:00\" (may cross midnight: \"22:00-02:00\")")
+        };
+        let (a, b) = text.split_once('-').ok_or_else(hint)?;
+        let time = |s: &str| -> Result<jiff::civil::Time, String> {
+            let s = s.trim();
+            jiff::civil::Time::strptime("%H:%M:%S", s)
+                .or_else(|_| jiff::civil::Time::strptime("%H:%M", s))
+                .map_err(|_| hint())
+        };
+        let span = WindowSpan {
+            start: time(a)?,
+            end: time(b)?,
+        };
+        if span.start == span.end {
+            return Err(format!(
+                "window {text:?} starts and ends at the same time; give it a length, like \"03:00-07:00\""
+            ));
+        }
+        Ok(span)
+    }
+
+    pub fn crosses_midnight(&self) -> bool {
+        self.end < self.start
+    }
+}
+
+impl fmt::Display for WindowSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}-{}",
+            self.start.strftime("%H:%M"),
+            self.end.strftime("%H:%M")
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for WindowSpan {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        WindowSpan::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// `[budgets.NAME]`: production downtime allowed per window day.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationConfig {
+    /// Symptoms of one kind ...
+    pub threshold: u32,
+    /// ... within this rolling window arm a flag ...
+    pub window: Dur,
+    /// ... that expires after this.
+    pub flag_ttl: Dur,
+}
+
+impl Default for EscalationConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 3,
+            window: Dur::secs(24 * 3600),
+            flag_ttl: Dur::secs(4 * 3600),
+        }
+    }
+}
+
+/// `[orchestrator]`: how the loop runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Set `enabled = false` to leave intents to another vigil sharing the store.
+    pub enabled: bool,
+    /// Command that `systemd` steps run, e.g. `["sudo", "systemctl"]`.
+    pub systemctl: Vec<String>,
+    /// A `restore = true` step must succeed within this long, or the run is `restore_failed`.
+    pub restore_sla: Dur,
+    /// Claims on intents and locks expire this long after their holder stops renewing them.
+    pub lease: Dur,
+    /// Pending intents older than this end as `expired` instead of running late.
+    pub intent_ttl: Dur,
+    /// Timeout of a step that sets none.
+    pub step_timeout: Dur,
+    /// Symptoms, finished runs and audit rows older than this leave the store (never less than
+    /// the escalation window or a playbook's cooldown and rate-limit window); the audit files
+    /// in DATA_DIR/audit/ stay.
+    pub retention: Dur,
+    /// Intents handled at once. Gates stay exact (they are checked in the store), and a long
+    /// playbook does not hold up the rest of the queue.
+    pub workers: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            systemctl: vec!["systemctl".into()],
+            restore_sla: Dur::secs(15),
+            lease: Dur::secs(30),
+            intent_ttl: Dur::secs(3600),
+            step_timeout: Dur::secs(60),
+            retention: Dur::secs(30 * 24 * 3600),
+            workers: 4,
+        }
+    }
+}
+
+/// `[playbooks.NAME]`.
+#[derive(Debug, Clone)]
+pub struct Playbook {
+    pub name: String,
+    /// Intent type globs (`*` and `?`); `on = "alert_*"` or `on = ["a", "b_*"]`.
+    pub on: Vec<String>,
+    pub mode: ModeConfig,
+    pub window: Option<String>,
+    pub budget: Option<String>,
+    pub cooldown: Option<Duration>,
+    pub max_runs: Option<MaxRuns>,
+    pub lock: Option<String>,
+    /// Downtime reserved from the budget before a run that has downtime steps starts.
+    pub expected_downtime: Duration,
+    pub restore_sla: Option<Duration>,
+    pub steps: Vec<Step>,
+    pub on_failure: Vec<Step>,
+}
+
+impl Playbook {
+    pub fn matches(&self, intent_type: &str) -> bool {
+        self.on.iter().any(|p| glob(p, intent_type))
+    }
+
+    /// The steps that run in `mode`: those without a `mode` and those of this mode.
+    pub fn steps_for<'a>(
+        &'a self,
+        steps: &'a [Step],
+        mode: &'a str,
+    ) -> impl Iterator<Item = &'a Step> + 'a {
+        steps
+            .iter()
+            .filter(move |s| s.mode.as_deref().is_none_or(|m| m == mode))
+    }
+
+    pub fn has_downtime(&self, mode: &str) -> bool {
+        self.steps_for(&self.steps, mode).any(|s| s.downtime)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeConfig {
+    pub default: String,
+    /// Symptom kind whose armed flag switches the playbook to `escalated`.
+    pub escalate_on: Option<String>,
+    pub escalated: String,
+}
+
+impl Default for ModeConfig {
+    fn default() -> Self {
+        Self {
+            default: "default".into(),
+            escalate_on: None,
+            escalated: "canary".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModeTable {
+    default: String,
+    escalate_on: Option<String>,
+    escalated: Option<String>,
+}
+
+/// `mode = "canary"` or `mode = { default = "predictive", escalate_on = "vllm_oom" }`.
+impl<'de> Deserialize<'de> for ModeConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ModeConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a mode name, or a table like { default = \"predictive\", escalate_on = \"vllm_oom\" }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ModeConfig, E> {
+                Ok(ModeConfig {
+                    default: v.to_string(),
+                    ..Default::default()
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ModeConfig, A::Error> {
+                let t = ModeTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ModeConfig {
+                    default: t.default,
+                    escalate_on: t.escalate_on,
+                    escalated: t.escalated.unwrap_or_else(|| "canary".into()),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string or an array of strings.
+struct OneOrMany(Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an intent type glob like \"alert_*\", or an array of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                if out.is_empty() {
+                    return Err(de::Error::custom(
+                        "`on` needs at least one intent type glob",
+                    ));
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxRuns {
+    pub count: u32,
+    pub within: Dur,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub action: Action,
+    /// Runs only in this mode (every mode when `None`).
+    pub mode: Option<String>,
+    pub timeout: Option<Duration>,
+    /// Production goes down with this step: downtime is charged to the budget from here ...
+    pub downtime: bool,
+    /// ... until this step succeeds.
+    pub restore: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// argv; `{data.KEY}`, `{mode}`, `{reason}`, `{intent}`, `{playbook}` fill in within an
+    /// element, never splitting it: there is no shell.
+    Run(Vec<String>),
+    Webhook {
+        url: String,
+        body: Option<Value>,
+    },
+    Systemd {
+        verb: String,
+        unit: String,
+    },
+    Symptom(String),
+    ClearEscalation(String),
+    Log(String),
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Run(_) => "run",
+            Action::Webhook { .. } => "webhook",
+            Action::Systemd { .. } => "systemd",
+            Action::Symptom(_) => "symptom",
+            Action::ClearEscalation(_) => "clear_escalation",
+            Action::Log(_) => "log",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Run(argv) => write!(f, "run {argv:?}"),
+            Action::Webhook { url, .. } => write!(f, "webhook POST {url}"),
+            Action::Systemd { verb, unit } => write!(f, "systemd {verb} {unit}"),
+            Action::Symptom(k) => write!(f, "record symptom {k}"),
+            Action::ClearEscalation(k) => write!(f, "clear escalation {k}"),
+            Action::Log(t) => write!(f, "log {t:?}"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    run: Option<Vec<String>>,
+    webhook: Option<String>,
+    systemd: Option<String>,
+    symptom: Option<String>,
+    clear_escalation: Option<String>,
+    log: Option<String>,
+    unit: Option<String>,
+    body: Option<toml::Value>,
+    mode: Option<String>,
+    timeout: Option<Dur>,
+    #[serde(default)]
+    downtime: bool,
+    #[serde(default)]
+    restore: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlaybook {
+    on: OneOrMany,
+    #[serde(default)]
+    mode: ModeConfig,
+    window: Option<Spanned<String>>,
+    budget: Option<Spanned<String>>,
+    cooldown: Option<Dur>,
+    max_runs: Option<MaxRuns>,
+    lock: Option<String>,
+    expected_downtime: Option<Dur>,
+    restore_sla: Option<Dur>,
+    steps: Vec<Spanned<RawStep>>,
+    #[serde(default)]
+    on_failure: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    windows: BTreeMap<String, WindowConfig>,
+    #[serde(default)]
+    budgets: BTreeMap<String, BudgetConfig>,
+    #[serde(default)]
+    escalation: EscalationConfig,
+    #[serde(default)]
+    playbooks: BTreeMap<String, Spanned<RawPlaybook>>,
+    #[serde(default)]
+    orchestrator: Settings,
+}
+
+/// Takes this module's sections out of `root`, parses and cross-checks them; problems go to
+/// `errors` with their place.
+pub fn take(
+    src: &Source,
+    root: &mut DeTable<'_>,
+    errors: &mut Vec<Diagnostic>,
+) -> OrchestratorConfig {
+    let mut mine = DeTable::new();
+    let mut start = usize::MAX;
+    let mut end = 0;
+    for key in SECTIONS {
+        if let Some(v) = load::take_key(root, key) {
+            start = start.min(v.span().start);
+            end = end.max(v.span().end);
+            mine.insert(Spanned::new(0..0, key.into()), v);
+        }
+    }
+    if mine.is_empty() {
+        return OrchestratorConfig::default();
+    }
+    let raw: Raw = match load::deserialize(src, Spanned::new(start..end, DeValue::Table(mine))) {
+        Ok(r) => r,
+        Err(d) => {
+            errors.push(d);
+            return OrchestratorConfig::default();
+        }
+    };
+    let mut out = OrchestratorConfig {
+        windows: raw.windows,
+        budgets: raw.budgets,
+        escalation: raw.escalation,
+        playbooks: BTreeMap::new(),
+        settings: raw.orchestrator,
+    };
+    if out.escalation.threshold == 0 {
+        errors.push(src.at(start, "[escalation] threshold must be at least 1"));
+    }
+    if !(1..=64).contains(&out.settings.workers) {
+        errors.push(src.at(start, "[orchestrator] workers must be 1-64"));
+    }
+    if out.settings.systemctl.is_empty() {
+        errors.push(src.at(
+            start,
+            "[orchestrator] systemctl must name a command, like [\"systemctl\"] or [\"sudo\", \"systemctl\"]",
+        ));
+    }
+    for (name, raw) in raw.playbooks {
+        let at = raw.span().start;
+        let raw = raw.into_inner();
+        let header = format!("[playbooks.{name}]");
+        let mut check_ref = |r: &Option<Spanned<String>>, kind: &str, known: Vec<&str>| {
+            if let Some(r) = r {
+                if !known.contains(&r.get_ref().as_str()) {
+                    let hint = match load::closest(r.get_ref(), &known) {
+                        Some(k) => format!("did you mean {k:?}?"),
+                        None if known.is_empty() => format!("define it: [{kind}s.{}]", r.get_ref()),
+                        None => format!("defined: {}", known.join(", ")),
+                    };
+                    errors.push(src.at(
+                        r.span().start,
+                        format!(
+                            "{header} uses {kind} {:?}, which is not defined; {hint}",
+                            r.get_ref()
+                        ),
+                    ));
+                }
+            }
+        };
+        check_ref(
+            &raw.window,
+            "window",
+            out.windows.keys().map(String::as_str).collect(),
+        );
+        check_ref(
+            &raw.budget,
+            "budget",
+            out.budgets.keys().map(String::as_str).collect(),
+        );
+        let steps = convert_steps(src, &header, raw.steps, errors);
+        let on_failure = convert_steps(src, &header, raw.on_failure, errors);
+        if steps.is_empty() {
+            errors.push(src.at(
+                at,
+                format!("{header} has no steps; add `steps = [{{ log = \"...\" }}]`"),
+            ));
+        }
+        if let Some(m) = raw.max_runs {
+            if m.count == 0 {
+                errors.push(src.at(at, format!("{header} max_runs.count must be at least 1")));
+            }
+        }
+        let pb = Playbook {
+            name: name.clone(),
+            on: raw.on.0,
+            mode: raw.mode,
+            window: raw.window.map(Spanned::into_inner),
+            budget: raw.budget.map(Spanned::into_inner),
+            cooldown: raw.cooldown.map(|d| d.0),
+            max_runs: raw.max_runs,
+            lock: raw.lock,
+            expected_downtime: raw
+                .expected_downtime
+                .map_or(Duration::from_secs(15), |d| d.0),
+            restore_sla: raw.restore_sla.map(|d| d.0),
+            steps,
+            on_failure,
+        };
+        for mode in [&pb.mode.default, &pb.mode.escalated] {
+            let mut down = false;
+            for s in pb.steps_for(&pb.steps, mode) {
+                down = (down || s.downtime) && !s.restore;
+            }
+            if down {
+                errors.push(src.at(at, format!(
+                    "{header}: in mode {mode:?} a `downtime = true` step has no `restore = true` step after it; add one so production comes back"
+                )));
+            }
+        }
+        if (pb.has_downtime(&pb.mode.default) || pb.has_downtime(&pb.mode.escalated))
+            && pb.budget.is_none()
+        {
+            errors.push(src.at(at, format!(
+                "{header} has `downtime = true` steps but no budget; add `budget = \"NAME\"` and [budgets.NAME] seconds = 60"
+            )));
+        }
+        out.playbooks.insert(name, pb);
+    }
+    out
+}
+
+fn convert_steps(
+    src: &Source,
+    header: &str,
+    raw: Vec<Spanned<RawStep>>,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<Step> {
+    let mut out = Vec::new();
+    for s in raw {
+        let at = s.span().start;
+        let r = s.into_inner();
+        let present: Vec<&str> = [
+            r.run.is_some(),
+            r.webhook.is_some(),
+            r.systemd.is_some(),
+            r.symptom.is_some(),
+            r.clear_escalation.is_some(),
+            r.log.is_some(),
+        ]
+        .iter()
+        .zip(ACTIONS)
+        .filter(|(p, _)| **p)
+        .map(|(_, a)| a)
+        .collect();
+        let mut bad = |msg: String| errors.push(src.at(at, format!("step in {header}: {msg}")));
+        match present.len() {
+            0 => {
+                bad(format!(
+                    "no action; a step has one of: {}",
+                    ACTIONS.join(", ")
+                ));
+                continue;
+            }
+            1 => {}
+            _ => {
+                bad(format!(
+                    "has both `{}` and `{}`; write one action per step",
+                    present[0], present[1]
+                ));
+                continue;
+            }
+        }
+        if r.unit.is_some() && r.systemd.is_none() {
+            bad("`unit` belongs to `systemd` steps; remove it".into());
+        }
+        if r.body.is_some() && r.webhook.is_none() {
+            bad("`body` belongs to `webhook` steps; remove it".into());
+        }
+        let action = if let Some(argv) = r.run {
+            if argv.is_empty() {
+                bad("`run` needs a program, like run = [\"/usr/bin/true\"]".into());
+                continue;
+            }
+            Action::Run(argv)
+        } else if let Some(url) = r.webhook {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                bad(format!("webhook {url:?} is not an http:// or https:// URL"));
+                continue;
+            }
+            let body = r
+                .body
+                .map(|b| serde_json::to_value(b).expect("TOML is JSON-able"));
+            Action::Webhook { url, body }
+        } else if let Some(verb) = r.systemd {
+            if !["start", "stop", "restart", "reload"].contains(&verb.as_str()) {
+                bad(format!(
+                    "systemd {verb:?} is not start, stop, restart or reload"
+                ));
+                continue;
+            }
+            let Some(unit) = r.unit else {
+                bad("a `systemd` step needs `unit = \"NAME.service\"`".into());
+                continue;
+            };
+            Action::Systemd { verb, unit }
+        } else if let Some(k) = r.symptom {
+            Action::Symptom(k)
+        } else if let Some(k) = r.clear_escalation {
+            Action::ClearEscalation(k)
+        } else {
+            Action::Log(r.log.expect("one action is present"))
+        };
+        if r.downtime && r.restore {
+            bad("a step is either `downtime = true` or `restore = true`, not both".into());
+        }
+        out.push(Step {
+            action,
+            mode: r.mode,
+            timeout: r.timeout.map(|d| d.0),
+            downtime: r.downtime,
+            restore: r.restore,
+        });
+    }
+    out
+}
+
+/// `*` matches any run of characters, `?` one; everything else literally.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_intent_types() {
+        assert!(glob("alert_gpu_oom", "alert_gpu_oom"));
+        assert!(glob("alert_*", "alert_gpu_oom"));
+        assert!(glob("*_oom", "alert_gpu_oom"));
+        assert!(glob("alert_*_oom", "alert_gpu_oom"));
+        assert!(glob("alert_gpu_oo?", "alert_gpu_oom"));
+        assert!(glob("*", ""));
+        assert!(!glob("alert_*", "trigger_x"));
+        assert!(!glob("alert_gpu", "alert_gpu_oom"));
+        assert!(!glob("*_oom", "alert_gpu_oomx"));
+    }
+
+    #[test]
+    fn window_spans_parse_with_a_hint() {
+        let w = WindowSpan::parse("22:00-02:00").unwrap();
+        assert!(w.crosses_midnight());
+        assert_eq!(w.to_string(), "22:00-02:00");
+        assert!(WindowSpan::parse("03:00:30-07:00").is_ok());
+        let e = WindowSpan::parse("3am-7am").unwrap_err();
+        assert!(e.contains("like \"03:00-07:00\""), "{e}");
+        let e = WindowSpan::parse("03:00-03:00").unwrap_err();
+        assert!(e.contains("same time"), "{e}");
+    }
+}

@@ -1,0 +1,172 @@
+//! Gates: what must hold before a playbook runs. Mode and window are pure functions of the
+//! config, the flags and the clock; cooldown, rate limit, lock and budget are checked and
+//! reserved in one store transaction (`Store::begin_run`).
+
+use super::config::Playbook;
+use super::ledger::{BudgetRequest, Denial, Flag, Gate, RunRecord, RunRequest};
+use super::window;
+use crate::app::App;
+use crate::intent::Intent;
+use crate::store::{Store, StoreError};
+use serde::Serialize;
+
+/// What the orchestrator decided for one intent.
+// Short-lived and rarely moved: boxing the run would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Pending for longer than `intent_ttl`.
+    Expired { reason: String },
+    /// No playbook's `on` matches the intent type.
+    Unmatched,
+    Denied {
+        playbook: String,
+        mode: String,
+        #[serde(flatten)]
+        denial: Denial,
+    },
+    /// Gates passed; with `commit` the run is recorded, its lock held and its budget reserved.
+    Run {
+        playbook: String,
+        mode: String,
+        run: RunRecord,
+        /// The armed flag that chose the escalated mode.
+        escalation: Option<Flag>,
+    },
+}
+
+/// The first playbook (by name) whose `on` matches.
+pub fn playbook_for<'a>(app: &'a App, intent_type: &str) -> Option<&'a Playbook> {
+    app.config
+        .orchestrator
+        .playbooks
+        .values()
+        .find(|p| p.matches(intent_type))
+}
+
+/// The mode a playbook runs in now, and the flag that escalated it.
+pub fn mode_for(pb: &Playbook, flags: &[Flag], now_ms: i64) -> (String, Option<Flag>) {
+    let flag = pb
+        .mode
+        .escalate_on
+        .as_ref()
+        .and_then(|k| flags.iter().find(|f| &f.kind == k && f.is_armed(now_ms)));
+    match flag {
+        Some(f) => (pb.mode.escalated.clone(), Some(f.clone())),
+        None => (pb.mode.default.clone(), None),
+    }
+}
+
+/// The time zone a window is read in.
+pub fn window_tz<'a>(app: &'a App, name: &str) -> &'a jiff::tz::TimeZone {
+    app.config
+        .orchestrator
+        .windows
+        .get(name)
+        .and_then(|w| w.timezone.as_ref())
+        .map_or(&app.config.timezone.0, |tz| &tz.0)
+}
+
+/// The day a playbook's downtime is charged to: its window's day, else the local date.
+pub fn budget_day(app: &App, pb: &Playbook, now: jiff::Timestamp) -> String {
+    match pb
+        .window
+        .as_ref()
+        .and_then(|w| Some((w, app.config.orchestrator.windows.get(w)?)))
+    {
+        Some((name, w)) => window::window_day(w.at, window_tz(app, name), now).to_string(),
+        None => now
+            .to_zoned(app.config.timezone.0.clone())
+            .date()
+            .to_string(),
+    }
+}
+
+/// Evaluates every gate for `intent` (blocking). With `commit` a passing run is recorded and
+/// its lock and budget taken; without, nothing changes (dry run).
+pub fn evaluate(
+    app: &App,
+    intent: &Intent,
+    holder: &str,
+    commit: bool,
+) -> Result<Decision, StoreError> {
+    let settings = &app.config.orchestrator.settings;
+    let now = app.clock.now();
+    let now_ms = now.as_millisecond();
+    if now_ms - intent.created_at > settings.intent_ttl.as_ms() {
+        return Ok(Decision::Expired {
+            reason: format!(
+                "pending for {} without being run (intent_ttl {})",
+                crate::daemon::human(std::time::Duration::from_millis(
+                    (now_ms - intent.created_at) as u64
+                )),
+                settings.intent_ttl
+            ),
+        });
+    }
+    let Some(pb) = playbook_for(app, &intent.intent_type) else {
+        return Ok(Decision::Unmatched);
+    };
+    let store = app.store()?;
+    let (mode, escalation) = mode_for(pb, &store.flags()?, now_ms);
+    let denied = |denial: Denial| {
+        Ok(Decision::Denied {
+            playbook: pb.name.clone(),
+            mode: mode.clone(),
+            denial,
+        })
+    };
+    if pb.steps_for(&pb.steps, &mode).next().is_none() {
+        return denied(Denial {
+            gate: Gate::Mode,
+            reason: format!("Mode {mode:?} has no steps in playbook {}", pb.name),
+        });
+    }
+    if let Some(name) = &pb.window {
+        let w = &app.config.orchestrator.windows[name];
+        let tz = window_tz(app, name);
+        if !window::contains(w.at, tz, now) {
+            let opens = window::opens_in(w.at, tz, now);
+            return denied(Denial {
+                gate: Gate::Window,
+                reason: format!(
+                    "Outside maintenance window {name} ({} {}): opens in {:.1}h",
+                    w.at,
+                    tz.iana_name().unwrap_or("local"),
+                    opens.as_secs_f64() / 3600.0
+                ),
+            });
+        }
+    }
+    let budget = match (&pb.budget, pb.has_downtime(&mode)) {
+        (Some(name), true) => Some(BudgetRequest {
+            name: name.clone(),
+            day: budget_day(app, pb, now),
+            limit_ms: app.config.orchestrator.budgets[name].seconds as i64 * 1000,
+            want_ms: pb.expected_downtime.as_millis() as i64,
+        }),
+        _ => None,
+    };
+    let req = RunRequest {
+        intent_id: intent.id,
+        playbook: pb.name.clone(),
+        mode: mode.clone(),
+        // Per run, not per orchestrator: its own workers must exclude each other too.
+        holder: format!("{holder}/{}", intent.id),
+        cooldown_ms: pb.cooldown.map(|d| d.as_millis() as i64),
+        max_runs: pb.max_runs.map(|m| (m.count, m.within.as_ms())),
+        lock: pb.lock.clone(),
+        lease_ms: settings.lease.as_ms(),
+        budget,
+    };
+    Ok(match store.begin_run(&req, now_ms, commit)? {
+        Ok(run) => Decision::Run {
+            playbook: pb.name.clone(),
+            mode,
+            run,
+            escalation,
+        },
+        Err(denial) => return denied(denial),
+    })
+}

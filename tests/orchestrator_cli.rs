@@ -1,0 +1,321 @@
+//! The `vigil` binary: symptoms, escalation and audit commands on the store, `status --json`,
+//! and `kill -9` of the daemon in the middle of a playbook, then a restart that ends the
+//! intent in a defined state with its budget and lock settled.
+
+mod orchestrator_support;
+
+use orchestrator_support::{fake_systemctl, script};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use vigil::intent::IntentStatus;
+use vigil::store::{IntentQuery, SqliteStore, Store};
+
+fn vigil(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    c.env_remove("VIGIL_CONFIG")
+        .env("VIGIL_DATA_DIR", dir.join("data"))
+        .env("NO_COLOR", "1")
+        .arg("--config")
+        .arg(dir.join("vigil.toml"));
+    c
+}
+
+fn out(c: &mut Command) -> (i32, String, String) {
+    let o = c.output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn write_config(dir: &Path, playbooks: &str) {
+    let text = format!(
+        r#"
+[api]
+enabled = false
+
+[orchestrator]
+systemctl = ["{d}/systemctl"]
+lease = "30s"
+
+[budgets.gpu_downtime]
+seconds = 60
+
+{playbooks}
+"#,
+        d = dir.display()
+    )
+    .replace("{dir}", dir.to_str().unwrap());
+    std::fs::write(dir.join("vigil.toml"), text).unwrap();
+}
+
+#[test]
+fn symptoms_escalation_and_audit_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "");
+    for i in 1..=2 {
+        let (code, stdout, err) = out(vigil(dir.path()).args([
+            "symptoms",
+            "record",
+            "vllm_oom",
+            &format!("deficit_mb={i}000"),
+        ]));
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            stdout.contains(&format!("recorded vllm_oom: {i} in the window")),
+            "{stdout}"
+        );
+    }
+    let (_, stdout, _) = out(vigil(dir.path()).args(["escalation", "status", "--json"]));
+    let flags: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(flags[0]["armed"], false);
+    assert_eq!(flags[0]["symptom_count"], 2);
+
+    let (_, stdout, _) =
+        out(vigil(dir.path()).args(["symptoms", "record", "vllm_oom", "deficit_mb=3000"]));
+    assert!(
+        stdout.contains("escalation armed: 3 vllm_oom in last 24h (threshold: 3)"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = out(vigil(dir.path()).args(["escalation", "status", "--json"]));
+    let flags: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(flags[0]["kind"], "vllm_oom");
+    assert_eq!(flags[0]["armed"], true);
+    assert_eq!(flags[0]["symptom_count"], 3);
+    assert_eq!(flags[0]["reason"], "3 vllm_oom in last 24h (threshold: 3)");
+    assert!(flags[0]["expires_at"].is_string());
+
+    let (_, stdout, _) = out(vigil(dir.path()).args(["symptoms", "list", "--json"]));
+    let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert_eq!(list[0]["meta"]["deficit_mb"], 3000);
+
+    let (code, stdout, _) = out(vigil(dir.path()).args(["escalation", "clear", "vllm_oom"]));
+    assert_eq!(code, 0);
+    assert_eq!(stdout.trim(), "cleared vllm_oom");
+    let (_, stdout, _) = out(vigil(dir.path()).args(["escalation", "status", "--json"]));
+    let flags: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(flags[0]["armed"], false);
+
+    let (_, stdout, _) = out(vigil(dir.path()).args(["audit", "tail", "-n", "2", "--json"]));
+    let tail: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let events: Vec<&str> = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["escalation_armed", "escalation_cleared"]);
+    let (_, stdout, _) = out(vigil(dir.path()).args(["audit", "count", "--json"]));
+    let counts: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(counts["symptom_recorded"], 3);
+    // The same trail as JSON lines in DATA_DIR/audit/YYYYMMDD.jsonl.
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("data/audit"))
+        .unwrap()
+        .collect();
+    assert_eq!(files.len(), 1);
+    let text = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+    assert_eq!(text.lines().count(), 5);
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for k in ["ts", "event", "intent", "playbook", "details"] {
+            assert!(v.get(k).is_some(), "{k} in {line}");
+        }
+    }
+
+    let (code, stdout, err) = out(vigil(dir.path()).args(["status", "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["budgets"][0]["name"], "gpu_downtime");
+    assert_eq!(status["budgets"][0]["remaining_s"], 60.0);
+    assert_eq!(status["flags"][0]["kind"], "vllm_oom");
+}
+
+const CANARY: &str = r#"
+[playbooks.canary]
+on = "trigger_canary"
+budget = "gpu_downtime"
+lock = "gpu0"
+expected_downtime = "20s"
+steps = [
+  { systemd = "stop", unit = "judge.service", downtime = true },
+  { run = ["sh", "-c", "echo $$ > {dir}/hang.pid; exec sleep 60"], timeout = "2m" },
+  { systemd = "start", unit = "judge.service", restore = true },
+]
+on_failure = [{ systemd = "start", unit = "judge.service", restore = true }]
+"#;
+
+/// Running, not a zombie waiting for its new parent to reap it.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn daemon(dir: &Path) -> Child {
+    vigil(dir)
+        .args(["run", "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fake_systemctl(d, true);
+    write_config(d, CANARY);
+    let mut first = daemon(d);
+    let (code, _, err) = out(vigil(d).args([
+        "intents",
+        "submit",
+        "trigger_canary",
+        "-p",
+        "8",
+        "-r",
+        "crash test",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    wait_for("the hanging step to start", 20, || {
+        d.join("hang.pid").exists()
+    });
+    let store = SqliteStore::open_dir(&d.join("data")).unwrap();
+    let intent = store
+        .intents(&IntentQuery::default())
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(intent.status, IntentStatus::Running);
+    let run = store.runs(None, i64::MIN, true).unwrap().pop().unwrap();
+    let day = run.budget_day.clone().unwrap();
+    assert_eq!(
+        store
+            .budget_usage("gpu_downtime", &day)
+            .unwrap()
+            .reserved_ms,
+        20_000
+    );
+    assert_eq!(store.locks().unwrap().len(), 1);
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
+    first.wait().unwrap();
+    let orphan: i32 = std::fs::read_to_string(d.join("hang.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(orphan), "kill -9 of vigil leaves its step running");
+
+    let mut second = daemon(d);
+    wait_for("the intent to end", 20, || {
+        store
+            .intent(intent.id)
+            .unwrap()
+            .unwrap()
+            .status
+            .is_finished()
+    });
+    let ended = store.intent(intent.id).unwrap().unwrap();
+    assert_eq!(ended.status, IntentStatus::Failed, "{:?}", ended.note);
+    let note = ended.note.unwrap();
+    assert!(
+        note.contains("vigil stopped during step 2 of playbook canary"),
+        "{note}"
+    );
+    assert!(
+        note.contains("production was down: ran on_failure"),
+        "{note}"
+    );
+    assert!(note.contains("processes its step left running"), "{note}");
+    assert!(
+        !alive(orphan),
+        "the step the dead vigil left running was stopped"
+    );
+    // Reservation released; the real downtime (stop until on_failure's start) charged once.
+    let u = store.budget_usage("gpu_downtime", &day).unwrap();
+    assert_eq!(u.reserved_ms, 0);
+    assert!(u.used_ms > 0 && u.used_ms < 60_000, "{u:?}");
+    assert!(store.locks().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_to_string(d.join("systemctl.log")).unwrap(),
+        "stop judge.service\nstart judge.service\n"
+    );
+    let runs = store.runs(None, i64::MIN, false).unwrap();
+    assert_eq!(runs.len(), 1, "not run twice");
+    assert_eq!(runs[0].result.as_deref(), Some("failed"));
+    let events: Vec<String> = store
+        .audit_tail(100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert!(events.contains(&"run_recovered".to_string()), "{events:?}");
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    assert!(second.wait().unwrap().success());
+}
+
+#[test]
+fn dry_run_acts_on_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fake_systemctl(d, true);
+    write_config(d, CANARY);
+    script(&d.join("unused"), "exit 0");
+    let (code, _, err) = out(vigil(d).args([
+        "intents",
+        "submit",
+        "trigger_canary",
+        "-p",
+        "8",
+        "-r",
+        "dry",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let log = d.join("daemon.log");
+    let mut child = vigil(d)
+        .args(["run", "--dry-run", "--log-level", "info"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the dry-run plan", 20, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("dry run: intent")
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(
+            "playbook canary (mode default) would run: systemd stop judge.service; run [\"sh\""
+        ),
+        "{text}"
+    );
+    assert!(!d.join("systemctl.log").exists(), "nothing ran");
+    let store = SqliteStore::open_dir(&d.join("data")).unwrap();
+    let intents = store.intents(&IntentQuery::default()).unwrap();
+    assert_eq!(intents[0].status, IntentStatus::Pending);
+    assert!(store.runs(None, i64::MIN, false).unwrap().is_empty());
+}

@@ -1,0 +1,430 @@
+//! Gates: the maintenance window (edges, both DST nights, across midnight), the budget under
+//! 100 concurrent attempts, cooldown and rate limit, and the lock across processes.
+
+mod orchestrator_support;
+
+use jiff::civil::date;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use orchestrator_support::*;
+use std::sync::{Arc, Barrier};
+use vigil::intent::IntentStatus;
+use vigil::orchestrator::config::WindowSpan;
+use vigil::orchestrator::ledger::{BudgetRequest, Gate, RunRequest};
+use vigil::orchestrator::window;
+use vigil::store::{SqliteStore, Store};
+
+fn ny() -> TimeZone {
+    TimeZone::get("America/New_York").unwrap()
+}
+
+/// The instant of a local wall-clock time in New York.
+fn local(y: i16, m: i8, d: i8, h: i8, min: i8, s: i8) -> Timestamp {
+    date(y, m, d)
+        .at(h, min, s, 0)
+        .to_zoned(ny())
+        .unwrap()
+        .timestamp()
+}
+
+fn span(text: &str) -> WindowSpan {
+    WindowSpan::parse(text).unwrap()
+}
+
+fn edges(y: i16, m: i8, d: i8) {
+    let w = span("03:00-07:00");
+    let tz = ny();
+    let open = local(y, m, d, 3, 0, 0);
+    let close = local(y, m, d, 7, 0, 0);
+    let second = SignedDuration::from_secs(1);
+    // One second before 03:00 is 02:59:59 (or, on the spring-forward night, 01:59:59 EST).
+    assert!(
+        !window::contains(w, &tz, open - second),
+        "{y}-{m}-{d} 02:59:59"
+    );
+    assert!(window::contains(w, &tz, open), "{y}-{m}-{d} 03:00");
+    assert!(
+        window::contains(w, &tz, close - second),
+        "{y}-{m}-{d} 06:59:59"
+    );
+    assert!(!window::contains(w, &tz, close), "{y}-{m}-{d} 07:00");
+    assert_eq!(
+        window::window_day(w, &tz, open).to_string(),
+        format!("{y}-{m:02}-{d:02}")
+    );
+}
+
+#[test]
+fn window_edges_on_an_ordinary_night() {
+    edges(2026, 11, 23);
+}
+
+#[test]
+fn window_edges_on_the_spring_forward_night() {
+    // 2026-03-08: 02:00 EST jumps to 03:00 EDT, so 03:00 comes one second after 01:59:59.
+    edges(2026, 3, 8);
+    let tz = ny();
+    let before = local(2026, 3, 8, 1, 59, 59);
+    assert_eq!(
+        local(2026, 3, 8, 3, 0, 0).duration_since(before),
+        SignedDuration::from_secs(1)
+    );
+    assert!(!window::contains(span("03:00-07:00"), &tz, before));
+}
+
+#[test]
+fn window_edges_on_the_fall_back_night() {
+    // 2026-11-01: 02:00 EDT falls back to 01:00 EST; 01:00-02:00 happens twice, outside the
+    // window both times.
+    edges(2026, 11, 1);
+    let tz = ny();
+    let first_130 = "2026-11-01T05:30:00Z".parse::<Timestamp>().unwrap(); // 01:30 EDT
+    let second_130 = "2026-11-01T06:30:00Z".parse::<Timestamp>().unwrap(); // 01:30 EST
+    assert!(!window::contains(span("03:00-07:00"), &tz, first_130));
+    assert!(!window::contains(span("03:00-07:00"), &tz, second_130));
+    assert!(window::contains(span("01:00-02:00"), &tz, first_130));
+    assert!(window::contains(span("01:00-02:00"), &tz, second_130));
+}
+
+#[test]
+fn window_across_midnight_is_one_window_day() {
+    let w = span("22:00-02:00");
+    let tz = ny();
+    let second = SignedDuration::from_secs(1);
+    let open = local(2026, 11, 23, 22, 0, 0);
+    let close = local(2026, 11, 24, 2, 0, 0);
+    assert!(!window::contains(w, &tz, open - second));
+    assert!(window::contains(w, &tz, open));
+    assert!(window::contains(w, &tz, local(2026, 11, 24, 0, 0, 0)));
+    assert!(window::contains(w, &tz, close - second));
+    assert!(!window::contains(w, &tz, close));
+    // Before midnight and after it, the downtime is charged to the same night.
+    assert_eq!(window::window_day(w, &tz, open).to_string(), "2026-11-23");
+    assert_eq!(
+        window::window_day(w, &tz, close - second).to_string(),
+        "2026-11-23"
+    );
+    // Outside, "tonight" is the next window.
+    assert_eq!(
+        window::window_day(w, &tz, local(2026, 11, 24, 12, 0, 0)).to_string(),
+        "2026-11-24"
+    );
+}
+
+const WINDOWED: &str = r#"
+[playbooks.tune]
+on = "alert_*"
+window = "maintenance"
+steps = [{ log = "tuning for {reason}" }]
+"#;
+
+#[tokio::test]
+async fn outside_the_window_the_intent_is_denied_with_the_reason() {
+    let env = Env::new(&format!("{BASE}{WINDOWED}"), "2026-11-23T12:30:00Z"); // 07:30 EST
+    let id = env.submit("alert_gpu_oom", 1);
+    env.orchestrator().drain().await.unwrap();
+    let i = env.intent(id);
+    assert_eq!(i.status, IntentStatus::Denied);
+    let note = i.note.unwrap();
+    assert!(
+        note.contains("window gate: Outside maintenance window maintenance (03:00-07:00 America/New_York): opens in 19.5h"),
+        "{note}"
+    );
+    assert_eq!(env.app.metrics.gate_denials_total.get(&["window"]), 1.0);
+
+    env.clock.set(local(2026, 11, 24, 3, 0, 0));
+    let id = env.submit("alert_gpu_oom", 2);
+    env.orchestrator().drain().await.unwrap();
+    assert_eq!(env.status(id), IntentStatus::Done);
+    let events = env.audit_events();
+    assert!(events.contains(&"gate_denied".to_string()), "{events:?}");
+    assert!(events.contains(&"playbook_start".to_string()), "{events:?}");
+    assert!(events.contains(&"step_ok".to_string()), "{events:?}");
+}
+
+const LIMITED: &str = r#"
+[playbooks.tune]
+on = "alert_gpu_oom"
+cooldown = "6h"
+max_runs = { count = 3, within = "24h" }
+steps = [{ log = "tuning" }]
+"#;
+
+#[tokio::test]
+async fn cooldown_and_rate_limit() {
+    let env = Env::new(&format!("{BASE}{LIMITED}"), IN_WINDOW);
+    let orch = env.orchestrator();
+    let run = |n: u32| {
+        let id = env.submit("alert_gpu_oom", n);
+        (id, orch.drain())
+    };
+    let (first, d) = run(1);
+    d.await.unwrap();
+    assert_eq!(env.status(first), IntentStatus::Done);
+
+    env.advance_h(1.8);
+    let (id, d) = run(2);
+    d.await.unwrap();
+    let i = env.intent(id);
+    assert_eq!(i.status, IntentStatus::Denied);
+    assert_eq!(
+        i.note.as_deref(),
+        Some("cooldown gate: Cooldown active: 4.2h remaining")
+    );
+
+    // Runs at 0h, 6h and 12h; at 18h the fourth within 24h is refused.
+    for (n, wait) in [(3, 4.2), (4, 6.0)] {
+        env.advance_h(wait);
+        let (id, d) = run(n);
+        d.await.unwrap();
+        assert_eq!(env.status(id), IntentStatus::Done, "run {n}");
+    }
+    env.advance_h(6.0);
+    let (id, d) = run(5);
+    d.await.unwrap();
+    let note = env.intent(id).note.unwrap();
+    assert!(
+        note.starts_with(
+            "rate_limit gate: Rate limit: 3 runs in the last 24.0h (max 3); next allowed in 6.0h"
+        ),
+        "{note}"
+    );
+    env.advance_h(6.0);
+    let (id, d) = run(6);
+    d.await.unwrap();
+    assert_eq!(env.status(id), IntentStatus::Done);
+    assert_eq!(env.app.metrics.gate_denials_total.get(&["cooldown"]), 1.0);
+    assert_eq!(env.app.metrics.gate_denials_total.get(&["rate_limit"]), 1.0);
+}
+
+fn budget_request(intent: i64, want_s: i64) -> RunRequest {
+    RunRequest {
+        intent_id: intent,
+        playbook: "canary".into(),
+        mode: "canary".into(),
+        holder: format!("t:{intent}"),
+        cooldown_ms: None,
+        max_runs: None,
+        lock: None,
+        lease_ms: 30_000,
+        budget: Some(BudgetRequest {
+            name: "gpu_downtime".into(),
+            day: "2026-11-23".into(),
+            limit_ms: 60_000,
+            want_ms: want_s * 1000,
+        }),
+    }
+}
+
+#[test]
+fn a_hundred_racing_attempts_never_overspend_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigil.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let barrier = Arc::new(Barrier::new(100));
+    let handles: Vec<_> = (0..100)
+        .map(|i| {
+            let (path, barrier) = (path.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                // Each thread its own connection, as separate processes would have.
+                let store = SqliteStore::open(&path).unwrap();
+                barrier.wait();
+                store
+                    .begin_run(&budget_request(i, 15), 1_000, true)
+                    .unwrap()
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let granted: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let denied: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(granted.len(), 4, "60 s fits four 15 s reservations");
+    assert_eq!(denied.len(), 96);
+    assert!(denied.iter().all(|d| d.gate == Gate::Budget));
+    assert!(
+        denied[0]
+            .reason
+            .contains("cannot cover 15.0s: 0.0s used, 60.0s reserved of 60.0s"),
+        "{}",
+        denied[0].reason
+    );
+    let store = SqliteStore::open(&path).unwrap();
+    let u = store.budget_usage("gpu_downtime", "2026-11-23").unwrap();
+    assert_eq!((u.used_ms, u.reserved_ms), (0, 60_000));
+
+    // Settling charges what was actually down and frees the rest of the reservation.
+    for r in &granted {
+        assert!(store.finish_run(r.id, "done", 10_000, 2_000).unwrap());
+        assert!(
+            !store.finish_run(r.id, "done", 10_000, 2_000).unwrap(),
+            "settles once"
+        );
+    }
+    let u = store.budget_usage("gpu_downtime", "2026-11-23").unwrap();
+    assert_eq!((u.used_ms, u.reserved_ms), (40_000, 0));
+    assert!(store
+        .begin_run(&budget_request(200, 15), 3_000, true)
+        .unwrap()
+        .is_ok());
+    assert!(store
+        .begin_run(&budget_request(201, 15), 3_000, true)
+        .unwrap()
+        .is_err());
+    // Another night has its own budget.
+    let mut other = budget_request(202, 15);
+    other.budget.as_mut().unwrap().day = "2026-11-24".into();
+    assert!(store.begin_run(&other, 3_000, true).unwrap().is_ok());
+}
+
+#[test]
+fn a_dry_run_reserves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("vigil.db")).unwrap();
+    for i in 0..10 {
+        assert!(store
+            .begin_run(&budget_request(i, 15), 0, false)
+            .unwrap()
+            .is_ok());
+    }
+    let u = store.budget_usage("gpu_downtime", "2026-11-23").unwrap();
+    assert_eq!((u.used_ms, u.reserved_ms), (0, 0));
+    assert!(store.runs(None, i64::MIN, false).unwrap().is_empty());
+}
+
+#[test]
+fn a_lock_has_one_holder_until_its_lease_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigil.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let barrier = Arc::new(Barrier::new(50));
+    let got: usize = (0..50)
+        .map(|i| {
+            let (path, barrier) = (path.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let store = SqliteStore::open(&path).unwrap();
+                barrier.wait();
+                store
+                    .acquire_lock("gpu0", &format!("h{i}"), 30_000, 0)
+                    .unwrap()
+                    .is_ok()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap() as usize)
+        .sum();
+    assert_eq!(got, 1);
+    let store = SqliteStore::open(&path).unwrap();
+    let holder = store.locks().unwrap()[0].holder.clone();
+    assert!(store
+        .acquire_lock("gpu0", "late", 30_000, 29_999)
+        .unwrap()
+        .is_err());
+    // The holder died and stopped renewing: after the lease the lock is free.
+    assert!(store
+        .acquire_lock("gpu0", "late", 30_000, 30_001)
+        .unwrap()
+        .is_ok());
+    assert!(
+        !store.release_lock("gpu0", &holder).unwrap(),
+        "no longer the holder"
+    );
+    assert!(store.release_lock("gpu0", "late").unwrap());
+}
+
+/// Run as a child process by `two_processes_never_hold_the_lock_at_once`.
+#[test]
+fn lock_child() {
+    let Ok(db) = std::env::var("VIGIL_LOCK_CHILD_DB") else {
+        return;
+    };
+    let me = std::env::var("VIGIL_LOCK_CHILD_NAME").unwrap();
+    let trace = std::env::var("VIGIL_LOCK_CHILD_TRACE").unwrap();
+    let store = SqliteStore::open(std::path::Path::new(&db)).unwrap();
+    let append = |line: String| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&trace)
+            .unwrap();
+        f.write_all(line.as_bytes()).unwrap();
+    };
+    let mut held = 0;
+    while held < 20 {
+        let now = Timestamp::now().as_millisecond();
+        if store
+            .acquire_lock("gpu0", &me, 60_000, now)
+            .unwrap()
+            .is_ok()
+        {
+            append(format!("enter {me}\n"));
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            append(format!("exit {me}\n"));
+            assert!(store.release_lock("gpu0", &me).unwrap());
+            held += 1;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn two_processes_never_hold_the_lock_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("vigil.db");
+    let trace = dir.path().join("trace");
+    drop(SqliteStore::open(&db).unwrap());
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "lock_child", "--test-threads=1"])
+                .env("VIGIL_LOCK_CHILD_DB", &db)
+                .env("VIGIL_LOCK_CHILD_NAME", name)
+                .env("VIGIL_LOCK_CHILD_TRACE", &trace)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3 * 20 * 2);
+    for pair in lines.chunks(2) {
+        let who = pair[0].strip_prefix("enter ").expect("enter first");
+        assert_eq!(pair[1], format!("exit {who}"), "{text}");
+    }
+}
+
+#[test]
+fn the_heartbeat_renews_the_locks_its_runs_hold_and_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("vigil.db")).unwrap();
+    assert!(store
+        .acquire_lock("gpu0", "host:1:0/7", 30_000, 0)
+        .unwrap()
+        .is_ok());
+    assert!(store
+        .acquire_lock("gpu1", "host:1:01/8", 30_000, 0)
+        .unwrap()
+        .is_ok());
+    assert_eq!(store.renew_leases("host:1:0", 30_000, 20_000).unwrap(), 1);
+    let locks = store.locks().unwrap();
+    assert_eq!(locks[0].expires_at, 50_000, "renewed");
+    assert_eq!(
+        locks[1].expires_at, 30_000,
+        "another orchestrator's lock is not"
+    );
+    assert!(store
+        .acquire_lock("gpu0", "other/1", 30_000, 40_000)
+        .unwrap()
+        .is_err());
+    assert!(store
+        .acquire_lock("gpu1", "other/1", 30_000, 40_000)
+        .unwrap()
+        .is_ok());
+}
