@@ -12,6 +12,7 @@ pub mod escalation;
 pub mod event;
 pub mod exec;
 pub mod intent;
+pub mod invariants;
 pub mod metrics;
 pub mod orchestrator;
 pub mod rules;

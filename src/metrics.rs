@@ -123,6 +123,12 @@ pub struct Metrics {
     pub playbook_runs_total: Family,
     pub gate_denials_total: Family,
     pub restore_failures_total: Family,
+    pub invariant_state: Family,
+    pub invariant_violations: Family,
+    pub invariant_checks_total: Family,
+    pub invariant_cycle_duration_seconds: Family,
+    pub snapshot_source_up: Family,
+    pub invariant_alerts_total: Family,
 }
 
 impl Default for Metrics {
@@ -193,12 +199,42 @@ impl Default for Metrics {
                 "Runs that did not restore production within the restore SLA.",
                 &["playbook"],
             ),
+            invariant_state: Family::gauge(
+                "vigil_invariant_state",
+                "1 when the invariant is red, 0 when green.",
+                &["invariant", "severity"],
+            ),
+            invariant_violations: Family::gauge(
+                "vigil_invariant_violations",
+                "Violations of the invariant in the last cycle that checked it.",
+                &["invariant"],
+            ),
+            invariant_checks_total: Family::counter(
+                "vigil_invariant_checks_total",
+                "Invariant checks, by result (green, red, skipped, error).",
+                &["invariant", "result"],
+            ),
+            invariant_cycle_duration_seconds: Family::gauge(
+                "vigil_invariant_cycle_duration_seconds",
+                "Duration of the last invariant cycle (collection and evaluation).",
+                &[],
+            ),
+            snapshot_source_up: Family::gauge(
+                "vigil_snapshot_source_up",
+                "1 when the snapshot collector read its source in the last cycle.",
+                &["source"],
+            ),
+            invariant_alerts_total: Family::counter(
+                "vigil_invariant_alerts_total",
+                "Invariant alert deliveries, by result (sent, failed).",
+                &["result"],
+            ),
         }
     }
 }
 
 impl Metrics {
-    fn families(&self) -> [&Family; 13] {
+    fn families(&self) -> [&Family; 19] {
         [
             &self.events_total,
             &self.events_dropped_total,
@@ -213,6 +249,12 @@ impl Metrics {
             &self.playbook_runs_total,
             &self.gate_denials_total,
             &self.restore_failures_total,
+            &self.invariant_state,
+            &self.invariant_violations,
+            &self.invariant_checks_total,
+            &self.invariant_cycle_duration_seconds,
+            &self.snapshot_source_up,
+            &self.invariant_alerts_total,
         ]
     }
 

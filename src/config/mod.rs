@@ -33,6 +33,8 @@ pub struct Config {
     pub rules: BTreeMap<String, RuleConfig>,
     /// Windows, budgets, escalation, playbooks and the orchestrator's settings.
     pub orchestrator: crate::orchestrator::config::OrchestratorConfig,
+    /// `[invariants]`, `[invariants.ID]` and the `[snapshot.NAME]` collectors.
+    pub invariants: crate::invariants::InvariantsConfig,
     /// Where each `[section.NAME]` starts, for validation messages.
     locations: BTreeMap<String, usize>,
     text: String,
@@ -204,6 +206,7 @@ impl Config {
             sources.insert(name, entry);
         }
         let orchestrator = crate::orchestrator::config::take(&src, &mut table, &mut errors);
+        let invariants = crate::invariants::config::take(&src, &mut table, &mut errors);
         let plain: Option<Plain> =
             match load::deserialize(&src, Spanned::new(root_span, DeValue::Table(table))) {
                 Ok(p) => Some(p),
@@ -233,6 +236,7 @@ impl Config {
             sources,
             rules,
             orchestrator,
+            invariants,
             locations,
             text: text.to_string(),
         };

@@ -41,6 +41,7 @@ CREATE TABLE source_states (
 );
 "#,
     crate::orchestrator::ledger::MIGRATION,
+    crate::invariants::state::MIGRATION,
 ];
 
 pub struct SqliteStore {

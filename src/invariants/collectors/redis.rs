@@ -1,0 +1,287 @@
+//! `type = "redis"`: keys by pattern, `{placeholder}` parts of the key become columns.
+//! Exactly one of `zset` (→ placeholders, member, score), `hash` (→ placeholders, field,
+//! value), `ttl` (→ placeholders, ttl: -2 missing, -1 no expiry, else seconds), `get`
+//! (→ placeholders, key, value) or `set` (→ placeholders, member). Keys are found with SCAN
+//! (never KEYS) and read in one pipeline.
+
+use super::{CollectError, Collector, Declared, Table};
+use crate::config::Dur;
+use crate::sources::BoxFuture;
+use rusqlite::types::Value;
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    pub zset: Option<String>,
+    pub hash: Option<String>,
+    pub ttl: Option<String>,
+    pub get: Option<String>,
+    pub set: Option<String>,
+    /// Table name (default: the collector's name).
+    pub table: Option<String>,
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub non_empty: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Zset,
+    Hash,
+    Ttl,
+    Get,
+    Set,
+}
+
+impl RedisConfig {
+    pub fn check(&self) -> Result<(), String> {
+        let n = [&self.zset, &self.hash, &self.ttl, &self.get, &self.set]
+            .iter()
+            .filter(|o| o.is_some())
+            .count();
+        if n != 1 {
+            return Err("a redis collector reads exactly one key pattern: set one of `zset`, `hash`, `ttl`, `get`, `set` (use several [snapshot.NAME] sections for more)".into());
+        }
+        let (_, p) = self.pattern();
+        Pattern::parse(p).map(|_| ())
+    }
+
+    fn pattern(&self) -> (Kind, &str) {
+        if let Some(p) = &self.zset {
+            (Kind::Zset, p)
+        } else if let Some(p) = &self.hash {
+            (Kind::Hash, p)
+        } else if let Some(p) = &self.ttl {
+            (Kind::Ttl, p)
+        } else if let Some(p) = &self.get {
+            (Kind::Get, p)
+        } else {
+            (Kind::Set, self.set.as_deref().unwrap_or(""))
+        }
+    }
+
+    fn columns(&self) -> Vec<String> {
+        let (kind, p) = self.pattern();
+        let mut cols = Pattern::parse(p).map(|p| p.names).unwrap_or_default();
+        let extra: &[&str] = match kind {
+            Kind::Zset => &["member", "score"],
+            Kind::Hash => &["field", "value"],
+            Kind::Ttl => &["ttl"],
+            Kind::Get => &["key", "value"],
+            Kind::Set => &["member"],
+        };
+        cols.extend(extra.iter().map(|s| s.to_string()));
+        cols
+    }
+}
+
+/// A key pattern such as `agent:slot:{agent}:{eid}`.
+struct Pattern {
+    names: Vec<String>,
+    glob: String,
+    regex: Option<regex::Regex>,
+}
+
+impl Pattern {
+    fn parse(p: &str) -> Result<Pattern, String> {
+        let mut names = Vec::new();
+        let (mut glob, mut re) = (String::new(), String::from("^"));
+        let mut rest = p;
+        while let Some(i) = rest.find('{') {
+            let lit = &rest[..i];
+            let Some(j) = rest[i..].find('}') else {
+                return Err(format!("unclosed `{{` in key pattern {p:?}"));
+            };
+            let name = &rest[i + 1..i + j];
+            if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+                return Err(format!(
+                    "placeholder {{{name}}} in {p:?} must be a column name (letters, digits, _)"
+                ));
+            }
+            glob.push_str(&glob_escape(lit));
+            glob.push('*');
+            re.push_str(&regex::escape(lit));
+            re.push_str("(.*?)");
+            names.push(name.to_string());
+            rest = &rest[i + j + 1..];
+        }
+        glob.push_str(&glob_escape(rest));
+        re.push_str(&regex::escape(rest));
+        re.push('$');
+        let regex = if names.is_empty() {
+            None
+        } else {
+            Some(regex::Regex::new(&re).map_err(|e| e.to_string())?)
+        };
+        Ok(Pattern { names, glob, regex })
+    }
+}
+
+fn glob_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o
+}
+
+impl Collector for RedisConfig {
+    fn declared(&self, name: &str) -> Vec<Declared> {
+        vec![Declared {
+            name: self.table.clone().unwrap_or_else(|| name.to_string()),
+            columns: Some(self.columns()),
+        }]
+    }
+
+    fn collect<'a>(
+        &'a self,
+        name: &'a str,
+        _now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
+        Box::pin(async move {
+            let err = |e: redis::RedisError| CollectError(format!("{e} ({})", self.url));
+            let client = redis::Client::open(self.url.as_str()).map_err(err)?;
+            let mut con = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(err)?;
+            let (kind, p) = self.pattern();
+            let pattern = Pattern::parse(p).map_err(CollectError)?;
+            // Keys and their placeholder values.
+            let mut keys: Vec<(String, Vec<String>)> = Vec::new();
+            match &pattern.regex {
+                None => keys.push((p.to_string(), Vec::new())),
+                Some(re) => {
+                    let mut cursor: u64 = 0;
+                    loop {
+                        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern.glob)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut con)
+                            .await
+                            .map_err(err)?;
+                        for k in batch {
+                            if let Some(c) = re.captures(&k) {
+                                let vals = (1..c.len())
+                                    .map(|i| c.get(i).map_or("", |m| m.as_str()).to_string())
+                                    .collect();
+                                keys.push((k, vals));
+                            }
+                        }
+                        cursor = next;
+                        if cursor == 0 {
+                            break;
+                        }
+                    }
+                    keys.sort();
+                    keys.dedup();
+                }
+            }
+            let mut pipe = redis::pipe();
+            for (k, _) in &keys {
+                match kind {
+                    Kind::Zset => pipe.cmd("ZRANGE").arg(k).arg(0).arg(-1).arg("WITHSCORES"),
+                    Kind::Hash => pipe.cmd("HGETALL").arg(k),
+                    Kind::Ttl => pipe.cmd("TTL").arg(k),
+                    Kind::Get => pipe.cmd("GET").arg(k),
+                    Kind::Set => pipe.cmd("SMEMBERS").arg(k),
+                };
+            }
+            let mut rows = Vec::new();
+            let text = |v: Vec<String>| v.into_iter().map(Value::Text);
+            if !keys.is_empty() {
+                match kind {
+                    Kind::Zset => {
+                        let res: Vec<Vec<(String, f64)>> =
+                            pipe.query_async(&mut con).await.map_err(err)?;
+                        for ((_, vals), members) in keys.into_iter().zip(res) {
+                            for (m, s) in members {
+                                let mut row: Vec<Value> = text(vals.clone()).collect();
+                                row.push(Value::Text(m));
+                                row.push(Value::Real(s));
+                                rows.push(row);
+                            }
+                        }
+                    }
+                    Kind::Hash => {
+                        let res: Vec<Vec<(String, String)>> =
+                            pipe.query_async(&mut con).await.map_err(err)?;
+                        for ((_, vals), fields) in keys.into_iter().zip(res) {
+                            for (f, v) in fields {
+                                let mut row: Vec<Value> = text(vals.clone()).collect();
+                                row.push(Value::Text(f));
+                                row.push(Value::Text(v));
+                                rows.push(row);
+                            }
+                        }
+                    }
+                    Kind::Ttl => {
+                        let res: Vec<i64> = pipe.query_async(&mut con).await.map_err(err)?;
+                        for ((_, vals), t) in keys.into_iter().zip(res) {
+                            let mut row: Vec<Value> = text(vals).collect();
+                            row.push(Value::Integer(t));
+                            rows.push(row);
+                        }
+                    }
+                    Kind::Get => {
+                        let res: Vec<Option<String>> =
+                            pipe.query_async(&mut con).await.map_err(err)?;
+                        for ((k, vals), v) in keys.into_iter().zip(res) {
+                            let mut row: Vec<Value> = text(vals).collect();
+                            row.push(Value::Text(k));
+                            row.push(v.map_or(Value::Null, Value::Text));
+                            rows.push(row);
+                        }
+                    }
+                    Kind::Set => {
+                        let res: Vec<Vec<String>> =
+                            pipe.query_async(&mut con).await.map_err(err)?;
+                        for ((_, vals), members) in keys.into_iter().zip(res) {
+                            for m in members {
+                                let mut row: Vec<Value> = text(vals.clone()).collect();
+                                row.push(Value::Text(m));
+                                rows.push(row);
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(vec![Table {
+                name: self.table.clone().unwrap_or_else(|| name.to_string()),
+                columns: self.columns(),
+                rows,
+            }])
+        })
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout.map(|d| d.0)
+    }
+
+    fn non_empty(&self) -> bool {
+        self.non_empty
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_glob_and_columns() {
+        let p = Pattern::parse("agent:slot:{agent}:{eid}").unwrap();
+        assert_eq!(p.glob, "agent:slot:*:*");
+        let c = p.regex.unwrap().captures("agent:slot:a1:e-9").unwrap();
+        assert_eq!((&c[1], &c[2]), ("a1", "e-9"));
+        assert!(Pattern::parse("x:{bad name}").is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! `type = "sql"`: named queries against a SQL database, each result a table.
+//! `url` is a SQLite path (`sqlite:///abs/path`, `sqlite://rel/path` or a bare path).
+//! PostgreSQL (`postgres://`) is not supported yet and is rejected at collection time.
+
+use super::{CollectError, Collector, Declared, Table};
+use crate::config::Dur;
+use crate::sources::BoxFuture;
+use rusqlite::types::Value;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConfig {
+    pub url: String,
+    /// Snapshot table name → query that fills it.
+    pub tables: BTreeMap<String, String>,
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub non_empty: bool,
+}
+
+impl SqlConfig {
+    fn sqlite_path(&self) -> Result<String, CollectError> {
+        let u = self.url.as_str();
+        if u.starts_with("postgres://") || u.starts_with("postgresql://") {
+            return Err(CollectError(format!(
+                "PostgreSQL is not supported by this vigil yet ({u}); export to SQLite or use a `command` collector"
+            )));
+        }
+        Ok(u.strip_prefix("sqlite://").unwrap_or(u).to_string())
+    }
+}
+
+impl Collector for SqlConfig {
+    fn declared(&self, _name: &str) -> Vec<Declared> {
+        self.tables
+            .iter()
+            .map(|(t, q)| Declared {
+                name: t.clone(),
+                columns: select_columns(q),
+            })
+            .collect()
+    }
+
+    fn collect<'a>(
+        &'a self,
+        _name: &'a str,
+        _now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
+        Box::pin(async move {
+            let path = self.sqlite_path()?;
+            let tables = self.tables.clone();
+            tokio::task::spawn_blocking(move || read_sqlite(&path, &tables))
+                .await
+                .map_err(|e| CollectError(format!("sql collector panicked: {e}")))?
+        })
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout.map(|d| d.0)
+    }
+
+    fn non_empty(&self) -> bool {
+        self.non_empty
+    }
+}
+
+fn read_sqlite(path: &str, tables: &BTreeMap<String, String>) -> Result<Vec<Table>, CollectError> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| CollectError(format!("cannot open SQLite database {path}: {e}")))?;
+    let _ = conn.busy_timeout(Duration::from_secs(2));
+    let mut out = Vec::new();
+    for (name, query) in tables {
+        let mut stmt = conn
+            .prepare(query)
+            .map_err(|e| CollectError(format!("table {name}: {e} (in {path})")))?;
+        let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+        let n = columns.len();
+        let rows = stmt
+            .query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())
+            .and_then(|it| it.collect::<Result<Vec<Vec<Value>>, _>>())
+            .map_err(|e| CollectError(format!("table {name}: {e} (in {path})")))?;
+        out.push(Table {
+            name: name.clone(),
+            columns,
+            rows,
+        });
+    }
+    Ok(out)
+}
+
+/// The result columns of a simple `SELECT a, b AS c, t.d FROM ...`, to build the validation
+/// schema before the database is reachable; `None` when they cannot be told (`*`, no FROM).
+pub fn select_columns(query: &str) -> Option<Vec<String>> {
+    let q = query.trim();
+    let lower = q.to_ascii_lowercase();
+    let body = lower.strip_prefix("select")?;
+    let offset = q.len() - body.len();
+    // The top-level FROM: depth 0, outside quotes.
+    let bytes = body.as_bytes();
+    let (mut depth, mut quote, mut end) = (0i32, None::<u8>, None);
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match quote {
+            Some(qc) if c == qc => quote = None,
+            Some(_) => {}
+            None => match c {
+                b'\'' | b'"' | b'`' => quote = Some(c),
+                b'(' => depth += 1,
+                b')' => depth -= 1,
+                _ if depth == 0
+                    && body[i..].starts_with("from")
+                    && (i == 0 || !is_ident(bytes[i - 1]))
+                    && !bytes.get(i + 4).copied().is_some_and(is_ident) =>
+                {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    let list = &q[offset..offset + end?];
+    let mut cols = Vec::new();
+    for item in split_top(list) {
+        let item = item.trim();
+        let name = match item.rsplit_once(char::is_whitespace) {
+            Some((_, alias)) => alias,
+            None => item.rsplit('.').next().unwrap_or(item),
+        };
+        let name = name.trim_matches(|c| c == '"' || c == '`');
+        if name == "*" || name.is_empty() || !name.bytes().all(is_ident) {
+            return None;
+        }
+        cols.push(name.to_string());
+    }
+    (!cols.is_empty()).then_some(cols)
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+fn split_top(s: &str) -> Vec<&str> {
+    let (mut depth, mut start, mut out) = (0i32, 0, Vec::new());
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_result_columns_of_simple_selects() {
+        assert_eq!(
+            select_columns("SELECT name, max(x) AS m, t.id FROM t WHERE a IN (SELECT b FROM c)"),
+            Some(vec!["name".into(), "m".into(), "id".into()])
+        );
+        assert_eq!(select_columns("SELECT * FROM t"), None);
+    }
+}

@@ -1,0 +1,631 @@
+//! One cycle: collect concurrently → snapshot → each invariant's query → violations, `for`,
+//! state, transitions, alerts, metrics. One cycle at a time.
+
+use super::collectors::{CollectorConfig, Table};
+use super::config::{Invariant, InvariantsConfig};
+use super::snapshot::Snapshot;
+use super::state::{self, InvariantState};
+use crate::clock::{rfc3339_ms, SharedClock};
+use crate::event::{Data, Event};
+use crate::metrics::Metrics;
+use crate::orchestrator::ledger::AuditEntry;
+use crate::store::{SqliteStore, Store, StoreError};
+use rusqlite::types::ValueRef;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// Lists longer than this in an observed state are cut, with a count of the rest.
+pub const LIST_CAP: usize = 20;
+/// Text longer than this is cut.
+pub const TEXT_CAP: usize = 500;
+/// Violations kept per invariant and cycle.
+pub const VIOLATIONS_CAP: usize = 100;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CycleResult {
+    pub checks_run: Vec<String>,
+    pub skipped: Vec<Skipped>,
+    pub sources_unavailable: Vec<Unavailable>,
+    pub violations: Vec<Violation>,
+    pub transitions: Vec<Transition>,
+    pub cycle_duration_ms: u64,
+    /// Collection and evaluation, separately (benchmarks).
+    #[serde(skip)]
+    pub collect_ms: f64,
+    #[serde(skip)]
+    pub eval_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Skipped {
+    pub invariant_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unavailable {
+    pub source: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Violation {
+    pub invariant_id: String,
+    pub name: String,
+    pub severity: String,
+    pub tier: String,
+    pub observed_state: Map<String, Value>,
+    pub signal_query: Option<String>,
+    pub runbook: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Transition {
+    pub invariant_id: String,
+    pub from: String,
+    pub to: String,
+    pub at: String,
+    #[serde(skip)]
+    pub at_ms: i64,
+    #[serde(skip)]
+    pub severity: String,
+    #[serde(skip)]
+    pub tier: String,
+}
+
+impl CycleResult {
+    /// `invariant_red` / `invariant_green` events for the rule engine.
+    pub fn events(&self) -> Vec<Event> {
+        self.transitions
+            .iter()
+            .map(|t| {
+                let mut d = Data::new();
+                d.insert("invariant".into(), Value::from(t.invariant_id.clone()));
+                d.insert("severity".into(), Value::from(t.severity.clone()));
+                d.insert("tier".into(), Value::from(t.tier.clone()));
+                d.insert("from".into(), Value::from(t.from.clone()));
+                Event::new("invariants", format!("invariant_{}", t.to), t.at_ms, d)
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("a cycle is already running; wait for it to finish")]
+    Busy,
+    #[error("unknown invariant {0:?}; `vigil invariants list` shows the configured ones")]
+    Unknown(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("snapshot: {0}; this is a bug in vigil or an invalid table from a collector")]
+    Snapshot(String),
+}
+
+/// A row of `vigil invariants list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Listed {
+    pub id: String,
+    pub name: String,
+    pub tier: String,
+    pub severity: String,
+    pub state: String,
+    pub since: Option<String>,
+}
+
+pub struct Harness {
+    config: Arc<InvariantsConfig>,
+    store: Arc<SqliteStore>,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    /// The previous snapshot; its lock is also the one-cycle-at-a-time lock.
+    prev: tokio::sync::Mutex<Option<Snapshot>>,
+    alerts: Mutex<Vec<JoinHandle<()>>>,
+    http: reqwest::Client,
+    host: String,
+}
+
+impl Harness {
+    pub fn new(
+        config: Arc<InvariantsConfig>,
+        store: Arc<SqliteStore>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        Self {
+            config,
+            store,
+            clock,
+            metrics,
+            prev: tokio::sync::Mutex::new(None),
+            alerts: Mutex::new(Vec::new()),
+            http: reqwest::Client::new(),
+            host,
+        }
+    }
+
+    pub fn from_app(app: &crate::app::App) -> Result<Self, StoreError> {
+        Ok(Self::new(
+            Arc::new(app.config.invariants.clone()),
+            app.store()?,
+            app.clock.clone(),
+            app.metrics.clone(),
+        ))
+    }
+
+    pub fn config(&self) -> &InvariantsConfig {
+        &self.config
+    }
+
+    /// Runs a cycle, waiting for a running one to finish first.
+    pub async fn run_cycle(&self, only: Option<&[String]>) -> Result<CycleResult, HarnessError> {
+        let mut prev = self.prev.lock().await;
+        self.cycle(&mut prev, only, None).await
+    }
+
+    /// Runs a cycle unless one is running (`Busy`).
+    pub async fn try_run_cycle(
+        &self,
+        only: Option<&[String]>,
+    ) -> Result<CycleResult, HarnessError> {
+        let mut prev = self.prev.try_lock().map_err(|_| HarnessError::Busy)?;
+        self.cycle(&mut prev, only, None).await
+    }
+
+    /// Collects every collector and writes the snapshot to a SQLite file.
+    pub async fn write_snapshot(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<CycleResult, HarnessError> {
+        let mut prev = self.prev.lock().await;
+        self.cycle(&mut prev, Some(&[]), Some(path)).await
+    }
+
+    /// Waits for the alerts sent so far to be delivered or given up (tests, shutdown).
+    pub async fn flush_alerts(&self) {
+        let handles: Vec<_> = std::mem::take(&mut *self.alerts.lock().unwrap());
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+
+    /// Configured invariants with their stored state.
+    pub fn list(&self) -> Result<Vec<Listed>, HarnessError> {
+        let states = state::load(&self.store)?;
+        Ok(self
+            .config
+            .invariants
+            .values()
+            .map(|inv| {
+                let s = states.get(&inv.id);
+                Listed {
+                    id: inv.id.clone(),
+                    name: inv.name.clone(),
+                    tier: inv.tier.clone(),
+                    severity: inv.severity.as_str().into(),
+                    state: s.map_or("unknown".into(), |s| s.state.clone()),
+                    since: s.map(|s| rfc3339_ms(s.since_ms)),
+                }
+            })
+            .collect())
+    }
+
+    async fn cycle(
+        &self,
+        prev: &mut Option<Snapshot>,
+        only: Option<&[String]>,
+        write_to: Option<&std::path::Path>,
+    ) -> Result<CycleResult, HarnessError> {
+        let started = Instant::now();
+        let now_ms = self.clock.now_ms();
+        let selected: Vec<Invariant> = match only {
+            Some(ids) if write_to.is_none() => ids
+                .iter()
+                .map(|id| {
+                    self.config
+                        .invariants
+                        .get(id)
+                        .cloned()
+                        .ok_or_else(|| HarnessError::Unknown(id.clone()))
+                })
+                .collect::<Result<_, _>>()?,
+            _ if write_to.is_some() => Vec::new(),
+            _ => self.config.invariants.values().cloned().collect(),
+        };
+        let needed: BTreeSet<String> = if write_to.is_some() {
+            self.config.collectors.keys().cloned().collect()
+        } else {
+            selected
+                .iter()
+                .flat_map(|i| i.needs.iter().cloned())
+                .collect()
+        };
+
+        // Collect, concurrently, each under its timeout.
+        let mut set = tokio::task::JoinSet::new();
+        for name in &needed {
+            let Some(c) = self.config.collectors.get(name).cloned() else {
+                continue;
+            };
+            let name = name.clone();
+            let limit = c
+                .collector()
+                .timeout()
+                .unwrap_or(self.config.settings.timeout.0);
+            set.spawn(async move {
+                let r = tokio::time::timeout(limit, c.collector().collect(&name, now_ms)).await;
+                let r = match r {
+                    Ok(Ok(t)) => {
+                        if c.collector().non_empty() && t.iter().all(|t| t.rows.is_empty()) {
+                            Err("source blind: it returned no rows and is declared non_empty; check that it reads the right database or keys".to_string())
+                        } else {
+                            Ok(t)
+                        }
+                    }
+                    Ok(Err(e)) => Err(e.0),
+                    Err(_) => Err(format!("timed out after {}", humantime(limit))),
+                };
+                (name, r)
+            });
+        }
+        let mut tables: Vec<Table> = Vec::new();
+        let mut down: BTreeMap<String, String> = BTreeMap::new();
+        while let Some(j) = set.join_next().await {
+            let (name, r) =
+                j.map_err(|e| HarnessError::Snapshot(format!("collector task: {e}")))?;
+            match r {
+                Ok(t) => {
+                    self.metrics.snapshot_source_up.set(&[&name], 1.0);
+                    tables.extend(t);
+                }
+                Err(e) => {
+                    self.metrics.snapshot_source_up.set(&[&name], 0.0);
+                    tracing::warn!(source = %name, error = %e, "snapshot source unavailable");
+                    down.insert(name, e);
+                }
+            }
+        }
+        let collect_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+        let mut result = CycleResult {
+            sources_unavailable: down
+                .iter()
+                .map(|(s, e)| Unavailable {
+                    source: s.clone(),
+                    error: e.clone(),
+                })
+                .collect(),
+            collect_ms,
+            ..Default::default()
+        };
+        let mut runnable = Vec::new();
+        for inv in selected {
+            let missing: Vec<&String> =
+                inv.needs.iter().filter(|n| down.contains_key(*n)).collect();
+            if missing.is_empty() {
+                runnable.push(inv);
+            } else {
+                self.metrics
+                    .invariant_checks_total
+                    .inc(&[&inv.id, "skipped"]);
+                result.skipped.push(Skipped {
+                    invariant_id: inv.id.clone(),
+                    reason: format!(
+                        "snapshot source {} unavailable",
+                        missing
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
+
+        // Snapshot and evaluation off the async threads.
+        let eval_started = Instant::now();
+        let declared = declared_columns(&self.config.collectors);
+        let last = prev.take();
+        let out_path = write_to.map(|p| p.to_path_buf());
+        let (snap, outcomes) = tokio::task::spawn_blocking(move || {
+            let snap = Snapshot::build(&tables, &declared, now_ms, last.as_ref())
+                .map_err(|e| HarnessError::Snapshot(e.to_string()))?;
+            drop(last);
+            if let Some(p) = out_path {
+                snap.write_to(&p).map_err(|e| {
+                    HarnessError::Snapshot(format!("cannot write {}: {e}", p.display()))
+                })?;
+            }
+            let outcomes: Vec<(Invariant, Result<Vec<Map<String, Value>>, String>)> = runnable
+                .into_iter()
+                .map(|inv| {
+                    let r = evaluate(&snap.conn, &inv.query);
+                    (inv, r)
+                })
+                .collect();
+            Ok::<_, HarnessError>((snap, outcomes))
+        })
+        .await
+        .map_err(|e| HarnessError::Snapshot(format!("evaluation task: {e}")))??;
+        *prev = Some(snap);
+
+        // State, `for`, transitions: store calls off the async threads too.
+        let store = self.store.clone();
+        let (result_part, alerts) =
+            tokio::task::spawn_blocking(move || record(&store, outcomes, now_ms))
+                .await
+                .map_err(|e| HarnessError::Snapshot(format!("state task: {e}")))??;
+        result.checks_run = result_part.checks_run;
+        result.skipped.extend(result_part.skipped);
+        result.violations = result_part.violations;
+        result.transitions = result_part.transitions;
+        result.eval_ms = eval_started.elapsed().as_secs_f64() * 1000.0;
+
+        for (id, ok) in &result_part.checks {
+            let inv = &self.config.invariants[id];
+            let sev = inv.severity.as_str();
+            match ok {
+                Some(n) => {
+                    self.metrics.invariant_violations.set(&[id], *n as f64);
+                    self.metrics
+                        .invariant_state
+                        .set(&[id, sev], f64::from(u8::from(*n > 0)));
+                    self.metrics
+                        .invariant_checks_total
+                        .inc(&[id, if *n > 0 { "red" } else { "green" }]);
+                }
+                None => self.metrics.invariant_checks_total.inc(&[id, "error"]),
+            }
+        }
+        for t in &result.transitions {
+            let _ = self.store.append_audit(&AuditEntry {
+                ts: t.at_ms,
+                event: format!("invariant_{}", t.to),
+                intent: None,
+                playbook: None,
+                details: serde_json::json!({"invariant": t.invariant_id, "from": t.from, "severity": t.severity, "tier": t.tier}),
+            });
+        }
+        self.send_alerts(alerts, now_ms);
+        let elapsed = started.elapsed();
+        self.metrics
+            .invariant_cycle_duration_seconds
+            .set(&[], elapsed.as_secs_f64());
+        result.cycle_duration_ms = elapsed.as_millis() as u64;
+        Ok(result)
+    }
+
+    fn send_alerts(&self, alerts: Vec<(String, Vec<Map<String, Value>>, bool)>, now_ms: i64) {
+        let Some(cfg) = &self.config.settings.alert else {
+            return;
+        };
+        let mut handles = self.alerts.lock().unwrap();
+        handles.retain(|h| !h.is_finished());
+        for (id, violations, resolved) in alerts {
+            let inv = &self.config.invariants[&id];
+            if inv.severity < cfg.min_severity {
+                continue;
+            }
+            let payload = super::alert::slack_payload(
+                inv,
+                &violations,
+                resolved,
+                &self.host,
+                &rfc3339_ms(now_ms),
+            );
+            handles.push(tokio::spawn(super::alert::deliver(
+                self.http.clone(),
+                cfg.slack.clone(),
+                payload,
+                self.metrics.clone(),
+            )));
+        }
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    if d.as_millis() % 1000 == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn declared_columns(
+    collectors: &BTreeMap<String, CollectorConfig>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for (name, c) in collectors {
+        for d in c.collector().declared(name) {
+            if let Some(cols) = d.columns {
+                out.insert(d.name, cols);
+            }
+        }
+    }
+    out
+}
+
+/// Runs one invariant's query; each row is a violation's bounded observed state.
+pub fn evaluate(
+    conn: &rusqlite::Connection,
+    query: &str,
+) -> Result<Vec<Map<String, Value>>, String> {
+    let mut stmt = conn.prepare_cached(query).map_err(|e| e.to_string())?;
+    let cols: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+    let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(|e| e.to_string())? {
+        if out.len() == VIOLATIONS_CAP {
+            tracing::warn!(
+                cap = VIOLATIONS_CAP,
+                "invariant has more violations than kept"
+            );
+            break;
+        }
+        let mut m = Map::new();
+        for (i, c) in cols.iter().enumerate() {
+            let v = match r.get_ref(i).map_err(|e| e.to_string())? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(n) => Value::from(n),
+                ValueRef::Real(x) => Value::from(x),
+                ValueRef::Text(t) => text_value(&String::from_utf8_lossy(t)),
+                ValueRef::Blob(b) => Value::from(hex::encode(&b[..b.len().min(TEXT_CAP / 2)])),
+            };
+            if let Value::Array(mut a) = v {
+                if a.len() > LIST_CAP {
+                    m.insert(format!("{c}_more"), Value::from(a.len() - LIST_CAP));
+                    a.truncate(LIST_CAP);
+                }
+                m.insert(c.clone(), Value::Array(a));
+            } else {
+                m.insert(c.clone(), v);
+            }
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// Text that holds a JSON array or object (from `json_group_array` and friends) is JSON.
+fn text_value(t: &str) -> Value {
+    let trimmed = t.trim_start();
+    if trimmed.starts_with('[') || trimmed.starts_with('{') {
+        if let Ok(v) = serde_json::from_str::<Value>(t) {
+            return v;
+        }
+    }
+    if t.len() > TEXT_CAP {
+        let mut end = TEXT_CAP;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        return Value::from(format!("{}…", &t[..end]));
+    }
+    Value::from(t)
+}
+
+/// `{column}` placeholders filled from a violation.
+pub fn fill_signal(template: &str, state: &Map<String, Value>) -> String {
+    let mut out = template.to_string();
+    for (k, v) in state {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        out = out.replace(&format!("{{{k}}}"), &text);
+    }
+    out
+}
+
+#[derive(Default)]
+struct Recorded {
+    checks_run: Vec<String>,
+    skipped: Vec<Skipped>,
+    violations: Vec<Violation>,
+    transitions: Vec<Transition>,
+    /// id → violations fired (None: the query failed).
+    checks: Vec<(String, Option<usize>)>,
+}
+
+type Alerts = Vec<(String, Vec<Map<String, Value>>, bool)>;
+
+fn record(
+    store: &SqliteStore,
+    outcomes: Vec<(Invariant, Result<Vec<Map<String, Value>>, String>)>,
+    now_ms: i64,
+) -> Result<(Recorded, Alerts), HarnessError> {
+    let states = state::load(store)?;
+    let mut rec = Recorded::default();
+    let mut alerts = Vec::new();
+    for (inv, outcome) in outcomes {
+        let rows = match outcome {
+            Ok(rows) => rows,
+            Err(e) => {
+                rec.checks.push((inv.id.clone(), None));
+                rec.skipped.push(Skipped {
+                    invariant_id: inv.id.clone(),
+                    reason: format!("query failed: {e}"),
+                });
+                continue;
+            }
+        };
+        rec.checks_run.push(inv.id.clone());
+        let fired: Vec<Map<String, Value>> = if inv.for_ms > 0 {
+            let keys: Vec<String> = rows.iter().map(|r| violation_key(&inv, r)).collect();
+            let first = state::sightings(store, &inv.id, &keys, now_ms)?;
+            rows.into_iter()
+                .zip(first)
+                .filter(|(_, f)| now_ms - f >= inv.for_ms)
+                .map(|(r, _)| r)
+                .collect()
+        } else {
+            rows
+        };
+        rec.checks.push((inv.id.clone(), Some(fired.len())));
+        let new_state = if fired.is_empty() { "green" } else { "red" };
+        let old = states.get(&inv.id);
+        let old_state = old.map_or("unknown", |s| s.state.as_str());
+        let changed = old_state != new_state;
+        if changed && !(old_state == "unknown" && new_state == "green") {
+            rec.transitions.push(Transition {
+                invariant_id: inv.id.clone(),
+                from: old_state.into(),
+                to: new_state.into(),
+                at: rfc3339_ms(now_ms),
+                at_ms: now_ms,
+                severity: inv.severity.as_str().into(),
+                tier: inv.tier.clone(),
+            });
+            if new_state == "red" {
+                alerts.push((inv.id.clone(), fired.clone(), false));
+            } else if old_state == "red" {
+                alerts.push((inv.id.clone(), Vec::new(), true));
+            }
+        }
+        let kept: Vec<&Map<String, Value>> = fired.iter().take(LIST_CAP).collect();
+        let st = InvariantState {
+            state: new_state.into(),
+            since_ms: if changed {
+                now_ms
+            } else {
+                old.map_or(now_ms, |s| s.since_ms)
+            },
+            violations: serde_json::to_string(&kept).unwrap_or_default(),
+        };
+        if old != Some(&st) {
+            state::save(store, &inv.id, &st, now_ms)?;
+        }
+        for v in fired {
+            rec.violations.push(Violation {
+                invariant_id: inv.id.clone(),
+                name: inv.name.clone(),
+                severity: inv.severity.as_str().into(),
+                tier: inv.tier.clone(),
+                signal_query: inv.signal.as_deref().map(|s| fill_signal(s, &v)),
+                runbook: inv.runbook.clone(),
+                observed_state: v,
+            });
+        }
+    }
+    Ok((rec, alerts))
+}
+
+/// What makes two rows the same violation across cycles: the `key` columns, else the row.
+fn violation_key(inv: &Invariant, row: &Map<String, Value>) -> String {
+    if inv.key.is_empty() {
+        return serde_json::to_string(row).unwrap_or_default();
+    }
+    let vals: Vec<&Value> = inv
+        .key
+        .iter()
+        .map(|k| row.get(k).unwrap_or(&Value::Null))
+        .collect();
+    serde_json::to_string(&vals).unwrap_or_default()
+}
