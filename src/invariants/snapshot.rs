@@ -33,7 +33,11 @@ fn register_now(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
 }
 
 fn create(conn: &Connection, schema: &str, name: &str, cols: &[String]) -> rusqlite::Result<()> {
-    let cols: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+    // A JSON source that returned `[]` has no columns; SQLite needs one.
+    let mut cols: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+    if cols.is_empty() {
+        cols.push("\"_empty\"".into());
+    }
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {schema}.{} ({})",
         quote(name),
@@ -67,6 +71,10 @@ impl Snapshot {
         let tx = conn.unchecked_transaction()?;
         for t in tables {
             create(&tx, "main", &t.name, &t.columns)?;
+            if t.columns.is_empty() {
+                have.insert(t.name.clone(), t.columns.clone());
+                continue;
+            }
             let marks = vec!["?"; t.columns.len()].join(", ");
             let mut ins = tx.prepare(&format!(
                 "INSERT INTO main.{} VALUES ({marks})",

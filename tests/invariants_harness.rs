@@ -1,0 +1,373 @@
+//! The harness's rules, over small configs on a real SQLite file: alerts once per red episode
+//! and one resolved (to a local HTTP receiver that checks the Block Kit payload), `for` that
+//! survives a restart, bad invariants as config errors with file:line:col, the command
+//! collector, `prev`, bounded observed state and one cycle at a time.
+
+use serde_json::Value;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vigil::clock::ManualClock;
+use vigil::config::Config;
+use vigil::invariants::Harness;
+use vigil::metrics::Metrics;
+use vigil::store::SqliteStore;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    clock: ManualClock,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE jobs (id TEXT, state TEXT); INSERT INTO jobs VALUES ('j1', 'ok');",
+        )
+        .unwrap();
+        Fixture {
+            dir,
+            db,
+            clock: ManualClock::at("2026-01-15T10:00:00Z"),
+        }
+    }
+
+    fn sql(&self, q: &str) {
+        rusqlite::Connection::open(&self.db)
+            .unwrap()
+            .execute_batch(q)
+            .unwrap();
+    }
+
+    fn config(&self, extra: &str) -> String {
+        format!(
+            "[snapshot.app]\ntype = \"sql\"\nurl = \"sqlite://{}\"\ntables = {{ jobs = \"SELECT id, state FROM jobs\" }}\n{extra}",
+            self.db.display()
+        )
+    }
+
+    fn harness(&self, text: &str, metrics: Arc<Metrics>) -> Harness {
+        let config = Config::parse("test.toml", text).unwrap_or_else(|e| panic!("{e}"));
+        let store = Arc::new(SqliteStore::open(&self.dir.path().join("store.db")).unwrap());
+        Harness::new(
+            Arc::new(config.invariants),
+            store,
+            Arc::new(self.clock.clone()),
+            metrics,
+        )
+    }
+}
+
+const BROKEN: &str = r#"
+[invariants.J-01]
+name = "No broken jobs"
+tier = "A"
+severity = "critical"
+runbook = "https://wiki.example/J-01"
+query = "SELECT id, state FROM jobs WHERE state = 'broken'"
+signal = "job {id} is {state}"
+key = ["id"]
+"#;
+
+/// A Slack stand-in: records every JSON body posted to it; the first `fail_first` calls get 500.
+async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let calls = Arc::new(Mutex::new(0usize));
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let g = g.clone();
+            let calls = calls.clone();
+            async move {
+                let mut n = calls.lock().unwrap();
+                *n += 1;
+                if *n <= fail_first {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                g.lock().unwrap().push(body);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), got)
+}
+
+fn block_texts(msg: &Value) -> String {
+    serde_json::to_string(&msg["blocks"]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alert_once_per_red_episode_and_resolved_once() {
+    let f = Fixture::new();
+    let (url, got) = receiver(1).await; // the first delivery fails and is retried
+    let text = f.config(&format!(
+        "[invariants]\nalert = {{ slack = \"{url}\", min_severity = \"major\" }}\n{BROKEN}"
+    ));
+    let metrics = Arc::new(Metrics::default());
+    let h = f.harness(&text, metrics.clone());
+    assert!(h.run_cycle(None).await.unwrap().violations.is_empty());
+    f.sql("INSERT INTO jobs VALUES ('j2','broken'),('j3','broken'),('j4','broken'),('j5','broken'),('j6','broken'),('j7','broken'),('j8','broken');");
+    for i in 0..3 {
+        let r = h.run_cycle(None).await.unwrap();
+        assert_eq!(r.violations.len(), 7);
+        assert_eq!(r.transitions.len(), usize::from(i == 0), "{r:?}");
+        f.clock.advance(Duration::from_secs(300));
+    }
+    h.flush_alerts().await;
+    {
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        let m = &got[0];
+        assert_eq!(m["blocks"][0]["type"], "header");
+        let header = m["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(
+            header.contains("No broken jobs") && header.contains("J-01"),
+            "{header}"
+        );
+        let all = block_texts(m);
+        assert!(all.contains("7 violations"), "{all}");
+        assert!(all.contains("+2 more"), "{all}");
+        assert_eq!(all.matches(r#"\"state\":\"broken\""#).count(), 5, "{all}");
+        assert!(all.contains("https://wiki.example/J-01"), "{all}");
+        let ctx = m["blocks"].as_array().unwrap().last().unwrap();
+        assert_eq!(ctx["type"], "context");
+        let ctx = ctx.to_string();
+        assert!(
+            ctx.contains("tier A")
+                && ctx.contains("severity critical")
+                && ctx.contains("2026-01-15T10:00:00Z"),
+            "{ctx}"
+        );
+    }
+    f.sql("DELETE FROM jobs WHERE state = 'broken';");
+    for _ in 0..2 {
+        h.run_cycle(None).await.unwrap();
+    }
+    h.flush_alerts().await;
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(block_texts(&got[1]).contains("resolved"));
+    assert_eq!(metrics.invariant_alerts_total.get(&["sent"]), 2.0);
+    assert_eq!(metrics.invariant_state.get(&["J-01", "critical"]), 0.0);
+    assert_eq!(metrics.invariant_checks_total.get(&["J-01", "red"]), 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_webhook_is_counted_and_does_not_block() {
+    let f = Fixture::new();
+    let text = f.config(&format!(
+        "[invariants]\nalert = {{ slack = \"http://127.0.0.1:9/hook\" }}\n{BROKEN}"
+    ));
+    let metrics = Arc::new(Metrics::default());
+    let h = f.harness(&text, metrics.clone());
+    f.sql("INSERT INTO jobs VALUES ('j2','broken');");
+    let r = h.run_cycle(None).await.unwrap();
+    assert_eq!(r.violations.len(), 1);
+    h.flush_alerts().await;
+    assert_eq!(metrics.invariant_alerts_total.get(&["failed"]), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn for_needs_elapsed_time_and_survives_a_restart() {
+    let f = Fixture::new();
+    let text = f.config(&BROKEN.replace("key = [\"id\"]", "key = [\"id\"]\nfor = \"60s\""));
+    f.sql("INSERT INTO jobs VALUES ('j2','broken');");
+    let h = f.harness(&text, Arc::default());
+    let r = h.run_cycle(None).await.unwrap();
+    assert!(r.violations.is_empty(), "fired before `for`: {r:?}");
+    drop(h);
+    // A new process on the same store remembers the first sighting.
+    f.clock.advance(Duration::from_secs(61));
+    let h = f.harness(&text, Arc::default());
+    let r = h.run_cycle(None).await.unwrap();
+    assert_eq!(r.violations.len(), 1, "{r:?}");
+    assert_eq!(
+        r.violations[0].signal_query.as_deref(),
+        Some("job j2 is broken")
+    );
+    assert_eq!(r.transitions[0].to, "red");
+    let l = h.list().unwrap();
+    assert_eq!(
+        (l[0].state.as_str(), l[0].since.as_deref()),
+        ("red", Some("2026-01-15T10:01:01Z"))
+    );
+    // Gone and back: the clock restarts.
+    f.sql("UPDATE jobs SET state = 'ok' WHERE id = 'j2';");
+    h.run_cycle(None).await.unwrap();
+    f.sql("UPDATE jobs SET state = 'broken' WHERE id = 'j2';");
+    let r = h.run_cycle(None).await.unwrap();
+    assert!(r.violations.is_empty(), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prev_command_collector_and_bounded_state() {
+    let f = Fixture::new();
+    let extra = r#"
+[snapshot.list]
+type = "command"
+command = ["sh", "-c", "printf '[{\"n\": 1, \"tags\": [\"a\"]}, {\"n\": 2}]'"]
+
+[invariants.C-01]
+name = "Changed rows"
+severity = "minor"
+query = "SELECT j.id, p.state AS before, j.state AS now FROM jobs j JOIN prev.jobs p ON p.id = j.id WHERE p.state != j.state"
+
+[invariants.C-02]
+name = "Command rows and a long list"
+severity = "minor"
+query = "SELECT count(*) AS rows, (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50) SELECT json_group_array(x) FROM c) AS ids, json_extract(max(tags), '$[0]') AS tag FROM list"
+"#;
+    let h = f.harness(&f.config(extra), Arc::default());
+    let r = h.run_cycle(None).await.unwrap();
+    assert!(
+        !r.violations.iter().any(|v| v.invariant_id == "C-01"),
+        "{r:?}"
+    );
+    let c2 = &r
+        .violations
+        .iter()
+        .find(|v| v.invariant_id == "C-02")
+        .unwrap()
+        .observed_state;
+    assert_eq!(c2["rows"], 2);
+    assert_eq!(c2["tag"], "a");
+    assert_eq!(c2["ids"].as_array().unwrap().len(), 20);
+    assert_eq!(c2["ids_more"], 30);
+    f.sql("UPDATE jobs SET state = 'late' WHERE id = 'j1';");
+    let r = h.run_cycle(Some(&["C-01".to_string()])).await.unwrap();
+    assert_eq!(r.checks_run, vec!["C-01"]);
+    let c1 = &r.violations[0].observed_state;
+    assert_eq!(
+        (c1["before"].as_str(), c1["now"].as_str()),
+        (Some("ok"), Some("late"))
+    );
+    // A snapshot file to explore with sqlite3.
+    let out = f.dir.path().join("snap.db");
+    h.write_snapshot(&out).await.unwrap();
+    let c = rusqlite::Connection::open(&out).unwrap();
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM list", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_command_and_timeouts_are_unavailable() {
+    let f = Fixture::new();
+    let extra = r#"
+[snapshot.bad]
+type = "command"
+command = ["sh", "-c", "echo nope >&2; exit 3"]
+[snapshot.slow]
+type = "command"
+command = ["sleep", "5"]
+timeout = "200ms"
+[invariants.X-01]
+name = "Bad"
+severity = "minor"
+query = "SELECT * FROM bad"
+[invariants.X-02]
+name = "Slow"
+severity = "minor"
+query = "SELECT * FROM slow"
+"#;
+    let h = f.harness(&f.config(&format!("{extra}{BROKEN}")), Arc::default());
+    let started = Instant::now();
+    let r = h.run_cycle(None).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(r.checks_run, vec!["J-01"]);
+    assert_eq!(r.skipped.len(), 2);
+    let err = |s: &str| {
+        r.sources_unavailable
+            .iter()
+            .find(|u| u.source == s)
+            .unwrap()
+            .error
+            .clone()
+    };
+    assert!(err("bad").contains("nope"), "{}", err("bad"));
+    assert!(
+        err("slow").contains("timed out after 200ms"),
+        "{}",
+        err("slow")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_cycle_at_a_time() {
+    let f = Fixture::new();
+    let extra = "[snapshot.slow]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.5; echo '[]'\"]\n[invariants.S]\nname = \"s\"\nseverity = \"minor\"\nquery = \"SELECT * FROM slow\"\n";
+    let h = Arc::new(f.harness(&f.config(extra), Arc::default()));
+    let h2 = h.clone();
+    let first = tokio::spawn(async move { h2.run_cycle(None).await });
+    // Wait (with a deadline) until the first cycle holds the lock.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match h.try_run_cycle(None).await {
+            Err(vigil::invariants::HarnessError::Busy) => break,
+            _ if Instant::now() > deadline => panic!("never saw a running cycle"),
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    assert!(first.await.unwrap().is_ok());
+}
+
+fn check(text: &str) -> String {
+    Config::parse("bad.toml", text).unwrap_err().to_string()
+}
+
+#[test]
+fn bad_invariants_are_config_errors_with_locations() {
+    let f = Fixture::new();
+    let e = check(&f.config(
+        "[invariants.Q]\nname = \"q\"\nseverity = \"minor\"\nquery = \"SELEC id FROM jobs\"\n",
+    ));
+    assert!(
+        e.starts_with("bad.toml:8:9: [invariants.Q] query: near \"SELEC\""),
+        "{e}"
+    );
+    let e = check(&f.config(
+        "[invariants.Q]\nname = \"q\"\nseverity = \"minor\"\nquery = \"SELECT * FROM slots\"\n",
+    ));
+    assert!(
+        e.contains("bad.toml:8:9") && e.contains("no such table: slots") && e.contains("jobs"),
+        "{e}"
+    );
+    let e = check(&f.config(
+        "[invariants.Q]\nname = \"q\"\nseverity = \"minor\"\nquery = \"SELECT nope FROM jobs\"\n",
+    ));
+    assert!(e.contains("no such column: nope"), "{e}");
+    let e = check(&f.config("[invariants]\nintervl = \"5m\"\n"));
+    assert!(
+        e.contains("bad.toml:6:11") && e.contains("did you mean \"interval\""),
+        "{e}"
+    );
+    let e = check(
+        &f.config("[invariants.Q]\nname = \"q\"\nseverity = \"huge\"\nquery = \"SELECT 1\"\n"),
+    );
+    assert!(e.contains("bad.toml:7:") && e.contains("huge"), "{e}");
+    let e = check(
+        "[snapshot.r]\ntype = \"redis\"\nurl = \"redis://x\"\nzset = \"a:{x}\"\nttl = \"b\"\n",
+    );
+    assert!(
+        e.contains("bad.toml:1:1") && e.contains("exactly one key pattern"),
+        "{e}"
+    );
+    let e = check("[snapshot.r]\ntype = \"rediss\"\n");
+    assert!(
+        e.contains("bad.toml:2:8") && e.contains("did you mean \"redis\""),
+        "{e}"
+    );
+    // Columns of command/http tables are known only at run time: names are not checked then.
+    let ok = "[snapshot.c]\ntype = \"command\"\ncommand = [\"true\"]\n[invariants.Q]\nname = \"q\"\nseverity = \"minor\"\nquery = \"SELECT whatever FROM c\"\n";
+    let c = Config::parse("ok.toml", ok).unwrap();
+    assert!(c.invariants.invariants["Q"].needs.contains("c"));
+    let _ = Path::new("");
+}
