@@ -92,6 +92,54 @@ fn main() {
         rates.push(EVALS as f64 / t0.elapsed().as_secs_f64());
     }
     let evals_per_sec = median(rates);
-    println!("orchestrator intents_per_sec median={intents_per_sec:.0} (one log step, {INTENTS} intents x {ROUNDS} rounds)");
-    println!("orchestrator gate_evals_per_sec median={evals_per_sec:.0} (mode, window, cooldown, rate limit, lock, budget; {EVALS} x {ROUNDS} rounds)");
+
+    // Baselines in the same run, on the same store: the least any consumer of the queue does
+    // per intent (mark it running, then done: two committed writes), and an empty write
+    // transaction that is rolled back (the floor under an atomic gate check).
+    let store = app.store().unwrap();
+    let mut rates = Vec::new();
+    for round in 0..ROUNDS {
+        use vigil::store::Store;
+        let ids: Vec<i64> = (0..INTENTS)
+            .map(|i| {
+                queue::submit(&app, &intent("bench_base", round * INTENTS + i))
+                    .unwrap()
+                    .id()
+            })
+            .collect();
+        let t0 = Instant::now();
+        for id in ids {
+            store
+                .set_intent_status(id, vigil::intent::IntentStatus::Running, None, 0)
+                .unwrap();
+            store
+                .set_intent_status(id, vigil::intent::IntentStatus::Done, Some("ok"), 0)
+                .unwrap();
+        }
+        rates.push(INTENTS as f64 / t0.elapsed().as_secs_f64());
+    }
+    let base_intents = median(rates);
+    let mut rates = Vec::new();
+    for _ in 0..ROUNDS {
+        let t0 = Instant::now();
+        for _ in 0..EVALS {
+            store
+                .with_conn(|c| {
+                    let tx =
+                        c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    tx.rollback()
+                })
+                .unwrap();
+        }
+        rates.push(EVALS as f64 / t0.elapsed().as_secs_f64());
+    }
+    let base_evals = median(rates);
+    println!(
+        "orchestrator intents_per_sec median={intents_per_sec:.0} baseline={base_intents:.0} ratio={:.2} (one log step, {INTENTS} intents x {ROUNDS} rounds; baseline: running+done status writes)",
+        intents_per_sec / base_intents
+    );
+    println!(
+        "orchestrator gate_evals_per_sec median={evals_per_sec:.0} baseline={base_evals:.0} ratio={:.2} (mode, window, cooldown, rate limit, lock, budget; {EVALS} x {ROUNDS} rounds; baseline: empty write transaction)",
+        evals_per_sec / base_evals
+    );
 }

@@ -58,10 +58,11 @@ impl Clock for ManualClock {
     }
 }
 
-/// RFC 3339 text for a millisecond timestamp, as every JSON output writes times.
+/// RFC 3339 text for a millisecond timestamp, as every JSON output writes times: always three
+/// fractional digits, so columns line up and text sorts as time does.
 pub fn rfc3339_ms(ms: i64) -> String {
     Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
+        .map(|t| format!("{t:.3}"))
         .unwrap_or_else(|_| ms.to_string())
 }
 
@@ -76,5 +77,6 @@ mod tests {
         c.advance(Duration::from_secs(24 * 3600));
         assert_eq!(c2.now().to_string(), "2026-01-02T00:00:00Z");
         assert_eq!(c2.now_ms(), 1_767_312_000_000);
+        assert_eq!(rfc3339_ms(1_767_312_000_310), "2026-01-02T00:00:00.310Z");
     }
 }

@@ -92,6 +92,23 @@ pub fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// The start of every call that changes state: the bearer token, then the JSON body, with an
+/// example of what to send when it does not parse.
+pub fn accept<T>(
+    app: &App,
+    headers: &HeaderMap,
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+    example: &str,
+) -> Result<T, ApiError> {
+    authorize(app, headers)?;
+    body.map(|Json(b)| b).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{}; send {example}", e.body_text()),
+        )
+    })
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -193,12 +210,14 @@ async fn submit_intent(
     headers: HeaderMap,
     body: Result<Json<SubmitBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(e) = authorize(&s.app, &headers) {
-        return e.into_response();
-    }
-    let Json(b) = match body {
+    let b = match accept(
+        &s.app,
+        &headers,
+        body,
+        r#"{"intent_type": "...", "priority": 0-10, "reason": "...", "data": {}}"#,
+    ) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{}; send {{\"intent_type\": \"...\", \"priority\": 0-10, \"reason\": \"...\", \"data\": {{}}}}", e.body_text())),
+        Err(e) => return e.into_response(),
     };
     let intent = NewIntent {
         intent_type: b.intent_type,
@@ -240,20 +259,9 @@ async fn post_event(
     headers: HeaderMap,
     body: Result<Json<EventBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(e) = authorize(&s.app, &headers) {
-        return e.into_response();
-    }
-    let Json(b) = match body {
+    let b = match accept(&s.app, &headers, body, r#"{"type": "...", "data": {}}"#) {
         Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{}; send {{\"type\": \"...\", \"data\": {{}}}}",
-                    e.body_text()
-                ),
-            )
-        }
+        Err(e) => return e.into_response(),
     };
     if b.kind.is_empty() {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "`type` must not be empty");

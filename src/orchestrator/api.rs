@@ -3,7 +3,7 @@
 //! `POST /api/escalation/{kind}/clear`, `GET|POST /api/symptoms`, `GET /api/audit?n=`.
 //! Calls that change state need the bearer token.
 
-use crate::api::{authorize, error, ApiState};
+use crate::api::{accept, authorize, error, ApiState};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -76,20 +76,14 @@ async fn record(
     headers: HeaderMap,
     body: Result<Json<SymptomBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(e) = authorize(&s.app, &headers) {
-        return e.into_response();
-    }
-    let Json(b) = match body {
+    let b = match accept(
+        &s.app,
+        &headers,
+        body,
+        r#"{"kind": "vllm_oom", "meta": {}}"#,
+    ) {
         Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{}; send {{\"kind\": \"vllm_oom\", \"meta\": {{}}}}",
-                    e.body_text()
-                ),
-            )
-        }
+        Err(e) => return e.into_response(),
     };
     if let Err(e) = crate::intent::validate_type(&b.kind) {
         return error(

@@ -43,16 +43,13 @@ impl Matches {
         }
         for m in &self.0 {
             let re = &m.regex.0;
-            // Most lines match nothing: `is_match` is much cheaper than `captures`.
-            if !re.is_match(line) {
-                continue;
-            }
+            // No `is_match` first: on a miss `captures` costs the same DFA scan (it resolves
+            // groups only within a match), so checking first would scan matches twice.
+            let Some(caps) = re.captures(line) else { continue };
             let mut data = Data::new();
-            if let Some(caps) = re.captures(line) {
-                for name in re.capture_names().flatten() {
-                    if let Some(v) = caps.name(name) {
-                        data.insert(name.to_string(), Value::String(v.as_str().to_string()));
-                    }
+            for name in re.capture_names().flatten() {
+                if let Some(v) = caps.name(name) {
+                    data.insert(name.to_string(), Value::String(v.as_str().to_string()));
                 }
             }
             data.insert("line".into(), Value::String(line.to_string()));
