@@ -114,6 +114,17 @@ pub async fn run(
         );
         source_tasks.spawn(sources::supervise(cfg.build(), ctx));
     }
+    // The invariant loop feeds transitions to the rule engine like a source.
+    match crate::invariants::shared(&app) {
+        Ok(h) => {
+            source_tasks.spawn(crate::invariants::run_loop(
+                h,
+                tx.clone(),
+                sources_stopping.clone(),
+            ));
+        }
+        Err(e) => tracing::error!("invariants: {e}; no invariant cycles will run"),
+    }
     drop(tx);
 
     let pipeline = tokio::spawn(pipeline(app.clone(), rx, counters.clone(), opts.clone()));

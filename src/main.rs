@@ -54,6 +54,9 @@ enum Command {
     /// The audit trail of every decision and step.
     #[command(subcommand)]
     Audit(vigil::orchestrator::cli::AuditCommand),
+    /// Invariants over a snapshot of other systems' state: run a cycle, list, snapshot.
+    #[command(subcommand)]
+    Invariants(vigil::invariants::cli::InvariantsCommand),
 }
 
 #[derive(Args)]
@@ -154,6 +157,11 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Symptoms(cmd) => vigil::orchestrator::cli::symptoms(&app, cmd),
         Command::Escalation(cmd) => vigil::orchestrator::cli::escalation(&app, cmd),
         Command::Audit(cmd) => vigil::orchestrator::cli::audit(&app, cmd),
+        Command::Invariants(cmd) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let code = rt.block_on(vigil::invariants::cli::run(&app, cmd))?;
+            Ok(u8::try_from(code).unwrap_or(1))
+        }
     }
 }
 

@@ -33,6 +33,7 @@ pub fn router(app: Arc<App>, health: Arc<Health>, events: mpsc::Sender<Event>) -
         .route("/api/intents", get(list_intents).post(submit_intent))
         .route("/api/intents/{id}", get(show_intent))
         .merge(crate::orchestrator::api::routes())
+        .merge(crate::invariants::api::routes())
         .with_state(ApiState {
             app,
             health,

@@ -27,7 +27,12 @@ pub async fn run_loop(
     }
     let every = cfg.settings.interval.0;
     loop {
-        match harness.run_cycle(None).await {
+        let run = harness.run_cycle(None);
+        let outcome = tokio::select! {
+            r = run => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match outcome {
             Ok(r) => {
                 for e in r.events() {
                     if events.send(e).await.is_err() {
@@ -39,22 +44,25 @@ pub async fn run_loop(
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait_for(|s| *s) => return,
         }
     }
 }
 
 /// The one harness of an `App`, shared by the background loop and the API so a cycle started
 /// by one makes the other wait (409) and `prev` is the last cycle of either.
-pub fn shared(app: &crate::app::App) -> Result<std::sync::Arc<Harness>, String> {
-    use std::sync::{Arc, Mutex, OnceLock};
-    static HARNESSES: OnceLock<Mutex<Vec<(usize, Arc<Harness>)>>> = OnceLock::new();
-    let key = app as *const crate::app::App as usize;
+pub fn shared(app: &std::sync::Arc<crate::app::App>) -> Result<std::sync::Arc<Harness>, String> {
+    use crate::app::App;
+    use std::sync::{Arc, Mutex, OnceLock, Weak};
+    type Registry = Mutex<Vec<(Weak<App>, Arc<Harness>)>>;
+    static HARNESSES: OnceLock<Registry> = OnceLock::new();
     let mut all = HARNESSES.get_or_init(Default::default).lock().unwrap();
-    if let Some((_, h)) = all.iter().find(|(k, _)| *k == key) {
+    // A dropped App's harness goes with it (the Weak keeps its address from being reused).
+    all.retain(|(a, _)| a.strong_count() > 0);
+    if let Some((_, h)) = all.iter().find(|(a, _)| a.as_ptr() == Arc::as_ptr(app)) {
         return Ok(h.clone());
     }
     let h = Arc::new(Harness::from_app(app).map_err(|e| e.to_string())?);
-    all.push((key, h.clone()));
+    all.push((Arc::downgrade(app), h.clone()));
     Ok(h)
 }

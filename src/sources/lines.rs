@@ -45,7 +45,9 @@ impl Matches {
             let re = &m.regex.0;
             // No `is_match` first: on a miss `captures` costs the same DFA scan (it resolves
             // groups only within a match), so checking first would scan matches twice.
-            let Some(caps) = re.captures(line) else { continue };
+            let Some(caps) = re.captures(line) else {
+                continue;
+            };
             let mut data = Data::new();
             for name in re.capture_names().flatten() {
                 if let Some(v) = caps.name(name) {
