@@ -280,6 +280,7 @@ impl Harness {
         while let Some(j) = set.join_next().await {
             let (name, r) =
                 j.map_err(|e| HarnessError::Snapshot(format!("collector task: {e}")))?;
+            tracing::debug!(source = %name, ms = started.elapsed().as_secs_f64() * 1000.0, "collected");
             match r {
                 Ok(t) => {
                     self.metrics.snapshot_source_up.set(&[&name], 1.0);
@@ -335,18 +336,22 @@ impl Harness {
         let last = prev.take();
         let out_path = write_to.map(|p| p.to_path_buf());
         let (snap, outcomes) = tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
             let snap = Snapshot::build(&tables, &declared, now_ms, last.as_ref())
                 .map_err(|e| HarnessError::Snapshot(e.to_string()))?;
+            tracing::debug!(ms = t.elapsed().as_secs_f64() * 1000.0, "snapshot built");
             drop(last);
             if let Some(p) = out_path {
                 snap.write_to(&p).map_err(|e| {
                     HarnessError::Snapshot(format!("cannot write {}: {e}", p.display()))
                 })?;
             }
-            let outcomes: Vec<(Invariant, Result<Vec<Map<String, Value>>, String>)> = runnable
+            let outcomes: Vec<Outcome> = runnable
                 .into_iter()
                 .map(|inv| {
+                    let t = Instant::now();
                     let r = evaluate(&snap.conn, &inv.query);
+                    tracing::debug!(invariant = %inv.id, ms = t.elapsed().as_secs_f64() * 1000.0, "evaluated");
                     (inv, r)
                 })
                 .collect();
@@ -402,7 +407,7 @@ impl Harness {
         Ok(result)
     }
 
-    fn send_alerts(&self, alerts: Vec<(String, Vec<Map<String, Value>>, bool)>, now_ms: i64) {
+    fn send_alerts(&self, alerts: Alerts, now_ms: i64) {
         let Some(cfg) = &self.config.settings.alert else {
             return;
         };
@@ -431,7 +436,7 @@ impl Harness {
 }
 
 fn humantime(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
@@ -534,11 +539,14 @@ struct Recorded {
     checks: Vec<(String, Option<usize>)>,
 }
 
+/// Per invariant to alert: id, violations, resolved.
 type Alerts = Vec<(String, Vec<Map<String, Value>>, bool)>;
+/// An invariant and its query's rows (or why the query failed).
+type Outcome = (Invariant, Result<Vec<Map<String, Value>>, String>);
 
 fn record(
     store: &SqliteStore,
-    outcomes: Vec<(Invariant, Result<Vec<Map<String, Value>>, String>)>,
+    outcomes: Vec<Outcome>,
     now_ms: i64,
 ) -> Result<(Recorded, Alerts), HarnessError> {
     let states = state::load(store)?;

@@ -67,6 +67,8 @@ impl Snapshot {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         register_now(&conn, now_ms)?;
+        // A throwaway database: no rollback journal needed.
+        conn.execute_batch("PRAGMA journal_mode = OFF")?;
         let mut have = BTreeMap::new();
         let tx = conn.unchecked_transaction()?;
         for t in tables {
