@@ -142,7 +142,7 @@ async fn alert_once_per_red_episode_and_resolved_once() {
         assert!(
             ctx.contains("tier A")
                 && ctx.contains("severity critical")
-                && ctx.contains("2026-01-15T10:00:00Z"),
+                && ctx.contains("2026-01-15T10:00:00.000Z"),
             "{ctx}"
         );
     }
