@@ -1,6 +1,8 @@
 //! `type = "sql"`: named queries against a SQL database, each result a table.
-//! `url` is a SQLite path (`sqlite:///abs/path`, `sqlite://rel/path` or a bare path).
-//! PostgreSQL (`postgres://`) is not supported yet and is rejected at collection time.
+//! `url` is a SQLite path (`sqlite:///abs/path`, `sqlite://rel/path` or a bare path) or a
+//! PostgreSQL URL (`postgres://user@host:port/db`). PostgreSQL results are read with the
+//! simple query protocol (every value as text) and typed back: integers and floats become
+//! numbers, NULL stays NULL, the rest is text, so any column type works without a mapping.
 
 use super::{CollectError, Collector, Declared, Table};
 use crate::config::Dur;
@@ -22,14 +24,13 @@ pub struct SqlConfig {
 }
 
 impl SqlConfig {
-    fn sqlite_path(&self) -> Result<String, CollectError> {
+    fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
+
+    fn sqlite_path(&self) -> String {
         let u = self.url.as_str();
-        if u.starts_with("postgres://") || u.starts_with("postgresql://") {
-            return Err(CollectError(format!(
-                "PostgreSQL is not supported by this vigil yet ({u}); export to SQLite or use a `command` collector"
-            )));
-        }
-        Ok(u.strip_prefix("sqlite://").unwrap_or(u).to_string())
+        u.strip_prefix("sqlite://").unwrap_or(u).to_string()
     }
 }
 
@@ -50,7 +51,10 @@ impl Collector for SqlConfig {
         _now_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
         Box::pin(async move {
-            let path = self.sqlite_path()?;
+            if self.is_postgres() {
+                return read_postgres(&self.url, &self.tables).await;
+            }
+            let path = self.sqlite_path();
             let tables = self.tables.clone();
             tokio::task::spawn_blocking(move || read_sqlite(&path, &tables))
                 .await
@@ -93,6 +97,72 @@ fn read_sqlite(path: &str, tables: &BTreeMap<String, String>) -> Result<Vec<Tabl
         });
     }
     Ok(out)
+}
+
+async fn read_postgres(
+    url: &str,
+    tables: &BTreeMap<String, String>,
+) -> Result<Vec<Table>, CollectError> {
+    use tokio_postgres::SimpleQueryMessage;
+    // Errors name the server but never echo a password from the URL.
+    let place = url.rsplit('@').next().unwrap_or(url);
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| CollectError(format!("{e} ({place})")))?;
+    let driver = tokio::spawn(conn);
+    let mut out = Vec::new();
+    for (name, query) in tables {
+        let msgs = client
+            .simple_query(query)
+            .await
+            .map_err(|e| CollectError(format!("table {name}: {e} ({place})")))?;
+        let mut columns = Vec::new();
+        let mut rows = Vec::new();
+        for m in msgs {
+            match m {
+                SimpleQueryMessage::RowDescription(cols) => {
+                    columns = cols.iter().map(|c| c.name().to_string()).collect();
+                }
+                SimpleQueryMessage::Row(r) => {
+                    if columns.is_empty() {
+                        columns = r.columns().iter().map(|c| c.name().to_string()).collect();
+                    }
+                    rows.push((0..r.len()).map(|i| typed(r.get(i))).collect());
+                }
+                _ => {}
+            }
+        }
+        out.push(Table {
+            name: name.clone(),
+            columns,
+            rows,
+        });
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(out)
+}
+
+/// A PostgreSQL text value as the SQLite value it most likely is.
+fn typed(v: Option<&str>) -> Value {
+    match v {
+        None => Value::Null,
+        Some(s) => {
+            if let Ok(i) = s.parse::<i64>() {
+                Value::Integer(i)
+            } else if let Ok(f) = s.parse::<f64>() {
+                if s.chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+                {
+                    Value::Real(f)
+                } else {
+                    Value::Text(s.to_string())
+                }
+            } else {
+                Value::Text(s.to_string())
+            }
+        }
+    }
 }
 
 /// The result columns of a simple `SELECT a, b AS c, t.d FROM ...`, to build the validation
