@@ -1,6 +1,7 @@
 //! vigil: a self-healing daemon. Sources turn what happens on the host into events, rules turn
-//! events into durable intents, and (later) one orchestrator acts on intents only through gates.
-//! See DESIGN.md for the vocabulary; every module is named after the concept it holds.
+//! events into durable intents, and one orchestrator acts on intents only through gates; the
+//! invariant harness checks the state other systems keep. See DESIGN.md for the vocabulary;
+//! every module is named after the concept it holds.
 
 pub mod api;
 pub mod app;

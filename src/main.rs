@@ -16,8 +16,10 @@ use vigil::store::{IntentQuery, Store};
     name = "vigil",
     version,
     about = "A self-healing daemon: watch the host, turn signals into intents, act only through safety gates.",
-    long_about = "vigil watches logs, the journal, directories, metrics and probes; rules turn what it \
-sees into durable intents. Config: --config FILE, else ./vigil.toml, else a built-in default.\n\n\
+    long_about = "vigil watches logs, the journal, directories, metrics, probes and the host; rules turn \
+what it sees into durable intents; playbooks act on them only through gates (maintenance \
+windows, downtime budgets, cooldowns, rate limits, locks, escalation); invariants check the \
+state other systems keep. Config: --config FILE, else ./vigil.toml, else a built-in default.\n\n\
 Exit codes: 0 success, 1 the command ran and found a problem, 2 usage error."
 )]
 struct Cli {
@@ -144,11 +146,14 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
             for w in app.config.warnings() {
                 eprintln!("{w}");
             }
+            let c = &app.config;
             println!(
-                "{}: valid ({} sources, {} rules)",
-                app.config.origin,
-                app.config.sources.len(),
-                app.config.rules.len()
+                "{}: valid ({} sources, {} rules, {} playbooks, {} invariants)",
+                c.origin,
+                c.sources.len(),
+                c.rules.len(),
+                c.orchestrator.playbooks.len(),
+                c.invariants.invariants.len()
             );
             Ok(0)
         }

@@ -41,7 +41,10 @@ fn check_exits_1_with_the_place_and_0_when_valid() {
     .unwrap();
     let (code, stdout, err) = out(vigil(dir.path()).args(["check", "-c"]).arg(&good));
     assert_eq!(code, 0, "{err}");
-    assert!(stdout.contains("valid (0 sources, 1 rules)"), "{stdout}");
+    assert!(
+        stdout.contains("valid (0 sources, 1 rules, 0 playbooks, 0 invariants)"),
+        "{stdout}"
+    );
     assert!(
         err.contains("warning: [rules.gpu_oom] waits for event \"gpu_oom\""),
         "{err}"
