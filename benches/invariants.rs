@@ -33,6 +33,8 @@ fn main() {
         .port();
     let mut redis = Command::new("redis-server")
         .args([
+            "--bind",
+            "127.0.0.1",
             "--port",
             &port.to_string(),
             "--save",

@@ -24,6 +24,8 @@ impl Redis {
         let port = free_port();
         let child = Command::new("redis-server")
             .args([
+                "--bind",
+                "127.0.0.1",
                 "--port",
                 &port.to_string(),
                 "--save",
