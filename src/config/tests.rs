@@ -154,6 +154,10 @@ fn bad_values_say_what_to_write() {
     );
     let e = errors("[rules.r]\non = \"e\"\ncount = 3\nintent = \"x\"\npriority = 8\n");
     assert!(e.contains("`count = 3` needs a window"), "{e}");
+    let e = errors("[sources.p]\ntype = \"probe\"\ncommand = []\n");
+    assert!(e.contains("`command` is empty"), "{e}");
+    let e = errors("[sources.j]\ntype = \"journald\"\ncommand = []\n");
+    assert!(e.starts_with("vigil.toml:1:1: `command` is empty"), "{e}");
     let e = errors("[sources.p]\ntype = \"probe\"\ninterval = \"5s\"\n");
     assert!(e.contains("a probe needs one target"), "{e}");
 }

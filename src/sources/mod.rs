@@ -53,7 +53,14 @@ impl Tagged for SourceConfig {
         Ok(match kind {
             "file" => SourceConfig::File(load::deserialize(src, table)?),
             "dir" => SourceConfig::Dir(load::deserialize(src, table)?),
-            "journald" => SourceConfig::Journald(load::deserialize(src, table)?),
+            "journald" => {
+                let start = table.span().start;
+                let j: journald::JournaldConfig = load::deserialize(src, table)?;
+                if j.command.is_empty() {
+                    return Err(src.at(start, "`command` is empty; leave it out for [\"journalctl\"] or give the program, like [\"/usr/bin/journalctl\"]"));
+                }
+                SourceConfig::Journald(j)
+            }
             "metrics" => SourceConfig::Metrics(load::deserialize(src, table)?),
             "host" => SourceConfig::Host(load::deserialize(src, table)?),
             "probe" => {

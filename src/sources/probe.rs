@@ -34,6 +34,9 @@ fn default_timeout() -> Dur {
 impl ProbeConfig {
     /// Exactly one of `http`, `tcp`, `command`.
     pub fn check(&self) -> Result<(), String> {
+        if self.command.as_ref().is_some_and(Vec::is_empty) {
+            return Err("`command` is empty; give the program and its arguments, like [\"pg_isready\", \"-q\"]".into());
+        }
         let set = [
             self.http.is_some(),
             self.tcp.is_some(),
