@@ -22,7 +22,8 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("app.db");
+        // Characters that mean something in a SQLite URI: the path must still be read as is.
+        let db = dir.path().join("app #1?x=%20.db");
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch(
             "CREATE TABLE jobs (id TEXT, state TEXT); INSERT INTO jobs VALUES ('j1', 'ok');",
@@ -301,6 +302,55 @@ query = "SELECT * FROM slow"
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn slow_sqlite_source_is_interrupted_and_lets_the_cycle_go_on() {
+    let f = Fixture::new();
+    // Far more work than 300 ms allows, even with an optimized SQLite.
+    let extra = format!(
+        r#"
+[snapshot.slow]
+type = "sql"
+url = "{}"
+timeout = "300ms"
+tables = {{ counted = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) SELECT max(x) AS x FROM c" }}
+[invariants.C-01]
+name = "Counted"
+severity = "minor"
+query = "SELECT x FROM counted WHERE x < 0"
+"#,
+        f.db.display()
+    );
+    let h = f.harness(&f.config(&format!("{extra}{BROKEN}")), Arc::default());
+    f.sql("INSERT INTO jobs VALUES ('j2', 'broken')");
+    for _ in 0..2 {
+        let started = Instant::now();
+        let r = h.run_cycle(None).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(r.checks_run, vec!["J-01"]);
+        assert_eq!(r.violations.len(), 1, "{r:?}");
+        assert_eq!(r.skipped[0].invariant_id, "C-01");
+        assert_eq!(r.sources_unavailable[0].source, "slow");
+        assert!(
+            r.sources_unavailable[0]
+                .error
+                .contains("timed out after 300ms"),
+            "{r:?}"
+        );
+    }
+    // The interrupted copy left nothing behind.
+    let snap = f.dir.path().join("snap.db");
+    h.write_snapshot(&snap).await.unwrap();
+    let c = rusqlite::Connection::open(&snap).unwrap();
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tables, vec!["jobs"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn one_cycle_at_a_time() {
     let f = Fixture::new();
     let extra = "[snapshot.slow]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.5; echo '[]'\"]\n[invariants.S]\nname = \"s\"\nseverity = \"minor\"\nquery = \"SELECT * FROM slow\"\n";
@@ -358,6 +408,13 @@ fn bad_invariants_are_config_errors_with_locations() {
     );
     assert!(
         e.contains("bad.toml:1:1") && e.contains("exactly one key pattern"),
+        "{e}"
+    );
+    let e = check(
+        &f.config("[snapshot.again]\ntype = \"command\"\ncommand = [\"true\"]\ntable = \"jobs\"\n"),
+    );
+    assert!(
+        e.contains("bad.toml:1:1") && e.contains("makes table \"jobs\", which [snapshot.again]"),
         "{e}"
     );
     let e = check("[snapshot.r]\ntype = \"rediss\"\n");

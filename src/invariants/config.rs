@@ -121,7 +121,14 @@ pub fn take(
     errors: &mut Vec<Diagnostic>,
 ) -> InvariantsConfig {
     let mut out = InvariantsConfig::default();
-    for (name, _at, c) in load::take_tagged::<CollectorConfig>(src, root, errors) {
+    // Table → the collector that makes it: two collectors cannot fill one table.
+    let mut makers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, at, c) in load::take_tagged::<CollectorConfig>(src, root, errors) {
+        for d in c.collector().declared(&name) {
+            if let Some(other) = makers.insert(d.name.clone(), name.clone()) {
+                errors.push(src.at(at, format!("[snapshot.{name}] makes table {:?}, which [snapshot.{other}] makes too; give one of them another name (`table = \"...\"`, or another key in `tables`)", d.name)));
+            }
+        }
         out.collectors.insert(name, c);
     }
     let Some(section) = load::take_key(root, "invariants") else {

@@ -1,7 +1,7 @@
 //! One cycle: collect concurrently → snapshot → each invariant's query → violations, `for`,
 //! state, transitions, alerts, metrics. One cycle at a time.
 
-use super::collectors::{CollectorConfig, Table};
+use super::collectors::{CollectorConfig, Cycle, Table};
 use super::config::{Invariant, InvariantsConfig};
 use super::snapshot::Snapshot;
 use super::state::{self, InvariantState};
@@ -249,6 +249,13 @@ impl Harness {
         };
 
         // Collect, concurrently, each under its timeout.
+        let mut snap =
+            Snapshot::create(now_ms).map_err(|e| HarnessError::Snapshot(e.to_string()))?;
+        let cx = Arc::new(Cycle {
+            now_ms,
+            snapshot_uri: snap.uri.clone(),
+            writer: Arc::default(),
+        });
         let mut set = tokio::task::JoinSet::new();
         for name in &needed {
             let Some(c) = self.config.collectors.get(name).cloned() else {
@@ -259,11 +266,12 @@ impl Harness {
                 .collector()
                 .timeout()
                 .unwrap_or(self.config.settings.timeout.0);
+            let cx = cx.clone();
             set.spawn(async move {
-                let r = tokio::time::timeout(limit, c.collector().collect(&name, now_ms)).await;
+                let r = tokio::time::timeout(limit, c.collector().collect(&name, &cx)).await;
                 let r = match r {
                     Ok(Ok(t)) => {
-                        if c.collector().non_empty() && t.iter().all(|t| t.rows.is_empty()) {
+                        if c.collector().non_empty() && t.iter().all(Table::is_empty) {
                             Err("source blind: it returned no rows and is declared non_empty; check that it reads the right database or keys".to_string())
                         } else {
                             Ok(t)
@@ -335,38 +343,30 @@ impl Harness {
         let declared = declared_columns(&self.config.collectors);
         let last = prev.take();
         let out_path = write_to.map(|p| p.to_path_buf());
-        let (snap, outcomes) = tokio::task::spawn_blocking(move || {
+        let store = self.store.clone();
+        let (snap, (result_part, alerts)) = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let snap = Snapshot::build(&tables, &declared, now_ms, last.as_ref())
-                .map_err(|e| HarnessError::Snapshot(e.to_string()))?;
-            tracing::debug!(ms = t.elapsed().as_secs_f64() * 1000.0, "snapshot built");
+            let failed = |e: rusqlite::Error| HarnessError::Snapshot(e.to_string());
+            snap.load(&cx, &tables, &declared, last.as_ref())
+                .map_err(failed)?;
+            tracing::debug!(ms = t.elapsed().as_secs_f64() * 1000.0, "snapshot loaded");
             drop(last);
             if let Some(p) = out_path {
                 snap.write_to(&p).map_err(|e| {
                     HarnessError::Snapshot(format!("cannot write {}: {e}", p.display()))
                 })?;
             }
-            let outcomes: Vec<Outcome> = runnable
-                .into_iter()
-                .map(|inv| {
-                    let t = Instant::now();
-                    let r = evaluate(&snap.conn, &inv.query);
-                    tracing::debug!(invariant = %inv.id, ms = t.elapsed().as_secs_f64() * 1000.0, "evaluated");
-                    (inv, r)
-                })
-                .collect();
-            Ok::<_, HarnessError>((snap, outcomes))
+            let outcomes = evaluate_all(&snap, runnable).map_err(failed)?;
+            snap.release_prev().map_err(failed)?;
+            // State, `for`, transitions.
+            let t = Instant::now();
+            let recorded = record(&store, outcomes, now_ms)?;
+            tracing::debug!(ms = t.elapsed().as_secs_f64() * 1000.0, "recorded");
+            Ok::<_, HarnessError>((snap, recorded))
         })
         .await
         .map_err(|e| HarnessError::Snapshot(format!("evaluation task: {e}")))??;
         *prev = Some(snap);
-
-        // State, `for`, transitions: store calls off the async threads too.
-        let store = self.store.clone();
-        let (result_part, alerts) =
-            tokio::task::spawn_blocking(move || record(&store, outcomes, now_ms))
-                .await
-                .map_err(|e| HarnessError::Snapshot(format!("state task: {e}")))??;
         result.checks_run = result_part.checks_run;
         result.skipped.extend(result_part.skipped);
         result.violations = result_part.violations;
@@ -455,6 +455,49 @@ fn declared_columns(
         }
     }
     out
+}
+
+/// Checks the invariants, in parallel on up to one connection per core: the queries only
+/// read, and the slowest (scans of big tables) would otherwise add up.
+fn evaluate_all(snap: &Snapshot, runnable: Vec<Invariant>) -> rusqlite::Result<Vec<Outcome>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
+        .min(runnable.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = |conn: &rusqlite::Connection| {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(inv) = runnable.get(i) else {
+                return done;
+            };
+            let t = Instant::now();
+            let r = evaluate(conn, &inv.query);
+            tracing::debug!(invariant = %inv.id, ms = t.elapsed().as_secs_f64() * 1000.0, "evaluated");
+            done.push((i, r));
+        }
+    };
+    let readers = (1..workers)
+        .map(|_| snap.reader())
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = readers
+            .into_iter()
+            .map(|conn| s.spawn(move || work(&conn)))
+            .collect();
+        let mut all = work(&snap.conn);
+        for h in handles {
+            all.extend(h.join().expect("invariant worker panicked"));
+        }
+        all
+    });
+    results.sort_by_key(|(i, _)| *i);
+    Ok(runnable
+        .into_iter()
+        .zip(results)
+        .map(|(inv, (_, r))| (inv, r))
+        .collect())
 }
 
 /// Runs one invariant's query; each row is a violation's bounded observed state.

@@ -1,28 +1,33 @@
 //! The snapshot: one in-memory SQLite database per cycle, with `now()` from the injected clock
 //! and the previous cycle's snapshot attached as schema `prev`.
 //!
-//! Each snapshot is a named shared-cache memory database, so the next cycle can ATTACH it
-//! without copying: the harness keeps the previous connection open until then.
+//! Each snapshot is a named database of SQLite's `memdb` VFS, which every connection of this
+//! process can open by name. So collectors over SQLite copy into it from their own connection
+//! (no row crosses into Rust), invariants are checked from several connections in parallel,
+//! and the next cycle attaches it as `prev` without a copy.
 
-use super::collectors::{CollectorConfig, Table};
+use super::collectors::{CollectorConfig, Cycle, Rows, Table};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// A cycle's snapshot database.
 pub struct Snapshot {
+    /// The connection that loads it; it keeps the database alive.
     pub conn: Connection,
     pub uri: String,
-    /// The tables it holds, with their columns.
-    pub tables: BTreeMap<String, Vec<String>>,
+    now_ms: i64,
+    /// What `prev` is in this snapshot's connections.
+    prev_uri: Option<String>,
 }
 
-fn quote(id: &str) -> String {
+pub(crate) fn quote(id: &str) -> String {
     format!("\"{}\"", id.replace('"', "\"\""))
 }
 
@@ -45,36 +50,66 @@ fn create(conn: &Connection, schema: &str, name: &str, cols: &[String]) -> rusql
     ))
 }
 
+fn open(uri: &str) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // Readers wait out a writer rather than fail.
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+fn tables_in(conn: &Connection, schema: &str) -> rusqlite::Result<BTreeSet<String>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT name FROM {schema}.sqlite_schema WHERE type = 'table'"
+    ))?;
+    let names = stmt.query_map([], |r| r.get(0))?;
+    names.collect()
+}
+
 impl Snapshot {
-    /// Loads `tables` into a new snapshot; `prev` (the last cycle's) is attached as `prev`,
-    /// and every table missing there is created empty so queries over change still prepare.
-    pub fn build(
-        tables: &[Table],
-        declared: &BTreeMap<String, Vec<String>>,
-        now_ms: i64,
-        prev: Option<&Snapshot>,
-    ) -> rusqlite::Result<Snapshot> {
+    /// A new, empty snapshot for a cycle at `now_ms`; collectors may write into it by `uri`.
+    pub fn create(now_ms: i64) -> rusqlite::Result<Snapshot> {
         let uri = format!(
-            "file:vigil-snapshot-{}-{}?mode=memory&cache=shared",
+            "file:/vigil-snapshot-{}-{}?vfs=memdb",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let conn = Connection::open_with_flags(
-            &uri,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_URI
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let conn = open(&uri)?;
         register_now(&conn, now_ms)?;
         // A throwaway database: no rollback journal needed.
         conn.execute_batch("PRAGMA journal_mode = OFF")?;
-        let mut have = BTreeMap::new();
-        let tx = conn.unchecked_transaction()?;
+        Ok(Snapshot {
+            conn,
+            uri,
+            now_ms,
+            prev_uri: None,
+        })
+    }
+
+    /// Inserts the tables collectors read into memory, attaches `prev` (the last cycle's
+    /// snapshot, or an empty one) and creates there every table it lacks, so queries over
+    /// change still prepare.
+    pub fn load(
+        &mut self,
+        cycle: &Cycle,
+        tables: &[Table],
+        declared: &BTreeMap<String, Vec<String>>,
+        prev: Option<&Snapshot>,
+    ) -> rusqlite::Result<()> {
+        // A collector the cycle gave up on may still be rolling back its copy.
+        let _writer = cycle.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = self.conn.unchecked_transaction()?;
         for t in tables {
+            let Rows::Values(rows) = &t.rows else {
+                continue;
+            };
             create(&tx, "main", &t.name, &t.columns)?;
             if t.columns.is_empty() {
-                have.insert(t.name.clone(), t.columns.clone());
                 continue;
             }
             let marks = vec!["?"; t.columns.len()].join(", ");
@@ -82,38 +117,79 @@ impl Snapshot {
                 "INSERT INTO main.{} VALUES ({marks})",
                 quote(&t.name)
             ))?;
-            for row in &t.rows {
+            for row in rows {
                 ins.execute(rusqlite::params_from_iter(row.iter()))?;
             }
-            have.insert(t.name.clone(), t.columns.clone());
         }
         tx.commit()?;
-        match prev {
-            Some(p) => conn.execute("ATTACH DATABASE ?1 AS prev", [&p.uri])?,
-            None => conn.execute("ATTACH DATABASE ':memory:' AS prev", [])?,
+        let prev_uri = match prev {
+            Some(p) => p.uri.clone(),
+            None => format!("{}-empty", self.uri.replace("?vfs=memdb", "")) + "?vfs=memdb",
         };
-        let prev_has: BTreeSet<String> = prev
-            .map(|p| p.tables.keys().cloned().collect())
-            .unwrap_or_default();
-        for (name, cols) in have.iter().chain(declared.iter()) {
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS prev", [&prev_uri])?;
+        self.prev_uri = Some(prev_uri);
+        let have = tables_in(&self.conn, "main")?;
+        let prev_has = tables_in(&self.conn, "prev")?;
+        for name in &have {
             if !prev_has.contains(name) {
-                create(&conn, "prev", name, cols)?;
+                let q = quote(name);
+                self.conn.execute_batch(&format!(
+                    "CREATE TABLE prev.{q} AS SELECT * FROM main.{q} WHERE 0"
+                ))?;
             }
         }
-        Ok(Snapshot {
-            conn,
-            uri,
-            tables: have,
-        })
+        for (name, cols) in declared {
+            if !prev_has.contains(name) && !have.contains(name) {
+                create(&self.conn, "prev", name, cols)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Another connection to this snapshot, with `now()` and `prev`, to check invariants in
+    /// parallel.
+    pub fn reader(&self) -> rusqlite::Result<Connection> {
+        let conn = open(&self.uri)?;
+        register_now(&conn, self.now_ms)?;
+        if let Some(p) = &self.prev_uri {
+            conn.execute("ATTACH DATABASE ?1 AS prev", [p])?;
+        }
+        Ok(conn)
+    }
+
+    /// Lets go of `prev`, so only the next cycle keeps this snapshot alive.
+    pub fn release_prev(&mut self) -> rusqlite::Result<()> {
+        if self.prev_uri.take().is_some() {
+            self.conn.execute_batch("DETACH DATABASE prev")?;
+        }
+        Ok(())
     }
 
     /// Writes the snapshot (schema `main`) to a SQLite file.
     pub fn write_to(&self, path: &std::path::Path) -> rusqlite::Result<()> {
         let _ = std::fs::remove_file(path);
-        self.conn
-            .execute("VACUUM main INTO ?1", [path.display().to_string()])?;
+        // The file, not another memdb database: VACUUM INTO uses the snapshot's VFS unless told.
+        let target = file_uri(&path.display().to_string(), "vfs=unix");
+        self.conn.execute("VACUUM main INTO ?1", [target])?;
         Ok(())
     }
+}
+
+/// A file path as a SQLite URI with `params` (`mode=ro`).
+pub fn file_uri(path: &str, params: &str) -> String {
+    let mut uri = String::from("file:");
+    for c in path.chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push('?');
+    uri.push_str(params);
+    uri
 }
 
 /// The empty schema `vigil check` prepares invariant queries against.

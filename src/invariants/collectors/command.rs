@@ -1,7 +1,7 @@
 //! `type = "command"`: run a program (no shell) and read JSON from its stdout as a table.
 //! A non-zero exit is a collector failure, listed in `sources_unavailable`.
 
-use super::{json_table, CollectError, Collector, Declared, Table};
+use super::{json_table, CollectError, Collector, Cycle, Declared, Table};
 use crate::config::Dur;
 use crate::sources::BoxFuture;
 use serde::Deserialize;
@@ -29,7 +29,7 @@ impl Collector for CommandConfig {
     fn collect<'a>(
         &'a self,
         name: &'a str,
-        _now_ms: i64,
+        _cycle: &'a Cycle,
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
         Box::pin(async move {
             let out = tokio::process::Command::new(&self.command[0])

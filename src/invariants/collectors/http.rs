@@ -1,6 +1,6 @@
 //! `type = "http"`: GET a URL returning JSON; an array of objects (or one object) is the table.
 
-use super::{json_table, CollectError, Collector, Declared, Table};
+use super::{json_table, CollectError, Collector, Cycle, Declared, Table};
 use crate::config::Dur;
 use crate::sources::BoxFuture;
 use serde::Deserialize;
@@ -29,7 +29,7 @@ impl Collector for HttpConfig {
     fn collect<'a>(
         &'a self,
         name: &'a str,
-        _now_ms: i64,
+        _cycle: &'a Cycle,
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
         Box::pin(async move {
             if self.url.is_empty() {

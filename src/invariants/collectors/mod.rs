@@ -9,16 +9,50 @@ pub mod sql;
 use crate::config::load::{self, Diagnostic, Tagged};
 use crate::sources::BoxFuture;
 use rusqlite::types::Value;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use toml::de::DeValue;
 use toml::Spanned;
 
 /// One table of the snapshot, as read.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Table {
     pub name: String,
     pub columns: Vec<String>,
-    pub rows: Vec<Vec<Value>>,
+    pub rows: Rows,
+}
+
+#[derive(Debug, Clone)]
+pub enum Rows {
+    /// Read into memory; the snapshot inserts them.
+    Values(Vec<Vec<Value>>),
+    /// Written into the snapshot by the collector itself (SQLite sources): this many.
+    Written(usize),
+}
+
+impl Table {
+    pub fn len(&self) -> usize {
+        match &self.rows {
+            Rows::Values(v) => v.len(),
+            Rows::Written(n) => *n,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a collector knows of the cycle it runs in.
+#[derive(Debug, Clone)]
+pub struct Cycle {
+    /// The cycle's time, from the injected clock.
+    pub now_ms: i64,
+    /// URI of the cycle's snapshot database, for collectors that write into it directly.
+    pub snapshot_uri: String,
+    /// Held while writing into the snapshot: it has one writer at a time, and waiting here
+    /// wakes the next writer at once where SQLite's busy handler would sleep.
+    pub writer: Arc<Mutex<()>>,
 }
 
 /// A table a collector will make, with its columns when known before it runs.
@@ -36,11 +70,11 @@ pub struct CollectError(pub String);
 pub trait Collector: Send + Sync {
     /// The tables it makes.
     fn declared(&self, name: &str) -> Vec<Declared>;
-    /// Reads its system. `now_ms` is the cycle's time.
+    /// Reads its system.
     fn collect<'a>(
         &'a self,
         name: &'a str,
-        now_ms: i64,
+        cycle: &'a Cycle,
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>>;
     /// Its own timeout, if set.
     fn timeout(&self) -> Option<Duration>;
@@ -140,7 +174,7 @@ pub fn json_table(name: &str, doc: &serde_json::Value) -> Result<Table, CollectE
     Ok(Table {
         name: name.to_string(),
         columns,
-        rows,
+        rows: Rows::Values(rows),
     })
 }
 

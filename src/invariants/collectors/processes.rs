@@ -2,7 +2,7 @@
 //! `(pid, ppid, state, comm, cmdline, started_at)`; `started_at` is epoch seconds. The host's
 //! /proc also shows the processes of its containers.
 
-use super::{CollectError, Collector, Declared, Table};
+use super::{CollectError, Collector, Cycle, Declared, Rows, Table};
 use crate::config::Dur;
 use crate::sources::BoxFuture;
 use rusqlite::types::Value;
@@ -40,7 +40,7 @@ impl Collector for ProcessesConfig {
     fn collect<'a>(
         &'a self,
         name: &'a str,
-        _now_ms: i64,
+        _cycle: &'a Cycle,
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
         Box::pin(async move {
             let proc = self.proc.clone();
@@ -50,7 +50,7 @@ impl Collector for ProcessesConfig {
             Ok(vec![Table {
                 name: self.table.clone().unwrap_or_else(|| name.to_string()),
                 columns: COLUMNS.iter().map(|s| s.to_string()).collect(),
-                rows,
+                rows: Rows::Values(rows),
             }])
         })
     }

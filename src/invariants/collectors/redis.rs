@@ -4,7 +4,7 @@
 //! (→ placeholders, key, value) or `set` (→ placeholders, member). Keys are found with SCAN
 //! (never KEYS) and read in one pipeline.
 
-use super::{CollectError, Collector, Declared, Table};
+use super::{CollectError, Collector, Cycle, Declared, Rows, Table};
 use crate::config::Dur;
 use crate::sources::BoxFuture;
 use rusqlite::types::Value;
@@ -142,7 +142,7 @@ impl Collector for RedisConfig {
     fn collect<'a>(
         &'a self,
         name: &'a str,
-        _now_ms: i64,
+        _cycle: &'a Cycle,
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
         Box::pin(async move {
             let err = |e: redis::RedisError| CollectError(format!("{e} ({})", self.url));
@@ -258,7 +258,7 @@ impl Collector for RedisConfig {
             Ok(vec![Table {
                 name: self.table.clone().unwrap_or_else(|| name.to_string()),
                 columns: self.columns(),
-                rows,
+                rows: Rows::Values(rows),
             }])
         })
     }

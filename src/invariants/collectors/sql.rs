@@ -1,15 +1,22 @@
 //! `type = "sql"`: named queries against a SQL database, each result a table.
 //! `url` is a SQLite path (`sqlite:///abs/path`, `sqlite://rel/path` or a bare path) or a
-//! PostgreSQL URL (`postgres://user@host:port/db`). PostgreSQL results are read with the
-//! simple query protocol (every value as text) and typed back: integers and floats become
-//! numbers, NULL stays NULL, the rest is text, so any column type works without a mapping.
+//! PostgreSQL URL (`postgres://user@host:port/db`).
+//!
+//! A SQLite source is opened read-only with the snapshot attached, and each query's result
+//! is written into the snapshot by SQLite itself (`CREATE TABLE … AS`), all queries in one
+//! read transaction. PostgreSQL results are read with the simple query protocol (every value
+//! as text) and typed back: integers and floats become numbers, NULL stays NULL, the rest is
+//! text, so any column type works without a mapping.
 
-use super::{CollectError, Collector, Declared, Table};
+use super::{CollectError, Collector, Cycle, Declared, Rows, Table};
 use crate::config::Dur;
+use crate::invariants::snapshot::{file_uri, quote};
 use crate::sources::BoxFuture;
 use rusqlite::types::Value;
+use rusqlite::InterruptHandle;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,7 +55,7 @@ impl Collector for SqlConfig {
     fn collect<'a>(
         &'a self,
         _name: &'a str,
-        _now_ms: i64,
+        cycle: &'a Cycle,
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
         Box::pin(async move {
             if self.is_postgres() {
@@ -56,7 +63,12 @@ impl Collector for SqlConfig {
             }
             let path = self.sqlite_path();
             let tables = self.tables.clone();
-            tokio::task::spawn_blocking(move || read_sqlite(&path, &tables))
+            let cycle = cycle.clone();
+            // A cycle that gives up on this collector (timeout) interrupts its copy, so it
+            // never holds the snapshot's write lock past its time.
+            let cancel: Arc<Mutex<Cancel>> = Arc::default();
+            let _guard = CancelOnDrop(cancel.clone());
+            tokio::task::spawn_blocking(move || copy_sqlite(&path, &tables, &cycle, &cancel))
                 .await
                 .map_err(|e| CollectError(format!("sql collector panicked: {e}")))?
         })
@@ -71,31 +83,91 @@ impl Collector for SqlConfig {
     }
 }
 
-fn read_sqlite(path: &str, tables: &BTreeMap<String, String>) -> Result<Vec<Table>, CollectError> {
+/// Whether the cycle gave up on a copy, and how to interrupt it once it runs.
+#[derive(Default)]
+struct Cancel {
+    cancelled: bool,
+    handle: Option<InterruptHandle>,
+}
+
+struct CancelOnDrop(Arc<Mutex<Cancel>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let mut c = self.0.lock().unwrap();
+        c.cancelled = true;
+        if let Some(h) = c.handle.take() {
+            h.interrupt();
+        }
+    }
+}
+
+/// Runs each query in the source and writes its result straight into the snapshot (attached),
+/// all in one transaction: one consistent read of the source, and no row crosses into Rust.
+/// The source is `main`, so the queries' table names resolve there first.
+fn copy_sqlite(
+    path: &str,
+    tables: &BTreeMap<String, String>,
+    cycle: &Cycle,
+    cancel: &Mutex<Cancel>,
+) -> Result<Vec<Table>, CollectError> {
     use rusqlite::OpenFlags;
     let conn = rusqlite::Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        file_uri(path, "mode=ro"),
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| CollectError(format!("cannot open SQLite database {path}: {e}")))?;
-    let _ = conn.busy_timeout(Duration::from_secs(2));
+    {
+        let mut c = cancel.lock().unwrap();
+        if c.cancelled {
+            return Err(CollectError("cancelled".into()));
+        }
+        c.handle = Some(conn.get_interrupt_handle());
+    }
+    let fail = |what: &str, e: rusqlite::Error| CollectError(format!("{what}: {e} (in {path})"));
+    conn.busy_timeout(Duration::from_secs(2))
+        .map_err(|e| fail("busy timeout", e))?;
+    let t = std::time::Instant::now();
+    // memdb lets no reader in beside a writer, so even attaching waits for the lock.
+    let _writer = cycle.writer.lock().unwrap_or_else(|e| e.into_inner());
+    let waited = t.elapsed();
+    // Given up while waiting: the cycle has moved on and must not see a late write.
+    if cancel.lock().unwrap().cancelled {
+        return Err(CollectError("cancelled".into()));
+    }
+    conn.execute(
+        "ATTACH DATABASE ?1 AS vigil_snapshot",
+        [&cycle.snapshot_uri],
+    )
+    .map_err(|e| fail("attach snapshot", e))?;
+    let tx = conn.unchecked_transaction().map_err(|e| fail("begin", e))?;
     let mut out = Vec::new();
     for (name, query) in tables {
-        let mut stmt = conn
-            .prepare(query)
-            .map_err(|e| CollectError(format!("table {name}: {e} (in {path})")))?;
-        let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
-        let n = columns.len();
-        let rows = stmt
-            .query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())
-            .and_then(|it| it.collect::<Result<Vec<Vec<Value>>, _>>())
-            .map_err(|e| CollectError(format!("table {name}: {e} (in {path})")))?;
+        let table = format!("vigil_snapshot.{}", quote(name));
+        let query = query.trim().trim_end_matches(';');
+        let at = |e| fail(&format!("table {name}"), e);
+        tx.execute(&format!("CREATE TABLE {table} AS {query}"), [])
+            .map_err(at)?;
+        let stmt = tx.prepare(&format!("SELECT * FROM {table}")).map_err(at)?;
+        let columns = stmt.column_names().iter().map(|c| c.to_string()).collect();
+        let n: i64 = tx
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .map_err(at)?;
         out.push(Table {
             name: name.clone(),
             columns,
-            rows,
+            rows: Rows::Written(n as usize),
         });
     }
+    tx.commit().map_err(|e| fail("commit", e))?;
+    tracing::debug!(
+        path,
+        wait_ms = waited.as_secs_f64() * 1000.0,
+        copy_ms = (t.elapsed() - waited).as_secs_f64() * 1000.0,
+        "sql copied into the snapshot"
+    );
     Ok(out)
 }
 
@@ -135,7 +207,7 @@ async fn read_postgres(
         out.push(Table {
             name: name.clone(),
             columns,
-            rows,
+            rows: Rows::Values(rows),
         });
     }
     drop(client);
