@@ -257,10 +257,16 @@ impl Harness {
             writer: Arc::default(),
         });
         let mut set = tokio::task::JoinSet::new();
+        // Sources left unset on purpose (an empty `${VAR:-}`): skipped, not "unavailable".
+        let mut unset: BTreeMap<String, String> = BTreeMap::new();
         for name in &needed {
             let Some(c) = self.config.collectors.get(name).cloned() else {
                 continue;
             };
+            if let Some(why) = c.collector().unconfigured() {
+                unset.insert(name.clone(), why);
+                continue;
+            }
             let name = name.clone();
             let limit = c
                 .collector()
@@ -316,9 +322,28 @@ impl Harness {
         };
         let mut runnable = Vec::new();
         for inv in selected {
-            let missing: Vec<&String> =
-                inv.needs.iter().filter(|n| down.contains_key(*n)).collect();
-            if missing.is_empty() {
+            let mut reasons: Vec<String> = inv
+                .needs
+                .iter()
+                .filter_map(|n| {
+                    unset
+                        .get(n)
+                        .map(|why| format!("snapshot source {n} is not configured: {why}"))
+                })
+                .collect();
+            let missing: Vec<&str> = inv
+                .needs
+                .iter()
+                .filter(|n| down.contains_key(*n))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                reasons.push(format!(
+                    "snapshot source {} unavailable",
+                    missing.join(", ")
+                ));
+            }
+            if reasons.is_empty() {
                 runnable.push(inv);
             } else {
                 self.metrics
@@ -326,14 +351,7 @@ impl Harness {
                     .inc(&[&inv.id, "skipped"]);
                 result.skipped.push(Skipped {
                     invariant_id: inv.id.clone(),
-                    reason: format!(
-                        "snapshot source {} unavailable",
-                        missing
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    reason: reasons.join("; "),
                 });
             }
         }

@@ -9,7 +9,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// An empty URL (e.g. an unset `${VAR:-}`) skips the invariants that need this table.
+    /// An empty URL (e.g. an unset `${VAR:-}`) skips the invariants that need this table, and
+    /// the source is not reported unavailable.
     pub url: String,
     /// Table name (default: the collector's name).
     pub table: Option<String>,
@@ -32,9 +33,6 @@ impl Collector for HttpConfig {
         _cycle: &'a Cycle,
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
         Box::pin(async move {
-            if self.url.is_empty() {
-                return Err(CollectError("no url configured".into()));
-            }
             let err = |e: reqwest::Error| CollectError(format!("{e} ({})", self.url));
             let resp = reqwest::get(&self.url).await.map_err(err)?;
             let resp = resp.error_for_status().map_err(err)?;
@@ -50,5 +48,11 @@ impl Collector for HttpConfig {
 
     fn non_empty(&self) -> bool {
         self.non_empty
+    }
+
+    fn unconfigured(&self) -> Option<String> {
+        self.url
+            .is_empty()
+            .then(|| "its `url` is empty (set the variable it reads to check it)".into())
     }
 }

@@ -80,6 +80,11 @@ pub trait Collector: Send + Sync {
     fn timeout(&self) -> Option<Duration>;
     /// Zero rows means the source is blind, not that all is well.
     fn non_empty(&self) -> bool;
+    /// Why it is left unset on purpose (an empty `${VAR:-}`), if it is: the invariants that
+    /// need it are skipped, and it is not reported unavailable.
+    fn unconfigured(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One configured collector, by its `type`.
