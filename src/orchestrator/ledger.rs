@@ -5,6 +5,7 @@
 
 use crate::event::Data;
 use crate::intent::Intent;
+use crate::store::Cached;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
@@ -274,7 +275,7 @@ pub fn record_symptom(
     p: SymptomPolicy,
 ) -> rusqlite::Result<SymptomRecorded> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO symptoms (kind, ts, meta) VALUES (?1, ?2, ?3)",
         params![kind, now_ms, serde_json::to_string(meta).expect("JSON")],
     )?;
@@ -283,7 +284,7 @@ pub fn record_symptom(
     // Symptoms before a clear were answered by the run that cleared the flag: they do not count.
     let since =
         (now_ms - p.window_ms).max(flag.as_ref().and_then(|f| f.cleared_at).unwrap_or(i64::MIN));
-    let count: u32 = tx.query_row(
+    let count: u32 = tx.row(
         "SELECT count(*) FROM symptoms WHERE kind = ?1 AND ts > ?2 AND ts <= ?3",
         params![kind, since, now_ms],
         |r| r.get(0),
@@ -302,7 +303,7 @@ pub fn record_symptom(
             expires_at: now_ms + p.ttl_ms,
             cleared_at: None,
         };
-        tx.execute(
+        tx.exec(
             "INSERT OR REPLACE INTO escalation_flags (kind, reason, symptom_count, armed_at, expires_at, cleared_at)
              VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
             params![f.kind, f.reason, f.symptom_count, f.armed_at, f.expires_at],
@@ -329,7 +330,7 @@ fn row_to_flag(r: &rusqlite::Row) -> rusqlite::Result<Flag> {
 const FLAG_COLUMNS: &str = "kind, reason, symptom_count, armed_at, expires_at, cleared_at";
 
 fn flag_tx(conn: &Connection, kind: &str) -> rusqlite::Result<Option<Flag>> {
-    conn.query_row(
+    conn.row(
         &format!("SELECT {FLAG_COLUMNS} FROM escalation_flags WHERE kind = ?1"),
         [kind],
         row_to_flag,
@@ -355,7 +356,7 @@ pub fn clear_flag(
     let f = flag_tx(&tx, kind)?;
     let was_armed = f.filter(|f| f.is_armed(now_ms));
     // A row is kept (or made) so symptoms before this clear stop counting towards a new flag.
-    tx.execute(
+    tx.exec(
         "INSERT INTO escalation_flags (kind, reason, symptom_count, armed_at, expires_at, cleared_at)
          VALUES (?1, 'cleared', 0, ?2, ?2, ?2)
          ON CONFLICT (kind) DO UPDATE SET cleared_at = ?2",
@@ -407,7 +408,7 @@ pub fn begin_run(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let deny = |gate, reason: String| Ok(Err(Denial { gate, reason }));
     if let Some(cooldown) = req.cooldown_ms {
-        let last: Option<i64> = tx.query_row(
+        let last: Option<i64> = tx.row(
             "SELECT max(started_at) FROM runs WHERE playbook = ?1",
             [&req.playbook],
             |r| r.get(0),
@@ -471,7 +472,7 @@ pub fn begin_run(
                 ),
             );
         }
-        tx.execute(
+        tx.exec(
             "INSERT INTO budget_ledger (budget, day, used_ms, reserved_ms) VALUES (?1, ?2, 0, ?3)
              ON CONFLICT (budget, day) DO UPDATE SET reserved_ms = reserved_ms + ?3",
             params![b.name, b.day, b.want_ms],
@@ -481,7 +482,7 @@ pub fn begin_run(
         Some(b) => (Some(b.name.clone()), Some(b.day.clone()), b.want_ms),
         None => (None, None, 0),
     };
-    tx.execute(
+    tx.exec(
         "INSERT INTO runs (intent_id, playbook, mode, holder, started_at, budget, budget_day, reserved_ms, lock_name)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![req.intent_id, req.playbook, req.mode, req.holder, now_ms, budget, day, want, req.lock],
@@ -517,7 +518,7 @@ pub fn run_progress(
     step: i64,
     downtime_since: Option<i64>,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.exec(
         "UPDATE runs SET step = ?2, downtime_since = ?3 WHERE id = ?1",
         params![run_id, step, downtime_since],
     )
@@ -541,19 +542,19 @@ pub fn finish_run(
         return Ok(false);
     }
     if let (Some(b), Some(day)) = (&run.budget, &run.budget_day) {
-        tx.execute(
+        tx.exec(
             "INSERT INTO budget_ledger (budget, day, used_ms, reserved_ms) VALUES (?1, ?2, ?3, 0)
              ON CONFLICT (budget, day) DO UPDATE SET reserved_ms = max(0, reserved_ms - ?4), used_ms = used_ms + ?3",
             params![b, day, downtime_ms, run.reserved_ms],
         )?;
     }
     if let Some(lock) = &run.lock_name {
-        tx.execute(
+        tx.exec(
             "DELETE FROM locks WHERE name = ?1 AND holder = ?2",
             params![lock, run.holder],
         )?;
     }
-    tx.execute(
+    tx.exec(
         "UPDATE runs SET ended_at = ?2, result = ?3, downtime_ms = ?4, downtime_since = NULL WHERE id = ?1",
         params![run_id, now_ms, result, downtime_ms],
     )?;
@@ -584,7 +585,7 @@ fn row_to_run(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
 }
 
 fn run_tx(conn: &Connection, id: i64) -> rusqlite::Result<Option<RunRecord>> {
-    conn.query_row(
+    conn.row(
         &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
         [id],
         row_to_run,
@@ -610,7 +611,7 @@ pub fn runs(
 
 pub fn budget_usage(conn: &Connection, budget: &str, day: &str) -> rusqlite::Result<BudgetUsage> {
     Ok(conn
-        .query_row(
+        .row(
             "SELECT used_ms, reserved_ms FROM budget_ledger WHERE budget = ?1 AND day = ?2",
             params![budget, day],
             |r| {
@@ -632,7 +633,7 @@ fn acquire_lock_tx(
     now_ms: i64,
 ) -> rusqlite::Result<Result<(), LockRecord>> {
     let current = conn
-        .query_row(
+        .row(
             "SELECT name, holder, acquired_at, expires_at FROM locks WHERE name = ?1",
             [name],
             |r| {
@@ -651,7 +652,7 @@ fn acquire_lock_tx(
             return Ok(Err(cur));
         }
     }
-    conn.execute(
+    conn.exec(
         "INSERT OR REPLACE INTO locks (name, holder, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
         params![name, holder, now_ms, now_ms + lease_ms],
     )?;
@@ -679,12 +680,12 @@ pub fn renew_leases(
     lease_ms: i64,
     now_ms: i64,
 ) -> rusqlite::Result<usize> {
-    conn.execute(
+    conn.exec(
         "UPDATE intents SET lease_expires = ?2 WHERE status = 'running' AND lease_holder = ?1",
         params![holder, now_ms + lease_ms],
     )?;
     // Runs hold locks as `HOLDER/INTENT`.
-    conn.execute(
+    conn.exec(
         "UPDATE locks SET expires_at = ?2
          WHERE holder = ?1 OR substr(holder, 1, length(?1) + 1) = ?1 || '/'",
         params![holder, now_ms + lease_ms],
@@ -692,7 +693,7 @@ pub fn renew_leases(
 }
 
 pub fn release_lock(conn: &Connection, name: &str, holder: &str) -> rusqlite::Result<bool> {
-    conn.execute(
+    conn.exec(
         "DELETE FROM locks WHERE name = ?1 AND holder = ?2",
         params![name, holder],
     )
@@ -723,7 +724,7 @@ pub fn claim_intent(
     columns: &str,
 ) -> rusqlite::Result<Option<Intent>> {
     // One statement, so two claimers never take the same intent.
-    conn.query_row(
+    conn.row(
         &format!(
             "UPDATE intents SET status = 'running', lease_holder = ?1, lease_expires = ?2, updated_at = ?3
              WHERE id = (SELECT id FROM intents WHERE status = 'pending'
@@ -768,7 +769,7 @@ pub fn take_over_intent(
     lease_ms: i64,
     now_ms: i64,
 ) -> rusqlite::Result<bool> {
-    conn.execute(
+    conn.exec(
         "UPDATE intents SET lease_holder = ?3, lease_expires = ?4
          WHERE id = ?1 AND status = 'running' AND lease_holder IS ?2",
         params![id, old, new, now_ms + lease_ms],
@@ -777,7 +778,7 @@ pub fn take_over_intent(
 }
 
 pub fn append_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.exec(
         "INSERT INTO audit (ts, event, intent, playbook, details) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![e.ts, e.event, e.intent, e.playbook, e.details.to_string()],
     )
@@ -807,13 +808,13 @@ pub fn audit_tail(conn: &Connection, n: usize) -> rusqlite::Result<Vec<AuditEntr
 /// Deletes symptoms, finished runs and audit rows older than `before_ms` (the JSON-lines files
 /// stay as the long-term trail); returns how many rows went.
 pub fn prune(conn: &Connection, before_ms: i64) -> rusqlite::Result<usize> {
-    let mut n = conn.execute("DELETE FROM symptoms WHERE ts < ?1", [before_ms])?;
-    n += conn.execute(
+    let mut n = conn.exec("DELETE FROM symptoms WHERE ts < ?1", [before_ms])?;
+    n += conn.exec(
         "DELETE FROM runs WHERE ended_at IS NOT NULL AND started_at < ?1",
         [before_ms],
     )?;
-    n += conn.execute("DELETE FROM audit WHERE ts < ?1", [before_ms])?;
-    n += conn.execute(
+    n += conn.exec("DELETE FROM audit WHERE ts < ?1", [before_ms])?;
+    n += conn.exec(
         "DELETE FROM budget_ledger WHERE reserved_ms = 0 AND day < date(?1 / 1000, 'unixepoch')",
         [before_ms],
     )?;

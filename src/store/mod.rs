@@ -159,3 +159,28 @@ pub trait Store: Send + Sync {
     fn prune_orchestrator(&self, before_ms: i64) -> Result<usize, StoreError>;
     fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError>;
 }
+
+/// `execute` and `query_row` through the connection's statement cache. The orchestrator runs
+/// the same few statements for every intent, and parsing them again each time cost a quarter
+/// of its time; store code runs its statements through these.
+pub trait Cached {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for rusqlite::Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}

@@ -1,7 +1,7 @@
 //! SQLite store: WAL mode and a busy timeout so the daemon and the CLI share it without ever
 //! seeing "database is locked".
 
-use super::{IntentQuery, Put, Store, StoreError};
+use super::{Cached, IntentQuery, Put, Store, StoreError};
 use crate::event::Data;
 use crate::intent::{Intent, IntentStatus, NewIntent};
 use crate::orchestrator::ledger::{
@@ -66,6 +66,8 @@ impl SqliteStore {
         };
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        // Room for every statement the store runs (`Cached`), so none is parsed twice.
+        conn.set_prepared_statement_cache_capacity(128);
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )
@@ -96,7 +98,7 @@ impl SqliteStore {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
         let version: usize = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
         if version > MIGRATIONS.len() {
             return Err(StoreError::Corrupt(format!(
@@ -159,7 +161,7 @@ impl Store for SqliteStore {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let existing: Option<i64> = tx
-                .query_row(
+                .row(
                     "SELECT id FROM intents WHERE intent_type = ?1 AND dedup_key = ?2 AND created_at > ?3
                      ORDER BY created_at DESC LIMIT 1",
                     params![intent.intent_type, key, now_ms - dedup_window_ms],
@@ -169,7 +171,7 @@ impl Store for SqliteStore {
             let put = match existing {
                 Some(id) => Put::Duplicate(id),
                 None => {
-                    tx.execute(
+                    tx.exec(
                         "INSERT INTO intents (intent_type, priority, reason, data, dedup_key, origin, status, created_at, updated_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)",
                         params![intent.intent_type, intent.priority, intent.reason, data, key, intent.origin, now_ms],
@@ -200,7 +202,7 @@ impl Store for SqliteStore {
 
     fn intent(&self, id: i64) -> Result<Option<Intent>, StoreError> {
         self.with_conn(|conn| {
-            conn.query_row(
+            conn.row(
                 &format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id = ?1"),
                 [id],
                 row_to_intent,
@@ -217,7 +219,7 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         self.with_conn(|conn| {
-            conn.execute(
+            conn.exec(
                 "UPDATE intents SET status = ?2, note = COALESCE(?3, note), updated_at = ?4 WHERE id = ?1",
                 params![id, status.as_str(), note, now_ms],
             )
@@ -227,7 +229,7 @@ impl Store for SqliteStore {
 
     fn prune_intents(&self, before_ms: i64) -> Result<usize, StoreError> {
         self.with_conn(|conn| {
-            conn.execute(
+            conn.exec(
                 "DELETE FROM intents WHERE status NOT IN ('pending', 'running') AND updated_at < ?1",
                 [before_ms],
             )
@@ -249,9 +251,9 @@ impl Store for SqliteStore {
     fn put_source_states(&self, states: &[SourceState]) -> Result<(), StoreError> {
         self.with_conn(|conn| {
             let tx = conn.transaction()?;
-            tx.execute("DELETE FROM source_states", [])?;
+            tx.exec("DELETE FROM source_states", [])?;
             for s in states {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO source_states (source, kind, up, reason, since_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![s.source, s.kind, s.up, s.reason, s.since_ms],
                 )?;
