@@ -1,6 +1,8 @@
 //! The daemon in-process on a temp dir, driven through its public interface.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
