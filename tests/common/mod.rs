@@ -69,6 +69,54 @@ impl TestDaemon {
         format!("http://{}{path}", self.app.api_addr.get().unwrap())
     }
 
+    /// POSTs `body` as JSON to the API at `path`, with the token.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.post_as(Some(TOKEN), path, Some(body)).await
+    }
+
+    /// POSTs an event of type `kind` with `data`, with the token; asserts it was accepted.
+    pub async fn post_event(&self, kind: &str, data: serde_json::Value) {
+        let r = self
+            .post(
+                "/api/events",
+                &serde_json::json!({"type": kind, "data": data}),
+            )
+            .await;
+        assert_eq!(r.status(), 202, "event {kind} accepted");
+    }
+
+    /// POSTs to the API at `path` with `token` (`None`: no Authorization header) and, if
+    /// given, `body` as JSON.
+    pub async fn post_as(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut req = reqwest::Client::new().post(self.api(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// GETs `path` from the API (reads need no token) and parses its JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).await.json().await.unwrap()
+    }
+
+    /// GETs `path` from the API (reads need no token) as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path).await.text().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(self.api(path)).await.unwrap()
+    }
+
     pub fn intents(&self) -> Vec<Intent> {
         self.app
             .store()
