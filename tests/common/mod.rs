@@ -153,30 +153,66 @@ pub fn vigil(data_dir: &Path) -> std::process::Command {
     c
 }
 
-/// One source running under the real supervisor, with its events, metrics and health at hand.
+/// One source running under the real supervisor (or, with `start_unsupervised`, on its own),
+/// with its events, metrics and health at hand.
 pub struct RunningSource {
     pub events: tokio::sync::mpsc::Receiver<vigil::event::Event>,
     pub metrics: Arc<vigil::metrics::Metrics>,
     pub health: Arc<vigil::sources::Health>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), vigil::sources::SourceError>>,
 }
 
 impl RunningSource {
     pub fn start(name: &str, source: Box<dyn vigil::sources::Source>) -> Self {
+        Self::spawn(name, None, true, source)
+    }
+
+    /// Registered first as `kind` (down, "starting"), as the daemon does, then supervised.
+    pub fn start_registered(
+        name: &str,
+        kind: &str,
+        source: Box<dyn vigil::sources::Source>,
+    ) -> Self {
+        Self::spawn(name, Some(kind), true, source)
+    }
+
+    /// One run of `source` without the supervisor, so its error is not retried: `stop` asserts
+    /// it ended Ok, `error` expects it to fail.
+    pub fn start_unsupervised(name: &str, source: Box<dyn vigil::sources::Source>) -> Self {
+        Self::spawn(name, None, false, source)
+    }
+
+    fn spawn(
+        name: &str,
+        register: Option<&str>,
+        supervised: bool,
+        mut source: Box<dyn vigil::sources::Source>,
+    ) -> Self {
         let (tx, events) = tokio::sync::mpsc::channel(1024);
         let (stop, shutdown) = watch::channel(false);
         let metrics = Arc::new(vigil::metrics::Metrics::default());
         let health = Arc::new(vigil::sources::Health::new(metrics.clone()));
+        let clock: SharedClock = Arc::new(SystemClock);
+        if let Some(kind) = register {
+            health.register(name, kind, clock.now_ms());
+        }
         let ctx = vigil::sources::SourceContext::new(
             name,
-            Arc::new(SystemClock),
+            clock,
             metrics.clone(),
             tx,
             health.clone(),
             shutdown,
         );
-        let task = tokio::spawn(vigil::sources::supervise(source, ctx));
+        let task = tokio::spawn(async move {
+            if supervised {
+                vigil::sources::supervise(source, ctx).await;
+                Ok(())
+            } else {
+                source.run(&ctx).await
+            }
+        });
         RunningSource {
             events,
             metrics,
@@ -203,6 +239,13 @@ impl RunningSource {
         }
     }
 
+    /// Asserts no event is waiting right now.
+    pub fn no_event(&mut self) {
+        if let Ok(ev) = self.events.try_recv() {
+            panic!("unexpected event {ev:?}");
+        }
+    }
+
     pub fn state(&self) -> Option<vigil::sources::SourceState> {
         self.health.snapshot().into_iter().next()
     }
@@ -215,11 +258,23 @@ impl RunningSource {
         wait_until(what, &mut || self.state().is_some_and(|s| cond(&s))).await
     }
 
+    /// Stops the source and asserts it ended cleanly.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        tokio::time::timeout(Duration::from_secs(5), self.task)
+        self.stop.send(true).expect("source still running at stop");
+        let r = tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
-            .expect("source stops")
+            .expect("source stops on shutdown")
             .unwrap();
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    /// The error an unsupervised source ended with, within 10 s.
+    pub async fn error(self) -> String {
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("source fails within 10 s")
+            .unwrap()
+            .expect_err("source fails")
+            .to_string()
     }
 }
