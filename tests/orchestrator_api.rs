@@ -2,8 +2,10 @@
 //! clearing needs the token, and the daemon's orchestrator runs a playbook for an API intent.
 
 mod common;
+mod orchestrator_support;
 
 use common::{TestDaemon, TOKEN};
+use orchestrator_support::{fake_systemctl, script};
 use serde_json::{json, Value};
 
 const CONFIG: &str = r#"
@@ -180,23 +182,11 @@ steps = [
 "#;
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    std::fs::write(
-        p.join("record"),
-        format!("#!/bin/sh\necho \"$@\" >> {}/record.log\n", p.display()),
-    )
-    .unwrap();
-    std::fs::write(
-        p.join("systemctl"),
-        format!(
-            "#!/bin/sh\necho \"$1 $2\" >> {}/systemctl.log\n",
-            p.display()
-        ),
-    )
-    .unwrap();
-    for f in ["record", "systemctl"] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(p.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    script(
+        &p.join("record"),
+        &format!("echo \"$@\" >> {}/record.log", p.display()),
+    );
+    fake_systemctl(p, true);
     let d = TestDaemon::start_in(
         dir,
         config,

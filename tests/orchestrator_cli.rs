@@ -2,8 +2,10 @@
 //! and `kill -9` of the daemon in the middle of a playbook, then a restart that ends the
 //! intent in a defined state with its budget and lock settled.
 
+mod common;
 mod orchestrator_support;
 
+use common::out;
 use orchestrator_support::{fake_systemctl, script};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -11,23 +13,11 @@ use std::time::{Duration, Instant};
 use vigil::intent::IntentStatus;
 use vigil::store::{IntentQuery, SqliteStore, Store};
 
+/// The binary with DIR/data and DIR/vigil.toml.
 fn vigil(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
-    c.env_remove("VIGIL_CONFIG")
-        .env("VIGIL_DATA_DIR", dir.join("data"))
-        .env("NO_COLOR", "1")
-        .arg("--config")
-        .arg(dir.join("vigil.toml"));
+    let mut c = common::vigil(&dir.join("data"));
+    c.arg("--config").arg(dir.join("vigil.toml"));
     c
-}
-
-fn out(c: &mut Command) -> (i32, String, String) {
-    let o = c.output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
 }
 
 fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {

@@ -153,6 +153,16 @@ pub fn vigil(data_dir: &Path) -> std::process::Command {
     c
 }
 
+/// Runs `c` to the end: its exit code (-1 if killed by a signal), stdout and stderr.
+pub fn out(c: &mut std::process::Command) -> (i32, String, String) {
+    let o = c.output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 /// One source running under the real supervisor (or, with `start_unsupervised`, on its own),
 /// with its events, metrics and health at hand.
 pub struct RunningSource {
