@@ -166,6 +166,20 @@ fn daemon(dir: &Path) -> Child {
         .unwrap()
 }
 
+/// `vigil intents submit trigger_canary` at priority 8; asserts it was taken.
+fn submit_canary(dir: &Path, reason: &str) {
+    let (code, _, err) = out(vigil(dir).args([
+        "intents",
+        "submit",
+        "trigger_canary",
+        "-p",
+        "8",
+        "-r",
+        reason,
+    ]));
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
     let dir = tempfile::tempdir().unwrap();
@@ -173,16 +187,7 @@ fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
     fake_systemctl(d, true);
     write_config(d, CANARY);
     let mut first = daemon(d);
-    let (code, _, err) = out(vigil(d).args([
-        "intents",
-        "submit",
-        "trigger_canary",
-        "-p",
-        "8",
-        "-r",
-        "crash test",
-    ]));
-    assert_eq!(code, 0, "{err}");
+    submit_canary(d, "crash test");
     wait_for("the hanging step to start", 20, || {
         d.join("hang.pid").exists()
     });
@@ -271,16 +276,7 @@ fn dry_run_acts_on_nothing() {
     fake_systemctl(d, true);
     write_config(d, CANARY);
     script(&d.join("unused"), "exit 0");
-    let (code, _, err) = out(vigil(d).args([
-        "intents",
-        "submit",
-        "trigger_canary",
-        "-p",
-        "8",
-        "-r",
-        "dry",
-    ]));
-    assert_eq!(code, 0, "{err}");
+    submit_canary(d, "dry");
     let log = d.join("daemon.log");
     let mut child = vigil(d)
         .args(["run", "--dry-run", "--log-level", "info"])
