@@ -24,6 +24,16 @@ fn start(config: ProbeConfig) -> RunningSource {
     RunningSource::start_unsupervised("probe", Box::new(ProbeSource::new(config)))
 }
 
+/// The next `probe_ok`, passing over failures still in flight.
+async fn next_ok(run: &mut RunningSource) -> vigil::event::Event {
+    loop {
+        let ev = run.next().await;
+        if ev.kind == "probe_ok" {
+            return ev;
+        }
+    }
+}
+
 #[tokio::test]
 async fn tcp_target_stopped_and_restarted() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -53,12 +63,7 @@ async fn tcp_target_stopped_and_restarted() {
     assert_eq!(run.metrics.source_up.get(&["probe"]), 1.0);
 
     let listener = std::net::TcpListener::bind(addr).unwrap();
-    let ev = loop {
-        let ev = run.next().await;
-        if ev.kind == "probe_ok" {
-            break ev;
-        }
-    };
+    let ev = next_ok(&mut run).await;
     assert!(ev.data["after_failures"].as_u64().unwrap() >= 2, "{ev:?}");
     assert!(ev.data.get("error").is_none());
     drop(listener);
@@ -104,12 +109,7 @@ async fn http_status_decides_health() {
     assert_eq!(ev.data["probe"], url);
     assert_eq!(ev.data["error"], "HTTP 503 Service Unavailable");
     status.store(204, Ordering::SeqCst);
-    let ev = loop {
-        let ev = run.next().await;
-        if ev.kind == "probe_ok" {
-            break ev;
-        }
-    };
+    let ev = next_ok(&mut run).await;
     assert!(ev.data["after_failures"].as_u64().unwrap() >= 1);
     run.stop().await;
 }
@@ -147,12 +147,7 @@ async fn commands_true_false_and_timeout() {
     assert_eq!(ev.data["error"], "exit status 1");
     assert_eq!(ev.data["consecutive"], 1);
     std::fs::write(&flag, "").unwrap();
-    let ev = loop {
-        let ev = run.next().await;
-        if ev.kind == "probe_ok" {
-            break ev;
-        }
-    };
+    let ev = next_ok(&mut run).await;
     assert!(ev.data["probe"].as_str().unwrap().starts_with("test -e "));
     run.stop().await;
 
