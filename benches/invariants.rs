@@ -7,8 +7,10 @@
 //! Redis, /proc, evaluation or state. The seed's Python harness reports 106 ms for its
 //! cycle; the aim is 20 ms or less.
 
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
+#[path = "../tests/common/redis_server.rs"]
+mod redis_server;
+
+use redis_server::RedisServer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vigil::clock::ManualClock;
@@ -30,35 +32,8 @@ fn main() {
             .init();
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut redis = Command::new("redis-server")
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    let url = format!("redis://127.0.0.1:{port}");
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut con = loop {
-        match client.get_connection() {
-            Ok(c) => break c,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("redis-server did not start: {e}"),
-        }
-    };
+    let redis = RedisServer::start();
+    let mut con = redis.connection().unwrap();
 
     let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
     let iso = |ago: i64| {
@@ -119,7 +94,7 @@ fn main() {
     )
     .unwrap()
     .replace("${TRINITY_DB}", &db.display().to_string())
-    .replace("${TRINITY_REDIS_URL}", &url);
+    .replace("${TRINITY_REDIS_URL}", redis.url());
     let config = Config::parse("trinity.toml", &text).unwrap_or_else(|e| panic!("{e}"));
     let copies: Vec<String> = config
         .invariants
@@ -179,6 +154,5 @@ fn main() {
         median(&mut eval),
         c / b
     );
-    let _ = redis.kill();
-    let _ = redis.wait();
+    drop(redis);
 }

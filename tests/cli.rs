@@ -2,17 +2,8 @@
 
 mod common;
 
-use common::vigil;
+use common::{out, vigil};
 use std::time::{Duration, Instant};
-
-fn out(c: &mut std::process::Command) -> (i32, String, String) {
-    let o = c.output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn check_exits_1_with_the_place_and_0_when_valid() {

@@ -94,61 +94,24 @@ async fn files_already_in_the_inbox_at_start_are_taken() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_serves_health_and_metrics_and_takes_intents_only_with_the_token() {
     let d = TestDaemon::start("").await;
-    let client = reqwest::Client::new();
-    let health: serde_json::Value = client
-        .get(d.api("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = d.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
 
     let body = serde_json::json!({"intent_type": "alert_api", "priority": 7, "reason": "from api"});
-    let r = client
-        .post(d.api("/api/intents"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = d.post_as(None, "/api/intents", Some(&body)).await;
     assert_eq!(r.status(), 401, "no token: refused");
-    let r = client
-        .post(d.api("/api/intents"))
-        .bearer_auth("wrong")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = d.post_as(Some("wrong"), "/api/intents", Some(&body)).await;
     assert_eq!(r.status(), 401);
-    let r = client
-        .post(d.api("/api/intents"))
-        .bearer_auth(common::TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = d.post("/api/intents", &body).await;
     assert_eq!(r.status(), 201);
-    let r = client
-        .post(d.api("/api/intents"))
-        .bearer_auth(common::TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = d.post("/api/intents", &body).await;
     assert_eq!(
         r.status(),
         200,
         "same type and data within the hour: the same intent"
     );
     let bad = serde_json::json!({"intent_type": "alert_api", "priority": 11});
-    let r = client
-        .post(d.api("/api/intents"))
-        .bearer_auth(common::TOKEN)
-        .json(&bad)
-        .send()
-        .await
-        .unwrap();
+    let r = d.post("/api/intents", &bad).await;
     assert_eq!(r.status(), 422);
     let msg: serde_json::Value = r.json().await.unwrap();
     assert!(
@@ -159,24 +122,10 @@ async fn api_serves_health_and_metrics_and_takes_intents_only_with_the_token() {
         "{msg}"
     );
 
-    let list: serde_json::Value = client
-        .get(d.api("/api/intents"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = d.get_json("/api/intents").await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["intent_type"], "alert_api");
-    let metrics = client
-        .get(d.api("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.get_text("/metrics").await;
     assert!(
         metrics.contains("vigil_intents_total{intent_type=\"alert_api\"} 1"),
         "{metrics}"
@@ -214,22 +163,10 @@ async fn events_posted_to_the_api_are_spooled_when_asked() {
         ..Default::default()
     };
     let d = TestDaemon::start_with("", std::sync::Arc::new(vigil::clock::SystemClock), opts).await;
-    let client = reqwest::Client::new();
     let ev = serde_json::json!({"type": "phase_complete", "data": {"duration_s": 9000}});
-    let r = client
-        .post(d.api("/api/events"))
-        .bearer_auth(common::TOKEN)
-        .json(&ev)
-        .send()
-        .await
-        .unwrap();
+    let r = d.post("/api/events", &ev).await;
     assert_eq!(r.status(), 202);
-    let r = client
-        .post(d.api("/api/events"))
-        .json(&ev)
-        .send()
-        .await
-        .unwrap();
+    let r = d.post_as(None, "/api/events", Some(&ev)).await;
     assert_eq!(r.status(), 401);
     let spool = d.app.events_dir();
     d.wait_until("event spooled", || {
@@ -270,12 +207,7 @@ async fn metrics_pass_promtool() {
     let d = TestDaemon::start("").await;
     inbox::write(&d.app.inbox_dir(), &intent("alert_lint", 5), 10).unwrap();
     d.wait_until("stored", || d.intents().len() == 1).await;
-    let text = reqwest::get(d.api("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = d.get_text("/metrics").await;
     let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
@@ -312,19 +244,14 @@ priority = 9
         Default::default(),
     )
     .await;
-    let client = reqwest::Client::new();
-    let post = |kind: &'static str, data: serde_json::Value| {
-        let req = client
-            .post(d.api("/api/events"))
-            .bearer_auth(common::TOKEN)
-            .json(&serde_json::json!({"type": kind, "data": data}));
-        async move { assert_eq!(req.send().await.unwrap().status(), 202) }
-    };
     clock.advance(Duration::from_secs(4 * 60));
-    post("dream_heartbeat", serde_json::json!({"n": 1})).await;
+    d.post_event("dream_heartbeat", serde_json::json!({"n": 1}))
+        .await;
     clock.advance(Duration::from_secs(4 * 60 + 59));
-    post("gpu_oom", serde_json::json!({"alloc_gib": "2.5"})).await;
-    post("gpu_oom", serde_json::json!({"alloc_gib": "2.5"})).await; // the same fact again
+    d.post_event("gpu_oom", serde_json::json!({"alloc_gib": "2.5"}))
+        .await;
+    d.post_event("gpu_oom", serde_json::json!({"alloc_gib": "2.5"}))
+        .await; // the same fact again
     d.wait_until("oom intent", || d.intents().len() == 1).await;
     d.wait_until("duplicate counted", || {
         d.app.metrics.events_dropped_total.get(&["duplicate"]) == 1.0

@@ -58,24 +58,15 @@ async fn loop_transitions_reach_the_rule_engine_and_the_api_runs_cycles() {
     })
     .await;
 
-    let http = reqwest::Client::new();
-    let r = http
-        .post(d.api("/api/invariants/run-cycle"))
-        .send()
-        .await
-        .unwrap();
+    let run_cycle = "/api/invariants/run-cycle";
+    let r = d.post_as(None, run_cycle, None).await;
     assert_eq!(r.status(), 401);
     // Two at once: one runs, the other is told a cycle is running.
-    let a = http
-        .post(d.api("/api/invariants/run-cycle"))
-        .bearer_auth(TOKEN)
-        .send();
-    let b = http
-        .post(d.api("/api/invariants/run-cycle"))
-        .bearer_auth(TOKEN)
-        .send();
-    let (a, b) = tokio::join!(a, b);
-    let mut codes = vec![a.unwrap(), b.unwrap()];
+    let (a, b) = tokio::join!(
+        d.post_as(Some(TOKEN), run_cycle, None),
+        d.post_as(Some(TOKEN), run_cycle, None)
+    );
+    let mut codes = vec![a, b];
     codes.sort_by_key(|r| r.status());
     assert_eq!(codes[1].status(), 409);
     let ok = codes.remove(0);
@@ -95,24 +86,10 @@ async fn loop_transitions_reach_the_rule_engine_and_the_api_runs_cycles() {
     assert_eq!(v["invariant_id"], "J-01");
     assert_eq!(v["observed_state"]["id"], "j1");
     assert_eq!(v["signal_query"], "job j1 is broken");
-    let list: Value = http
-        .get(d.api("/api/invariants"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = d.get_json("/api/invariants").await;
     assert_eq!(list[0]["id"], "J-01");
     assert_eq!(list[0]["state"], "red");
-    let metrics = http
-        .get(d.api("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.get_text("/metrics").await;
     assert!(
         metrics.contains("vigil_invariant_state{invariant=\"J-01\",severity=\"critical\"} 1"),
         "{metrics}"

@@ -1,11 +1,13 @@
 //! The seed's ten invariants as shipped in examples/invariants/trinity.toml, against a real
 //! redis-server and a real SQLite file: for each, provoke, observe red, revert, observe green.
 
+mod common;
+
+use common::redis_server::RedisServer;
 use rusqlite::params;
 use serde_json::{json, Value};
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vigil::clock::{Clock, ManualClock};
@@ -14,74 +16,8 @@ use vigil::invariants::{CycleResult, Harness};
 use vigil::metrics::Metrics;
 use vigil::store::SqliteStore;
 
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let url = format!("redis://127.0.0.1:{port}");
-        let r = Redis { child, url };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while r.try_cmd(&["PING"]).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
-    }
-
-    fn try_cmd(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
-        let client = redis::Client::open(self.url.as_str())?;
-        let mut con = client.get_connection()?;
-        let mut c = redis::cmd(args[0]);
-        for a in &args[1..] {
-            c.arg(*a);
-        }
-        c.query(&mut con)
-    }
-
-    fn cmd(&self, args: &[&str]) {
-        self.try_cmd(args).unwrap();
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub struct World {
-    redis: Redis,
+    redis: RedisServer,
     /// The host's /proc is shared by parallel tests: only the R-01 test looks at R-01.
     watch_r01: bool,
     pub db: PathBuf,
@@ -108,13 +44,13 @@ impl World {
              INSERT INTO agent_ownership VALUES ('a1', 0, 2, 600), ('a2', 0, 1, 600);",
         )
         .unwrap();
-        let redis = Redis::start();
+        let redis = RedisServer::start();
         let text = std::fs::read_to_string(
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/invariants/trinity.toml"),
         )
         .unwrap()
         .replace("${TRINITY_DB}", &db.display().to_string())
-        .replace("${TRINITY_REDIS_URL}", &redis.url)
+        .replace("${TRINITY_REDIS_URL}", redis.url())
         .replace("${TRINITY_API_URL:-}", api.unwrap_or(""))
             + extra;
         let config = Config::parse("trinity.toml", &text).unwrap_or_else(|e| panic!("{e}"));
@@ -554,7 +490,7 @@ async fn redis_down_is_unavailable_not_a_violation() {
         .find(|u| u.source == "slots")
         .unwrap()
         .error;
-    assert!(err.contains(&w.redis.url), "{err}");
+    assert!(err.contains(w.redis.url()), "{err}");
     for id in ["S-01", "S-02", "S-03", "B-02", "L-03"] {
         assert!(
             r.skipped.iter().any(|s| s.invariant_id == id),

@@ -2,8 +2,10 @@
 //! clearing needs the token, and the daemon's orchestrator runs a playbook for an API intent.
 
 mod common;
+mod orchestrator_support;
 
 use common::{TestDaemon, TOKEN};
+use orchestrator_support::{fake_systemctl, script};
 use serde_json::{json, Value};
 
 const CONFIG: &str = r#"
@@ -15,53 +17,35 @@ steps = [{ run = ["sh", "-c", "echo ran > {dir}/ran"] }]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symptoms_flags_status_and_audit_over_http() {
     let d = TestDaemon::start(CONFIG).await;
-    let http = reqwest::Client::new();
     for i in 0..3 {
-        let r = http
-            .post(d.api("/api/symptoms"))
-            .bearer_auth(TOKEN)
-            .json(&json!({"kind": "vllm_oom", "meta": {"i": i}}))
-            .send()
-            .await
-            .unwrap();
+        let r = d
+            .post(
+                "/api/symptoms",
+                &json!({"kind": "vllm_oom", "meta": {"i": i}}),
+            )
+            .await;
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["count"], i + 1);
     }
-    let flags: Value = http
-        .get(d.api("/api/escalation"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let flags = d.get_json("/api/escalation").await;
     assert_eq!(flags[0]["armed"], true);
     assert_eq!(flags[0]["reason"], "3 vllm_oom in last 24h (threshold: 3)");
 
-    let r = http
-        .post(d.api("/api/escalation/vllm_oom/clear"))
-        .send()
-        .await
-        .unwrap();
+    let clear = "/api/escalation/vllm_oom/clear";
+    let r = d.post_as(None, clear, None).await;
     assert_eq!(r.status(), 401, "clearing needs the token");
-    let r = http
-        .post(d.api("/api/escalation/vllm_oom/clear"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = d.post_as(Some(TOKEN), clear, None).await;
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["was_armed"], true);
 
     // An intent through the API is run by the daemon's orchestrator.
-    let r = http
-        .post(d.api("/api/intents"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"intent_type": "trigger_note", "priority": 5, "reason": "api"}))
-        .send()
-        .await
-        .unwrap();
+    let r = d
+        .post(
+            "/api/intents",
+            &json!({"intent_type": "trigger_note", "priority": 5, "reason": "api"}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let ran = d.path("ran");
     d.wait_until("the playbook ran", || ran.exists()).await;
@@ -72,25 +56,11 @@ async fn symptoms_flags_status_and_audit_over_http() {
     })
     .await;
 
-    let status: Value = http
-        .get(d.api("/api/orchestrator"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = d.get_json("/api/orchestrator").await;
     assert_eq!(status["playbooks"][0]["name"], "note");
     assert_eq!(status["playbooks"][0]["runs_24h"], 1);
     assert_eq!(status["intents"]["done"], 1);
-    let audit: Value = http
-        .get(d.api("/api/audit?n=3"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = d.get_json("/api/audit?n=3").await;
     let events: Vec<&str> = audit
         .as_array()
         .unwrap()
@@ -98,14 +68,7 @@ async fn symptoms_flags_status_and_audit_over_http() {
         .map(|e| e["event"].as_str().unwrap())
         .collect();
     assert_eq!(events, ["playbook_start", "step_ok", "playbook_end"]);
-    let metrics = http
-        .get(d.api("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.get_text("/metrics").await;
     assert!(
         metrics.contains("vigil_symptoms_total{kind=\"vllm_oom\"} 3"),
         "{metrics}"
@@ -219,23 +182,11 @@ steps = [
 "#;
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    std::fs::write(
-        p.join("record"),
-        format!("#!/bin/sh\necho \"$@\" >> {}/record.log\n", p.display()),
-    )
-    .unwrap();
-    std::fs::write(
-        p.join("systemctl"),
-        format!(
-            "#!/bin/sh\necho \"$1 $2\" >> {}/systemctl.log\n",
-            p.display()
-        ),
-    )
-    .unwrap();
-    for f in ["record", "systemctl"] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(p.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    script(
+        &p.join("record"),
+        &format!("echo \"$@\" >> {}/record.log", p.display()),
+    );
+    fake_systemctl(p, true);
     let d = TestDaemon::start_in(
         dir,
         config,
@@ -243,14 +194,7 @@ steps = [
         Default::default(),
     )
     .await;
-    let http = reqwest::Client::new();
-    let post = |alloc: &str| {
-        let req = http
-            .post(d.api("/api/events"))
-            .bearer_auth(TOKEN)
-            .json(&json!({"type": "gpu_oom", "data": {"alloc_gib": alloc}}));
-        async move { assert_eq!(req.send().await.unwrap().status(), 202) }
-    };
+    let post = |alloc: &str| d.post_event("gpu_oom", json!({ "alloc_gib": alloc }));
     let done = |n: usize| {
         d.intents()
             .iter()

@@ -2,8 +2,10 @@
 //! and `kill -9` of the daemon in the middle of a playbook, then a restart that ends the
 //! intent in a defined state with its budget and lock settled.
 
+mod common;
 mod orchestrator_support;
 
+use common::out;
 use orchestrator_support::{fake_systemctl, script};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -11,23 +13,11 @@ use std::time::{Duration, Instant};
 use vigil::intent::IntentStatus;
 use vigil::store::{IntentQuery, SqliteStore, Store};
 
+/// The binary with DIR/data and DIR/vigil.toml.
 fn vigil(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
-    c.env_remove("VIGIL_CONFIG")
-        .env("VIGIL_DATA_DIR", dir.join("data"))
-        .env("NO_COLOR", "1")
-        .arg("--config")
-        .arg(dir.join("vigil.toml"));
+    let mut c = common::vigil(&dir.join("data"));
+    c.arg("--config").arg(dir.join("vigil.toml"));
     c
-}
-
-fn out(c: &mut Command) -> (i32, String, String) {
-    let o = c.output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
 }
 
 fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
@@ -176,6 +166,20 @@ fn daemon(dir: &Path) -> Child {
         .unwrap()
 }
 
+/// `vigil intents submit trigger_canary` at priority 8; asserts it was taken.
+fn submit_canary(dir: &Path, reason: &str) {
+    let (code, _, err) = out(vigil(dir).args([
+        "intents",
+        "submit",
+        "trigger_canary",
+        "-p",
+        "8",
+        "-r",
+        reason,
+    ]));
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
     let dir = tempfile::tempdir().unwrap();
@@ -183,16 +187,7 @@ fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
     fake_systemctl(d, true);
     write_config(d, CANARY);
     let mut first = daemon(d);
-    let (code, _, err) = out(vigil(d).args([
-        "intents",
-        "submit",
-        "trigger_canary",
-        "-p",
-        "8",
-        "-r",
-        "crash test",
-    ]));
-    assert_eq!(code, 0, "{err}");
+    submit_canary(d, "crash test");
     wait_for("the hanging step to start", 20, || {
         d.join("hang.pid").exists()
     });
@@ -281,16 +276,7 @@ fn dry_run_acts_on_nothing() {
     fake_systemctl(d, true);
     write_config(d, CANARY);
     script(&d.join("unused"), "exit 0");
-    let (code, _, err) = out(vigil(d).args([
-        "intents",
-        "submit",
-        "trigger_canary",
-        "-p",
-        "8",
-        "-r",
-        "dry",
-    ]));
-    assert_eq!(code, 0, "{err}");
+    submit_canary(d, "dry");
     let log = d.join("daemon.log");
     let mut child = vigil(d)
         .args(["run", "--dry-run", "--log-level", "info"])

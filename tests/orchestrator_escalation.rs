@@ -109,12 +109,7 @@ async fn a_successful_escalated_run_clears_the_flag_and_the_mode_reverts() {
     assert!(escalation::armed(&env.app, "vllm_oom").unwrap().is_some());
     let id = env.submit("alert_gpu_oom", 2);
     orch.drain().await.unwrap();
-    assert_eq!(
-        env.status(id),
-        IntentStatus::Done,
-        "{:?}",
-        env.intent(id).note
-    );
+    env.assert_status(id, IntentStatus::Done);
     assert_eq!(
         env.systemctl_log(),
         "stop judge.service\nstart judge.service\n"

@@ -291,6 +291,14 @@ fn a_dry_run_reserves_nothing() {
     assert!(store.runs(None, i64::MIN, false).unwrap().is_empty());
 }
 
+/// Whether `holder` got lock `name` (a store error fails the test).
+fn acquired(store: &SqliteStore, name: &str, holder: &str, lease_ms: i64, now_ms: i64) -> bool {
+    store
+        .acquire_lock(name, holder, lease_ms, now_ms)
+        .unwrap()
+        .is_ok()
+}
+
 #[test]
 fn a_lock_has_one_holder_until_its_lease_expires() {
     let dir = tempfile::tempdir().unwrap();
@@ -303,10 +311,7 @@ fn a_lock_has_one_holder_until_its_lease_expires() {
             std::thread::spawn(move || {
                 let store = SqliteStore::open(&path).unwrap();
                 barrier.wait();
-                store
-                    .acquire_lock("gpu0", &format!("h{i}"), 30_000, 0)
-                    .unwrap()
-                    .is_ok()
+                acquired(&store, "gpu0", &format!("h{i}"), 30_000, 0)
             })
         })
         .collect::<Vec<_>>()
@@ -316,15 +321,9 @@ fn a_lock_has_one_holder_until_its_lease_expires() {
     assert_eq!(got, 1);
     let store = SqliteStore::open(&path).unwrap();
     let holder = store.locks().unwrap()[0].holder.clone();
-    assert!(store
-        .acquire_lock("gpu0", "late", 30_000, 29_999)
-        .unwrap()
-        .is_err());
+    assert!(!acquired(&store, "gpu0", "late", 30_000, 29_999));
     // The holder died and stopped renewing: after the lease the lock is free.
-    assert!(store
-        .acquire_lock("gpu0", "late", 30_000, 30_001)
-        .unwrap()
-        .is_ok());
+    assert!(acquired(&store, "gpu0", "late", 30_000, 30_001));
     assert!(
         !store.release_lock("gpu0", &holder).unwrap(),
         "no longer the holder"
@@ -353,11 +352,7 @@ fn lock_child() {
     let mut held = 0;
     while held < 20 {
         let now = Timestamp::now().as_millisecond();
-        if store
-            .acquire_lock("gpu0", &me, 60_000, now)
-            .unwrap()
-            .is_ok()
-        {
+        if acquired(&store, "gpu0", &me, 60_000, now) {
             append(format!("enter {me}\n"));
             std::thread::sleep(std::time::Duration::from_millis(2));
             append(format!("exit {me}\n"));
@@ -404,14 +399,8 @@ fn two_processes_never_hold_the_lock_at_once() {
 fn the_heartbeat_renews_the_locks_its_runs_hold_and_only_those() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("vigil.db")).unwrap();
-    assert!(store
-        .acquire_lock("gpu0", "host:1:0/7", 30_000, 0)
-        .unwrap()
-        .is_ok());
-    assert!(store
-        .acquire_lock("gpu1", "host:1:01/8", 30_000, 0)
-        .unwrap()
-        .is_ok());
+    assert!(acquired(&store, "gpu0", "host:1:0/7", 30_000, 0));
+    assert!(acquired(&store, "gpu1", "host:1:01/8", 30_000, 0));
     assert_eq!(store.renew_leases("host:1:0", 30_000, 20_000).unwrap(), 1);
     let locks = store.locks().unwrap();
     assert_eq!(locks[0].expires_at, 50_000, "renewed");
@@ -419,12 +408,6 @@ fn the_heartbeat_renews_the_locks_its_runs_hold_and_only_those() {
         locks[1].expires_at, 30_000,
         "another orchestrator's lock is not"
     );
-    assert!(store
-        .acquire_lock("gpu0", "other/1", 30_000, 40_000)
-        .unwrap()
-        .is_err());
-    assert!(store
-        .acquire_lock("gpu1", "other/1", 30_000, 40_000)
-        .unwrap()
-        .is_ok());
+    assert!(!acquired(&store, "gpu0", "other/1", 30_000, 40_000));
+    assert!(acquired(&store, "gpu1", "other/1", 30_000, 40_000));
 }

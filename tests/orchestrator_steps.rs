@@ -128,12 +128,7 @@ async fn templates_fill_whole_arguments_and_never_reach_a_shell() {
         json!({"alloc_gib": "2.5; touch /tmp/pwned"}),
     );
     env.orchestrator().drain().await.unwrap();
-    assert_eq!(
-        env.status(id),
-        IntentStatus::Done,
-        "{:?}",
-        env.intent(id).note
-    );
+    env.assert_status(id, IntentStatus::Done);
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
         "[--alloc]\n[2.5; touch /tmp/pwned]\n[--mode=default]\n[test alert_gpu_oom]\n"
@@ -183,12 +178,7 @@ async fn a_webhook_posts_json_with_templates() {
     let env = Env::new(&config, IN_WINDOW);
     let id = env.submit("alert_disk_full", 1);
     env.orchestrator().drain().await.unwrap();
-    assert_eq!(
-        env.status(id),
-        IntentStatus::Done,
-        "{:?}",
-        env.intent(id).note
-    );
+    env.assert_status(id, IntentStatus::Done);
     let request = server.join().unwrap();
     assert!(request.starts_with("POST /hook "), "{request}");
     let body = request.split("\r\n\r\n").nth(1).unwrap();

@@ -1,19 +1,15 @@
 //! The journald source against real journal files, written in the journal export format and
 //! converted by systemd-journal-remote, read through the real journalctl.
 
+mod common;
+
+use common::RunningSource;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
-use vigil::clock::{SharedClock, SystemClock};
 use vigil::config::Pattern;
-use vigil::event::Event;
-use vigil::metrics::Metrics;
 use vigil::sources::journald::{JournaldConfig, JournaldSource};
 use vigil::sources::lines::{LineMatch, Matches};
-use vigil::sources::{Health, Source, SourceContext, SourceError};
 
 const JOURNAL_REMOTE: &str = "/usr/lib/systemd/systemd-journal-remote";
 const BOOT: &str = "0123456789abcdef0123456789abcdef";
@@ -102,57 +98,17 @@ fn config() -> JournaldConfig {
     }
 }
 
-struct Running {
-    events: mpsc::Receiver<Event>,
-    metrics: Arc<Metrics>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), SourceError>>,
+/// Runs the source on its own, so a test sees its error (`error`) instead of a retry.
+fn start(config: JournaldConfig) -> RunningSource {
+    RunningSource::start_unsupervised("journal", Box::new(JournaldSource::new(config)))
 }
 
-fn start(config: JournaldConfig) -> Running {
-    let (tx, events) = mpsc::channel(16);
-    let (stop, shutdown) = watch::channel(false);
-    let metrics = Arc::new(Metrics::default());
-    let health = Arc::new(Health::new(metrics.clone()));
-    let clock: SharedClock = Arc::new(SystemClock);
-    let ctx = SourceContext::new("journal", clock, metrics.clone(), tx, health, shutdown);
-    let task = tokio::spawn(async move {
-        let mut source = JournaldSource::new(config);
-        source.run(&ctx).await
-    });
-    Running {
-        events,
-        metrics,
-        stop,
-        task,
-    }
-}
-
-impl Running {
-    async fn next(&mut self) -> Event {
-        tokio::time::timeout(Duration::from_secs(10), self.events.recv())
-            .await
-            .expect("an event within 10 s")
-            .expect("source still running")
-    }
-
-    async fn finish(self) {
-        self.stop.send(true).unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .expect("source stops on shutdown")
-            .unwrap();
-        assert!(r.is_ok(), "{r:?}");
-    }
-
-    async fn error(self) -> String {
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("source fails within 10 s")
-            .unwrap()
-            .expect_err("source fails")
-            .to_string()
-    }
+/// Up while following, even with nothing more to read.
+async fn wait_up(run: &RunningSource) {
+    common::wait_until("source marked up", &mut || {
+        run.metrics.source_up.get(&["journal"]) == 1.0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -177,13 +133,8 @@ async fn reads_a_journal_file_from_the_start() {
     assert_eq!(ev.data["priority"], 6);
     let ev = run.next().await;
     assert_eq!(ev.data["line"], "judge ready");
-    // Up while following, even with nothing more to read.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while run.metrics.source_up.get(&["journal"]) != 1.0 {
-        assert!(Instant::now() < deadline, "source never marked up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    run.finish().await;
+    wait_up(&run).await;
+    run.stop().await;
 }
 
 #[tokio::test]
@@ -216,7 +167,7 @@ async fn directory_with_unit_filter_and_matches() {
     // other.service's binary entry is filtered out by the unit.
     let ev = run.next().await;
     assert_eq!(ev.kind, "ready");
-    run.finish().await;
+    run.stop().await;
 }
 
 #[tokio::test]
@@ -228,11 +179,7 @@ async fn follows_new_journal_files_and_skips_old_entries() {
         from_start: false,
         ..config()
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while run.metrics.source_up.get(&["journal"]) != 1.0 {
-        assert!(Instant::now() < deadline, "source never marked up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_up(&run).await;
     let tmp = tempfile::tempdir().unwrap();
     let fresh: PathBuf = tmp.path().join("new.journal");
     write_journal(
@@ -249,7 +196,7 @@ async fn follows_new_journal_files_and_skips_old_entries() {
     let ev = run.next().await;
     assert_eq!(ev.data["line"], "fresh entry");
     assert_eq!(ev.data["priority"], 4);
-    run.finish().await;
+    run.stop().await;
 }
 
 #[tokio::test]
@@ -274,7 +221,7 @@ async fn long_messages_are_cut_and_counted() {
     let ev = run.next().await;
     assert_eq!(ev.data["line"], "xxxxxxxxxx");
     assert_eq!(run.metrics.lines_truncated_total.get(&["journal"]), 1.0);
-    run.finish().await;
+    run.stop().await;
 }
 
 #[tokio::test]

@@ -1,16 +1,14 @@
 //! The metrics source against a real HTTP server whose metrics text changes.
 
+mod common;
+
+use common::RunningSource;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
-use vigil::clock::{SharedClock, SystemClock};
+use std::time::Duration;
 use vigil::config::Dur;
-use vigil::event::Event;
-use vigil::metrics::Metrics;
 use vigil::sources::metrics::{MetricsConfig, MetricsSource, Threshold};
-use vigil::sources::{supervise, Health, SourceContext};
 
 #[derive(Clone)]
 struct Target {
@@ -53,40 +51,12 @@ impl Target {
     /// Waits until the source has scraped `n` more times.
     async fn scraped(&self, n: usize) {
         let goal = self.hits.load(Ordering::SeqCst) + n;
-        wait_for("scrapes", || self.hits.load(Ordering::SeqCst) >= goal).await;
+        common::wait_until("scrapes", &mut || self.hits.load(Ordering::SeqCst) >= goal).await;
     }
 }
 
-async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-struct Running {
-    events: mpsc::Receiver<Event>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    _stop: watch::Sender<bool>,
-}
-
-fn start(config: MetricsConfig) -> Running {
-    let (tx, events) = mpsc::channel(16);
-    let (stop, shutdown) = watch::channel(false);
-    let metrics = Arc::new(Metrics::default());
-    let health = Arc::new(Health::new(metrics.clone()));
-    let clock: SharedClock = Arc::new(SystemClock);
-    health.register("gpu", "metrics", clock.now_ms());
-    let ctx = SourceContext::new("gpu", clock, metrics.clone(), tx, health.clone(), shutdown);
-    tokio::spawn(supervise(Box::new(MetricsSource::new(config)), ctx));
-    Running {
-        events,
-        metrics,
-        health,
-        _stop: stop,
-    }
+fn start(config: MetricsConfig) -> RunningSource {
+    RunningSource::start_registered("gpu", "metrics", Box::new(MetricsSource::new(config)))
 }
 
 fn config(url: &str, threshold: Vec<Threshold>) -> MetricsConfig {
@@ -115,21 +85,6 @@ fn gpu_text(g0: f64, g1: f64) -> String {
          gpu_mem_used_ratio{{gpu=\"1\",host=\"a\"}} {g1}\n\
          this line is {{ broken\n"
     )
-}
-
-impl Running {
-    async fn next(&mut self) -> Event {
-        tokio::time::timeout(Duration::from_secs(10), self.events.recv())
-            .await
-            .expect("an event within 10 s")
-            .unwrap()
-    }
-
-    fn no_event(&mut self) {
-        if let Ok(ev) = self.events.try_recv() {
-            panic!("unexpected event {ev:?}");
-        }
-    }
 }
 
 #[tokio::test]
@@ -193,10 +148,10 @@ async fn target_down_marks_the_source_down_with_the_reason() {
     let target = Target::start(&gpu_text(0.9, 0.1)).await;
     let mut run = start(config(&target.url, vec![gpu_hot()]));
     assert_eq!(run.next().await.kind, "gpu_hot");
-    wait_for("up", || run.metrics.source_up.get(&["gpu"]) == 1.0).await;
+    common::wait_until("up", &mut || run.metrics.source_up.get(&["gpu"]) == 1.0).await;
 
     target.status.store(500, Ordering::SeqCst);
-    wait_for("down", || run.metrics.source_up.get(&["gpu"]) == 0.0).await;
+    common::wait_until("down", &mut || run.metrics.source_up.get(&["gpu"]) == 0.0).await;
     let state = run.health.snapshot().pop().unwrap();
     let reason = state.reason.unwrap();
     assert!(reason.contains("HTTP 500"), "{reason}");
@@ -204,7 +159,10 @@ async fn target_down_marks_the_source_down_with_the_reason() {
 
     // Recovery: up again, and the series still above its threshold does not fire twice.
     target.status.store(200, Ordering::SeqCst);
-    wait_for("up again", || run.metrics.source_up.get(&["gpu"]) == 1.0).await;
+    common::wait_until("up again", &mut || {
+        run.metrics.source_up.get(&["gpu"]) == 1.0
+    })
+    .await;
     target.scraped(2).await;
     run.no_event();
 }
@@ -216,7 +174,7 @@ async fn connection_refused_is_a_source_error() {
         .local_addr()
         .unwrap();
     let run = start(config(&format!("http://{addr}/metrics"), vec![gpu_hot()]));
-    wait_for("a reason", || {
+    common::wait_until("a reason", &mut || {
         run.health
             .snapshot()
             .pop()

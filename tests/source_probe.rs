@@ -1,39 +1,13 @@
 //! The probe source against a real TCP listener, a real HTTP server and real commands.
 
+mod common;
+
+use common::RunningSource;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-use vigil::clock::{SharedClock, SystemClock};
 use vigil::config::Dur;
-use vigil::event::Event;
-use vigil::metrics::Metrics;
 use vigil::sources::probe::{ProbeConfig, ProbeSource};
-use vigil::sources::{Health, Source, SourceContext};
-
-struct Running {
-    events: mpsc::Receiver<Event>,
-    metrics: Arc<Metrics>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn next(&mut self) -> Event {
-        tokio::time::timeout(Duration::from_secs(10), self.events.recv())
-            .await
-            .expect("an event within 10 s")
-            .expect("source still running")
-    }
-
-    async fn finish(self) {
-        self.stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .expect("source stops on shutdown")
-            .unwrap();
-    }
-}
 
 fn config() -> ProbeConfig {
     ProbeConfig {
@@ -45,22 +19,18 @@ fn config() -> ProbeConfig {
     }
 }
 
-fn start(config: ProbeConfig) -> Running {
-    let (tx, events) = mpsc::channel(16);
-    let (stop, shutdown) = watch::channel(false);
-    let metrics = Arc::new(Metrics::default());
-    let health = Arc::new(Health::new(metrics.clone()));
-    let clock: SharedClock = Arc::new(SystemClock);
-    let ctx = SourceContext::new("probe", clock, metrics.clone(), tx, health, shutdown);
-    let mut source = ProbeSource::new(config);
-    let task = tokio::spawn(async move {
-        source.run(&ctx).await.unwrap();
-    });
-    Running {
-        events,
-        metrics,
-        stop,
-        task,
+/// Runs the probe on its own: an error (not a failed check) fails the test.
+fn start(config: ProbeConfig) -> RunningSource {
+    RunningSource::start_unsupervised("probe", Box::new(ProbeSource::new(config)))
+}
+
+/// The next `probe_ok`, passing over failures still in flight.
+async fn next_ok(run: &mut RunningSource) -> vigil::event::Event {
+    loop {
+        let ev = run.next().await;
+        if ev.kind == "probe_ok" {
+            return ev;
+        }
     }
 }
 
@@ -93,12 +63,7 @@ async fn tcp_target_stopped_and_restarted() {
     assert_eq!(run.metrics.source_up.get(&["probe"]), 1.0);
 
     let listener = std::net::TcpListener::bind(addr).unwrap();
-    let ev = loop {
-        let ev = run.next().await;
-        if ev.kind == "probe_ok" {
-            break ev;
-        }
-    };
+    let ev = next_ok(&mut run).await;
     assert!(ev.data["after_failures"].as_u64().unwrap() >= 2, "{ev:?}");
     assert!(ev.data.get("error").is_none());
     drop(listener);
@@ -106,7 +71,7 @@ async fn tcp_target_stopped_and_restarted() {
     let ev = run.next().await;
     assert_eq!(ev.kind, "probe_failed");
     assert_eq!(ev.data["consecutive"], 1);
-    run.finish().await;
+    run.stop().await;
 }
 
 #[tokio::test]
@@ -134,11 +99,7 @@ async fn http_status_decides_health() {
         http: Some(url.clone()),
         ..config()
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while hits.load(Ordering::SeqCst) < 2 {
-        assert!(std::time::Instant::now() < deadline, "probe never checked");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_until("two probe checks", &mut || hits.load(Ordering::SeqCst) >= 2).await;
     status.store(503, Ordering::SeqCst);
     let ev = run.next().await;
     assert_eq!(
@@ -148,14 +109,9 @@ async fn http_status_decides_health() {
     assert_eq!(ev.data["probe"], url);
     assert_eq!(ev.data["error"], "HTTP 503 Service Unavailable");
     status.store(204, Ordering::SeqCst);
-    let ev = loop {
-        let ev = run.next().await;
-        if ev.kind == "probe_ok" {
-            break ev;
-        }
-    };
+    let ev = next_ok(&mut run).await;
     assert!(ev.data["after_failures"].as_u64().unwrap() >= 1);
-    run.finish().await;
+    run.stop().await;
 }
 
 #[tokio::test]
@@ -174,7 +130,7 @@ async fn http_target_down_is_a_failure_not_an_error() {
         ev.data["error"].as_str().unwrap().contains("refused"),
         "{ev:?}"
     );
-    run.finish().await;
+    run.stop().await;
 }
 
 #[tokio::test]
@@ -191,14 +147,9 @@ async fn commands_true_false_and_timeout() {
     assert_eq!(ev.data["error"], "exit status 1");
     assert_eq!(ev.data["consecutive"], 1);
     std::fs::write(&flag, "").unwrap();
-    let ev = loop {
-        let ev = run.next().await;
-        if ev.kind == "probe_ok" {
-            break ev;
-        }
-    };
+    let ev = next_ok(&mut run).await;
     assert!(ev.data["probe"].as_str().unwrap().starts_with("test -e "));
-    run.finish().await;
+    run.stop().await;
 
     let mut run = start(ProbeConfig {
         command: Some(vec!["sleep".into(), "5".into()]),
@@ -211,7 +162,7 @@ async fn commands_true_false_and_timeout() {
         ev.data["error"].as_str().unwrap().starts_with("timed out"),
         "{ev:?}"
     );
-    run.finish().await;
+    run.stop().await;
 
     let mut run = start(ProbeConfig {
         command: Some(vec!["/nonexistent/check".into()]),
@@ -222,5 +173,5 @@ async fn commands_true_false_and_timeout() {
         ev.data["error"],
         "command `/nonexistent/check` not found: install it or give its full path"
     );
-    run.finish().await;
+    run.stop().await;
 }

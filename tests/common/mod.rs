@@ -1,6 +1,8 @@
 //! The daemon in-process on a temp dir, driven through its public interface.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,6 +69,54 @@ impl TestDaemon {
         format!("http://{}{path}", self.app.api_addr.get().unwrap())
     }
 
+    /// POSTs `body` as JSON to the API at `path`, with the token.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.post_as(Some(TOKEN), path, Some(body)).await
+    }
+
+    /// POSTs an event of type `kind` with `data`, with the token; asserts it was accepted.
+    pub async fn post_event(&self, kind: &str, data: serde_json::Value) {
+        let r = self
+            .post(
+                "/api/events",
+                &serde_json::json!({"type": kind, "data": data}),
+            )
+            .await;
+        assert_eq!(r.status(), 202, "event {kind} accepted");
+    }
+
+    /// POSTs to the API at `path` with `token` (`None`: no Authorization header) and, if
+    /// given, `body` as JSON.
+    pub async fn post_as(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut req = reqwest::Client::new().post(self.api(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// GETs `path` from the API (reads need no token) and parses its JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).await.json().await.unwrap()
+    }
+
+    /// GETs `path` from the API (reads need no token) as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path).await.text().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(self.api(path)).await.unwrap()
+    }
+
     pub fn intents(&self) -> Vec<Intent> {
         self.app
             .store()
@@ -103,30 +153,76 @@ pub fn vigil(data_dir: &Path) -> std::process::Command {
     c
 }
 
-/// One source running under the real supervisor, with its events, metrics and health at hand.
+/// Runs `c` to the end: its exit code (-1 if killed by a signal), stdout and stderr.
+pub fn out(c: &mut std::process::Command) -> (i32, String, String) {
+    let o = c.output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// One source running under the real supervisor (or, with `start_unsupervised`, on its own),
+/// with its events, metrics and health at hand.
 pub struct RunningSource {
     pub events: tokio::sync::mpsc::Receiver<vigil::event::Event>,
     pub metrics: Arc<vigil::metrics::Metrics>,
     pub health: Arc<vigil::sources::Health>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), vigil::sources::SourceError>>,
 }
 
 impl RunningSource {
     pub fn start(name: &str, source: Box<dyn vigil::sources::Source>) -> Self {
+        Self::spawn(name, None, true, source)
+    }
+
+    /// Registered first as `kind` (down, "starting"), as the daemon does, then supervised.
+    pub fn start_registered(
+        name: &str,
+        kind: &str,
+        source: Box<dyn vigil::sources::Source>,
+    ) -> Self {
+        Self::spawn(name, Some(kind), true, source)
+    }
+
+    /// One run of `source` without the supervisor, so its error is not retried: `stop` asserts
+    /// it ended Ok, `error` expects it to fail.
+    pub fn start_unsupervised(name: &str, source: Box<dyn vigil::sources::Source>) -> Self {
+        Self::spawn(name, None, false, source)
+    }
+
+    fn spawn(
+        name: &str,
+        register: Option<&str>,
+        supervised: bool,
+        mut source: Box<dyn vigil::sources::Source>,
+    ) -> Self {
         let (tx, events) = tokio::sync::mpsc::channel(1024);
         let (stop, shutdown) = watch::channel(false);
         let metrics = Arc::new(vigil::metrics::Metrics::default());
         let health = Arc::new(vigil::sources::Health::new(metrics.clone()));
+        let clock: SharedClock = Arc::new(SystemClock);
+        if let Some(kind) = register {
+            health.register(name, kind, clock.now_ms());
+        }
         let ctx = vigil::sources::SourceContext::new(
             name,
-            Arc::new(SystemClock),
+            clock,
             metrics.clone(),
             tx,
             health.clone(),
             shutdown,
         );
-        let task = tokio::spawn(vigil::sources::supervise(source, ctx));
+        let task = tokio::spawn(async move {
+            if supervised {
+                vigil::sources::supervise(source, ctx).await;
+                Ok(())
+            } else {
+                source.run(&ctx).await
+            }
+        });
         RunningSource {
             events,
             metrics,
@@ -153,6 +249,13 @@ impl RunningSource {
         }
     }
 
+    /// Asserts no event is waiting right now.
+    pub fn no_event(&mut self) {
+        if let Ok(ev) = self.events.try_recv() {
+            panic!("unexpected event {ev:?}");
+        }
+    }
+
     pub fn state(&self) -> Option<vigil::sources::SourceState> {
         self.health.snapshot().into_iter().next()
     }
@@ -165,11 +268,23 @@ impl RunningSource {
         wait_until(what, &mut || self.state().is_some_and(|s| cond(&s))).await
     }
 
+    /// Stops the source and asserts it ended cleanly.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        tokio::time::timeout(Duration::from_secs(5), self.task)
+        self.stop.send(true).expect("source still running at stop");
+        let r = tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
-            .expect("source stops")
+            .expect("source stops on shutdown")
             .unwrap();
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    /// The error an unsupervised source ended with, within 10 s.
+    pub async fn error(self) -> String {
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("source fails within 10 s")
+            .unwrap()
+            .expect_err("source fails")
+            .to_string()
     }
 }

@@ -70,6 +70,11 @@ impl Env {
         self.intent(id).status
     }
 
+    /// Asserts intent `id` is in `want`, showing its note if not.
+    pub fn assert_status(&self, id: i64, want: IntentStatus) {
+        assert_eq!(self.status(id), want, "{:?}", self.intent(id).note);
+    }
+
     pub fn advance_h(&self, h: f64) {
         self.clock
             .advance(std::time::Duration::from_secs_f64(h * 3600.0));
