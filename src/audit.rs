@@ -12,6 +12,27 @@ pub use crate::orchestrator::ledger::AuditEntry;
 /// Appends one entry (blocking). A trail that cannot be written is logged loudly, never fatal:
 /// the action it describes has already happened.
 pub fn record(app: &App, event: &str, intent: Option<i64>, playbook: Option<&str>, details: Value) {
+    let entry = entry(app, event, intent, playbook, details);
+    write_file(app, &entry);
+    match app.store() {
+        Ok(s) => {
+            if let Err(e) = s.append_audit(&entry) {
+                tracing::error!("cannot store audit entry {event}: {e}");
+            }
+        }
+        Err(e) => tracing::error!("cannot store audit entry {event}: {e}"),
+    }
+}
+
+/// An entry stamped now, and logged; for a caller that stores it in its own transaction
+/// (`Store::settle_run`) after `write_file`.
+pub fn entry(
+    app: &App,
+    event: &str,
+    intent: Option<i64>,
+    playbook: Option<&str>,
+    details: Value,
+) -> AuditEntry {
     let entry = AuditEntry {
         ts: app.clock.now_ms(),
         event: event.to_string(),
@@ -20,19 +41,16 @@ pub fn record(app: &App, event: &str, intent: Option<i64>, playbook: Option<&str
         details,
     };
     tracing::info!(target: "vigil::audit", event, intent, playbook, details = %entry.details, "audit");
-    if let Err(e) = append_file(app, &entry) {
+    entry
+}
+
+/// Appends the entry's line to the day's file; a failure is logged, never fatal.
+pub fn write_file(app: &App, entry: &AuditEntry) {
+    if let Err(e) = append_file(app, entry) {
         tracing::error!(
             "cannot append to the audit trail in {}: {e}; check the data directory is writable",
             app.audit_dir().display()
         );
-    }
-    match app.store() {
-        Ok(s) => {
-            if let Err(e) = s.append_audit(&entry) {
-                tracing::error!("cannot store audit entry {event}: {e}");
-            }
-        }
-        Err(e) => tracing::error!("cannot store audit entry {event}: {e}"),
     }
 }
 

@@ -10,7 +10,7 @@ use orchestrator_support::*;
 use std::sync::{Arc, Barrier};
 use vigil::intent::IntentStatus;
 use vigil::orchestrator::config::WindowSpan;
-use vigil::orchestrator::ledger::{BudgetRequest, Gate, RunRequest};
+use vigil::orchestrator::ledger::{AuditEntry, BudgetRequest, Gate, RunEnd, RunRequest};
 use vigil::orchestrator::window;
 use vigil::store::{SqliteStore, Store};
 
@@ -410,4 +410,83 @@ fn the_heartbeat_renews_the_locks_its_runs_hold_and_only_those() {
     );
     assert!(!acquired(&store, "gpu0", "other/1", 30_000, 40_000));
     assert!(acquired(&store, "gpu1", "other/1", 30_000, 40_000));
+}
+
+#[test]
+fn a_run_and_its_intent_end_together_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("vigil.db")).unwrap();
+    let intent = vigil::intent::NewIntent {
+        intent_type: "canary".into(),
+        priority: 5,
+        reason: "test".into(),
+        data: Default::default(),
+        dedup_key: None,
+        origin: "test".into(),
+    };
+    let id = store.put_intent(&intent, 1_000, 0).unwrap().id();
+    let mut req = budget_request(id, 15);
+    req.lock = Some("gpu0".into());
+    let run = store.begin_run(&req, 1_000, true).unwrap().unwrap();
+    let audit = |event: &str| AuditEntry {
+        ts: 2_000,
+        event: event.into(),
+        intent: Some(id),
+        playbook: Some("canary".into()),
+        details: serde_json::json!({"run": run.id}),
+    };
+    let end = RunEnd {
+        run_id: run.id,
+        downtime_ms: 10_000,
+        intent_id: id,
+        status: IntentStatus::Done,
+        note: "ran",
+        now_ms: 2_000,
+    };
+
+    // The audit insert fails (its table is gone): nothing of the end is written.
+    store
+        .with_conn(|c| c.execute_batch("ALTER TABLE audit RENAME TO audit_away"))
+        .unwrap();
+    assert!(store.settle_run(&end, &audit("playbook_end")).is_err());
+    let open = store.runs(None, i64::MIN, true).unwrap();
+    assert_eq!(open.len(), 1, "the run is still open");
+    assert_eq!(store.locks().unwrap().len(), 1, "the lock is still held");
+    let u = store.budget_usage("gpu_downtime", "2026-11-23").unwrap();
+    assert_eq!((u.used_ms, u.reserved_ms), (0, 15_000));
+    assert_eq!(
+        store.intent(id).unwrap().unwrap().status,
+        IntentStatus::Pending
+    );
+
+    store
+        .with_conn(|c| c.execute_batch("ALTER TABLE audit_away RENAME TO audit"))
+        .unwrap();
+    assert!(store.settle_run(&end, &audit("playbook_end")).unwrap());
+    assert!(store.runs(None, i64::MIN, true).unwrap().is_empty());
+    assert!(store.locks().unwrap().is_empty());
+    let u = store.budget_usage("gpu_downtime", "2026-11-23").unwrap();
+    assert_eq!((u.used_ms, u.reserved_ms), (10_000, 0));
+    let i = store.intent(id).unwrap().unwrap();
+    assert_eq!(
+        (i.status, i.note.as_deref()),
+        (IntentStatus::Done, Some("ran"))
+    );
+    let tail = store.audit_tail(1).unwrap();
+    assert_eq!(tail[0].event, "playbook_end");
+
+    // Settled once: a second end changes no budget, but the intent and audit still follow it.
+    let again = RunEnd {
+        status: IntentStatus::Failed,
+        note: "again",
+        ..end
+    };
+    assert!(!store.settle_run(&again, &audit("run_recovered")).unwrap());
+    let u = store.budget_usage("gpu_downtime", "2026-11-23").unwrap();
+    assert_eq!((u.used_ms, u.reserved_ms), (10_000, 0));
+    assert_eq!(
+        store.intent(id).unwrap().unwrap().status,
+        IntentStatus::Failed
+    );
+    assert_eq!(store.audit_tail(1).unwrap()[0].event, "run_recovered");
 }

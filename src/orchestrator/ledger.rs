@@ -535,7 +535,21 @@ pub fn finish_run(
     now_ms: i64,
 ) -> rusqlite::Result<bool> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let Some(run) = run_tx(&tx, run_id)? else {
+    let ended = end_run(&tx, run_id, result, downtime_ms, now_ms)?;
+    tx.commit()?;
+    Ok(ended)
+}
+
+/// Ends a run inside the caller's transaction: budget and lock settled, result recorded;
+/// false when it had already ended.
+pub fn end_run(
+    tx: &Connection,
+    run_id: i64,
+    result: &str,
+    downtime_ms: i64,
+    now_ms: i64,
+) -> rusqlite::Result<bool> {
+    let Some(run) = run_tx(tx, run_id)? else {
         return Ok(false);
     };
     if run.ended_at.is_some() {
@@ -558,8 +572,19 @@ pub fn finish_run(
         "UPDATE runs SET ended_at = ?2, result = ?3, downtime_ms = ?4, downtime_since = NULL WHERE id = ?1",
         params![run_id, now_ms, result, downtime_ms],
     )?;
-    tx.commit()?;
     Ok(true)
+}
+
+/// The end of a run and of its intent, written together by `Store::settle_run`.
+#[derive(Debug, Clone)]
+pub struct RunEnd<'a> {
+    pub run_id: i64,
+    pub downtime_ms: i64,
+    pub intent_id: i64,
+    /// The run's result is the intent's final status.
+    pub status: crate::intent::IntentStatus,
+    pub note: &'a str,
+    pub now_ms: i64,
 }
 
 const RUN_COLUMNS: &str = "id, intent_id, playbook, mode, holder, started_at, ended_at, result, budget, budget_day, reserved_ms, downtime_ms, lock_name, step, downtime_since";

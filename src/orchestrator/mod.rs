@@ -18,7 +18,7 @@ use crate::intent::{queue, Intent, IntentStatus, NewIntent};
 use crate::store::{Store, StoreError};
 use config::{Playbook, Step};
 use gates::Decision;
-use ledger::RunRecord;
+use ledger::{RunEnd, RunRecord};
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -457,7 +457,24 @@ impl Orchestrator {
         blocking(move || {
             let store = app.store()?;
             let now = app.clock.now_ms();
-            store.finish_run(run.id, outcome.status.as_str(), outcome.downtime_ms, now)?;
+            let audit = crate::audit::entry(
+                &app,
+                "playbook_end",
+                Some(intent.id),
+                Some(&pb.name),
+                json!({"run": run.id, "result": outcome.status, "mode": mode, "note": outcome.note,
+                       "downtime_s": outcome.downtime_ms as f64 / 1000.0}),
+            );
+            crate::audit::write_file(&app, &audit);
+            let end = RunEnd {
+                run_id: run.id,
+                downtime_ms: outcome.downtime_ms,
+                intent_id: intent.id,
+                status: outcome.status,
+                note: &outcome.note,
+                now_ms: now,
+            };
+            store.settle_run(&end, &audit)?;
             app.metrics
                 .playbook_runs_total
                 .inc(&[&pb.name, outcome.status.as_str(), &mode]);
@@ -473,15 +490,6 @@ impl Orchestrator {
                     }
                 }
             }
-            crate::audit::record(
-                &app,
-                "playbook_end",
-                Some(intent.id),
-                Some(&pb.name),
-                json!({"run": run.id, "result": outcome.status, "mode": mode, "note": outcome.note,
-                       "downtime_s": outcome.downtime_ms as f64 / 1000.0}),
-            );
-            store.set_intent_status(intent.id, outcome.status, Some(&outcome.note), now)?;
             if outcome.status == IntentStatus::RestoreFailed {
                 raise_restore_alert(&app, &pb.name, intent.id, &outcome.note);
             }
@@ -622,16 +630,24 @@ impl Orchestrator {
         blocking(move || -> Result<(), StoreError> {
             let store = app.store()?;
             let now = app.clock.now_ms();
-            store.finish_run(run.id, status.as_str(), downtime_ms, now)?;
-            app.metrics.playbook_runs_total.inc(&[&run.playbook, status.as_str(), &run.mode]);
-            crate::audit::record(
+            let audit = crate::audit::entry(
                 &app,
                 "run_recovered",
                 Some(id),
                 Some(&run.playbook),
                 json!({"run": run.id, "result": status, "note": note, "downtime_s": downtime_ms as f64 / 1000.0}),
             );
-            store.set_intent_status(id, status, Some(&note), now)?;
+            crate::audit::write_file(&app, &audit);
+            let end = RunEnd {
+                run_id: run.id,
+                downtime_ms,
+                intent_id: id,
+                status,
+                note: &note,
+                now_ms: now,
+            };
+            store.settle_run(&end, &audit)?;
+            app.metrics.playbook_runs_total.inc(&[&run.playbook, status.as_str(), &run.mode]);
             if status == IntentStatus::RestoreFailed {
                 raise_restore_alert(&app, &run.playbook, id, &note);
             }

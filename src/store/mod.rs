@@ -9,8 +9,8 @@ pub use sqlite::SqliteStore;
 use crate::event::Data;
 use crate::intent::{Intent, IntentStatus, NewIntent};
 use crate::orchestrator::ledger::{
-    AuditEntry, BudgetUsage, Denial, Flag, Lease, LockRecord, RunRecord, RunRequest, Symptom,
-    SymptomPolicy, SymptomRecorded,
+    AuditEntry, BudgetUsage, Denial, Flag, Lease, LockRecord, RunEnd, RunRecord, RunRequest,
+    Symptom, SymptomPolicy, SymptomRecorded,
 };
 use crate::sources::SourceState;
 
@@ -112,6 +112,11 @@ pub trait Store: Send + Sync {
         step: i64,
         downtime_since: Option<i64>,
     ) -> Result<(), StoreError>;
+    /// Ends a run and its intent in one transaction: budget and lock settled, the run's
+    /// result, the intent's status and note, and `audit`. A crash leaves all of it or none,
+    /// so recovery never sees a finished run under an intent still running. False when the
+    /// run had already ended (the intent and audit are written all the same).
+    fn settle_run(&self, end: &RunEnd<'_>, audit: &AuditEntry) -> Result<bool, StoreError>;
     /// Settles budget and lock; false when the run had already ended.
     fn finish_run(
         &self,

@@ -5,8 +5,8 @@ use super::{Cached, IntentQuery, Put, Store, StoreError};
 use crate::event::Data;
 use crate::intent::{Intent, IntentStatus, NewIntent};
 use crate::orchestrator::ledger::{
-    self, AuditEntry, BudgetUsage, Denial, Flag, Lease, LockRecord, RunRecord, RunRequest, Symptom,
-    SymptomPolicy, SymptomRecorded,
+    self, AuditEntry, BudgetUsage, Denial, Flag, Lease, LockRecord, RunEnd, RunRecord, RunRequest,
+    Symptom, SymptomPolicy, SymptomRecorded,
 };
 use crate::sources::SourceState;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -125,6 +125,20 @@ impl SqliteStore {
     }
 }
 
+fn set_status(
+    conn: &Connection,
+    id: i64,
+    status: IntentStatus,
+    note: Option<&str>,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.exec(
+        "UPDATE intents SET status = ?2, note = COALESCE(?3, note), updated_at = ?4 WHERE id = ?1",
+        params![id, status.as_str(), note, now_ms],
+    )
+    .map(drop)
+}
+
 const INTENT_COLUMNS: &str =
     "id, intent_type, priority, reason, data, dedup_key, origin, status, note, created_at, updated_at";
 
@@ -218,13 +232,7 @@ impl Store for SqliteStore {
         note: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.with_conn(|conn| {
-            conn.exec(
-                "UPDATE intents SET status = ?2, note = COALESCE(?3, note), updated_at = ?4 WHERE id = ?1",
-                params![id, status.as_str(), note, now_ms],
-            )
-            .map(drop)
-        })
+        self.with_conn(|conn| set_status(conn, id, status, note, now_ms))
     }
 
     fn prune_intents(&self, before_ms: i64) -> Result<usize, StoreError> {
@@ -327,6 +335,23 @@ impl Store for SqliteStore {
         downtime_since: Option<i64>,
     ) -> Result<(), StoreError> {
         self.with_conn(|c| ledger::run_progress(c, run_id, step, downtime_since))
+    }
+
+    fn settle_run(&self, end: &RunEnd<'_>, audit: &AuditEntry) -> Result<bool, StoreError> {
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let ended = ledger::end_run(
+                &tx,
+                end.run_id,
+                end.status.as_str(),
+                end.downtime_ms,
+                end.now_ms,
+            )?;
+            set_status(&tx, end.intent_id, end.status, Some(end.note), end.now_ms)?;
+            ledger::append_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(ended)
+        })
     }
 
     fn finish_run(
