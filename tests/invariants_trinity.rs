@@ -177,6 +177,8 @@ async fn baseline_is_green_and_b01_is_skipped_without_an_api() {
     let w = World::new("");
     let r = w.green().await;
     assert_eq!(r.checks_run.len(), 9, "{r:?}");
+    // Checked in parallel, reported in the config's order.
+    assert!(r.checks_run.windows(2).all(|w| w[0] < w[1]), "{r:?}");
     assert_eq!(r.skipped.len(), 1);
     assert_eq!(r.skipped[0].invariant_id, "B-01");
     assert!(

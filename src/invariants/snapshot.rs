@@ -71,14 +71,19 @@ fn tables_in(conn: &Connection, schema: &str) -> rusqlite::Result<BTreeSet<Strin
     names.collect()
 }
 
+/// A name no other memdb database of this process has.
+fn fresh_uri() -> String {
+    format!(
+        "file:/vigil-snapshot-{}-{}?vfs=memdb",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 impl Snapshot {
     /// A new, empty snapshot for a cycle at `now_ms`; collectors may write into it by `uri`.
     pub fn create(now_ms: i64) -> rusqlite::Result<Snapshot> {
-        let uri = format!(
-            "file:/vigil-snapshot-{}-{}?vfs=memdb",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let uri = fresh_uri();
         let conn = open(&uri)?;
         register_now(&conn, now_ms)?;
         // A throwaway database: no rollback journal needed.
@@ -122,10 +127,8 @@ impl Snapshot {
             }
         }
         tx.commit()?;
-        let prev_uri = match prev {
-            Some(p) => p.uri.clone(),
-            None => format!("{}-empty", self.uri.replace("?vfs=memdb", "")) + "?vfs=memdb",
-        };
+        // An empty one is a memdb database too, so readers attach the same one.
+        let prev_uri = prev.map_or_else(fresh_uri, |p| p.uri.clone());
         self.conn
             .execute("ATTACH DATABASE ?1 AS prev", [&prev_uri])?;
         self.prev_uri = Some(prev_uri);
