@@ -456,6 +456,22 @@ impl Orchestrator {
         );
         blocking(move || {
             let store = app.store()?;
+            // What follows from the run comes first: whoever sees the intent ended sees it.
+            app.metrics
+                .playbook_runs_total
+                .inc(&[&pb.name, outcome.status.as_str(), &mode]);
+            if outcome.status == IntentStatus::Done && escalated {
+                if let Some(kind) = &pb.mode.escalate_on {
+                    let why = format!(
+                        "escalated run of playbook {} succeeded (intent {})",
+                        pb.name, intent.id
+                    );
+                    // The run succeeded either way; a flag left armed only escalates once more.
+                    if let Err(e) = crate::escalation::clear(&app, kind, &why) {
+                        tracing::error!("cannot clear escalation {kind} after {why}: {e}");
+                    }
+                }
+            }
             let now = app.clock.now_ms();
             let audit = crate::audit::entry(
                 &app,
@@ -475,21 +491,6 @@ impl Orchestrator {
                 now_ms: now,
             };
             store.settle_run(&end, &audit)?;
-            app.metrics
-                .playbook_runs_total
-                .inc(&[&pb.name, outcome.status.as_str(), &mode]);
-            if outcome.status == IntentStatus::Done && escalated {
-                if let Some(kind) = &pb.mode.escalate_on {
-                    let why = format!(
-                        "escalated run of playbook {} succeeded (intent {})",
-                        pb.name, intent.id
-                    );
-                    // The run succeeded either way; a flag left armed only escalates once more.
-                    if let Err(e) = crate::escalation::clear(&app, kind, &why) {
-                        tracing::error!("cannot clear escalation {kind} after {why}: {e}");
-                    }
-                }
-            }
             if outcome.status == IntentStatus::RestoreFailed {
                 raise_restore_alert(&app, &pb.name, intent.id, &outcome.note);
             }
@@ -646,8 +647,8 @@ impl Orchestrator {
                 note: &note,
                 now_ms: now,
             };
-            store.settle_run(&end, &audit)?;
             app.metrics.playbook_runs_total.inc(&[&run.playbook, status.as_str(), &run.mode]);
+            store.settle_run(&end, &audit)?;
             if status == IntentStatus::RestoreFailed {
                 raise_restore_alert(&app, &run.playbook, id, &note);
             }
