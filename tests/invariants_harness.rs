@@ -351,6 +351,53 @@ query = "SELECT x FROM counted WHERE x < 0"
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_over_its_limit_is_a_clear_error() {
+    let f = Fixture::new();
+    // About 3 MiB of rows against a 1 MiB snapshot.
+    let big = format!(
+        r#"
+[invariants]
+snapshot_max_mb = 1
+[snapshot.big]
+type = "sql"
+url = "{}"
+tables = {{ big = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 30000) SELECT x, printf('%0100d', x) AS pad FROM c" }}
+[invariants.B-01]
+name = "Big"
+severity = "minor"
+query = "SELECT x FROM big WHERE x < 0"
+"#,
+        f.db.display()
+    );
+    let h = f.harness(&f.config(&format!("{big}{BROKEN}")), Arc::default());
+    let r = h.run_cycle(None).await.unwrap();
+    assert_eq!(r.checks_run, vec!["J-01"], "{r:?}");
+    let down = &r.sources_unavailable[0];
+    assert_eq!(down.source, "big");
+    assert!(
+        down.error.contains("table big: the snapshot is full: it may hold 1 MiB; select fewer rows, or raise [invariants] snapshot_max_mb"),
+        "{down:?}"
+    );
+
+    // Rows read into memory (here from a command) meet the same limit when loaded.
+    let f = Fixture::new();
+    let cmd = r#"
+[invariants]
+snapshot_max_mb = 1
+[snapshot.lines]
+type = "command"
+command = ["python3", "-c", "import json; print(json.dumps([{'x': i, 'pad': 'p' * 100} for i in range(30000)]))"]
+[invariants.C-01]
+name = "Lines"
+severity = "minor"
+query = "SELECT x FROM lines WHERE x < 0"
+"#;
+    let h = f.harness(&f.config(cmd), Arc::default());
+    let e = h.run_cycle(None).await.unwrap_err().to_string();
+    assert!(e.contains("the snapshot is full: it may hold 1 MiB"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn one_cycle_at_a_time() {
     let f = Fixture::new();
     let extra = "[snapshot.slow]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.5; echo '[]'\"]\n[invariants.S]\nname = \"s\"\nseverity = \"minor\"\nquery = \"SELECT * FROM slow\"\n";

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-const SETTINGS: [&str; 4] = ["interval", "enabled", "alert", "timeout"];
+const SETTINGS: [&str; 5] = ["interval", "enabled", "alert", "timeout", "snapshot_max_mb"];
 
 #[derive(Debug, Clone, Default)]
 pub struct InvariantsConfig {
@@ -32,6 +32,9 @@ pub struct Settings {
     /// Default timeout of a collector.
     pub timeout: Dur,
     pub alert: Option<AlertConfig>,
+    /// The most a snapshot may hold, in MiB: a query that selects far more than it meant to
+    /// fails with a clear error instead of taking the host's memory.
+    pub snapshot_max_mb: u64,
 }
 
 impl Default for Settings {
@@ -41,6 +44,7 @@ impl Default for Settings {
             enabled: true,
             timeout: Dur::secs(10),
             alert: None,
+            snapshot_max_mb: 1024,
         }
     }
 }

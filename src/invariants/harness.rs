@@ -3,7 +3,7 @@
 
 use super::collectors::{CollectorConfig, Cycle, Table};
 use super::config::{Invariant, InvariantsConfig};
-use super::snapshot::Snapshot;
+use super::snapshot::{explain, is_full, Snapshot};
 use super::state::{self, InvariantState};
 use crate::clock::{rfc3339_ms, SharedClock};
 use crate::event::{Data, Event};
@@ -102,7 +102,7 @@ pub enum HarnessError {
     Unknown(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("snapshot: {0}; this is a bug in vigil or an invalid table from a collector")]
+    #[error("snapshot: {0}")]
     Snapshot(String),
 }
 
@@ -249,11 +249,13 @@ impl Harness {
         };
 
         // Collect, concurrently, each under its timeout.
+        let max_mb = self.config.settings.snapshot_max_mb;
         let mut snap =
-            Snapshot::create(now_ms).map_err(|e| HarnessError::Snapshot(e.to_string()))?;
+            Snapshot::create(now_ms, max_mb).map_err(|e| HarnessError::Snapshot(e.to_string()))?;
         let cx = Arc::new(Cycle {
             now_ms,
             snapshot_uri: snap.uri.clone(),
+            snapshot_max_mb: max_mb,
             writer: Arc::default(),
         });
         let mut set = tokio::task::JoinSet::new();
@@ -364,7 +366,13 @@ impl Harness {
         let store = self.store.clone();
         let (snap, (result_part, alerts)) = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let failed = |e: rusqlite::Error| HarnessError::Snapshot(e.to_string());
+            let failed = |e: rusqlite::Error| {
+                HarnessError::Snapshot(if is_full(&e) {
+                    explain(&e, max_mb)
+                } else {
+                    format!("{e}; this is a bug in vigil or an invalid table from a collector")
+                })
+            };
             snap.load(&cx, &tables, &declared, last.as_ref())
                 .map_err(failed)?;
             tracing::debug!(ms = t.elapsed().as_secs_f64() * 1000.0, "snapshot loaded");

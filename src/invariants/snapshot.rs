@@ -80,11 +80,44 @@ fn fresh_uri() -> String {
     )
 }
 
+/// Whether `e` is the snapshot's size limit being reached.
+pub fn is_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
+
+/// A SQLite error, with what to do when it is the snapshot's size limit that was reached.
+pub fn explain(e: &rusqlite::Error, max_mb: u64) -> String {
+    if is_full(e) {
+        format!("the snapshot is full: it may hold {max_mb} MiB; select fewer rows, or raise [invariants] snapshot_max_mb")
+    } else {
+        e.to_string()
+    }
+}
+
 impl Snapshot {
-    /// A new, empty snapshot for a cycle at `now_ms`; collectors may write into it by `uri`.
-    pub fn create(now_ms: i64) -> rusqlite::Result<Snapshot> {
+    /// A new, empty snapshot for a cycle at `now_ms`, holding at most `max_mb` MiB;
+    /// collectors may write into it by `uri`.
+    pub fn create(now_ms: i64, max_mb: u64) -> rusqlite::Result<Snapshot> {
         let uri = fresh_uri();
         let conn = open(&uri)?;
+        let mut limit = i64::try_from(max_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
+        // SAFETY: a live connection's handle, the schema name as a C string, and the i64 that
+        // SQLITE_FCNTL_SIZE_LIMIT reads and writes back; memdb applies it to the database
+        // itself, so every connection that writes to it is held to it.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_file_control(
+                conn.handle(),
+                c"main".as_ptr(),
+                rusqlite::ffi::SQLITE_FCNTL_SIZE_LIMIT,
+                (&mut limit as *mut i64).cast(),
+            )
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rc),
+                Some("cannot set the snapshot's size limit".into()),
+            ));
+        }
         register_now(&conn, now_ms)?;
         // A throwaway database: no rollback journal needed.
         conn.execute_batch("PRAGMA journal_mode = OFF")?;

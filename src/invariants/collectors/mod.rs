@@ -50,6 +50,8 @@ pub struct Cycle {
     pub now_ms: i64,
     /// URI of the cycle's snapshot database, for collectors that write into it directly.
     pub snapshot_uri: String,
+    /// Its size limit, for the error that says it was reached.
+    pub snapshot_max_mb: u64,
     /// Held while writing into the snapshot: it has one writer at a time, and waiting here
     /// wakes the next writer at once where SQLite's busy handler would sleep.
     pub writer: Arc<Mutex<()>>,

@@ -10,7 +10,7 @@
 
 use super::{CollectError, Collector, Cycle, Declared, Rows, Table};
 use crate::config::Dur;
-use crate::invariants::snapshot::{file_uri, quote};
+use crate::invariants::snapshot::{explain, file_uri, quote};
 use crate::sources::BoxFuture;
 use rusqlite::types::Value;
 use rusqlite::InterruptHandle;
@@ -147,7 +147,12 @@ fn copy_sqlite(
     for (name, query) in tables {
         let table = format!("vigil_snapshot.{}", quote(name));
         let query = query.trim().trim_end_matches(';');
-        let at = |e| fail(&format!("table {name}"), e);
+        let at = |e: rusqlite::Error| {
+            CollectError(format!(
+                "table {name}: {} (in {path})",
+                explain(&e, cycle.snapshot_max_mb)
+            ))
+        };
         tx.execute(&format!("CREATE TABLE {table} AS {query}"), [])
             .map_err(at)?;
         let stmt = tx.prepare(&format!("SELECT * FROM {table}")).map_err(at)?;
