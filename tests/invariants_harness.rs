@@ -379,7 +379,8 @@ query = "SELECT x FROM big WHERE x < 0"
         "{down:?}"
     );
 
-    // Rows read into memory (here from a command) meet the same limit when loaded.
+    // Rows read into memory (here from a command) meet the same limit when loaded, and only
+    // their source is unavailable.
     let f = Fixture::new();
     let cmd = r#"
 [invariants]
@@ -392,9 +393,30 @@ name = "Lines"
 severity = "minor"
 query = "SELECT x FROM lines WHERE x < 0"
 "#;
-    let h = f.harness(&f.config(cmd), Arc::default());
-    let e = h.run_cycle(None).await.unwrap_err().to_string();
-    assert!(e.contains("the snapshot is full: it may hold 1 MiB"), "{e}");
+    let h = f.harness(&f.config(&format!("{cmd}{BROKEN}")), Arc::default());
+    let r = h.run_cycle(None).await.unwrap();
+    assert_eq!(r.checks_run, vec!["J-01"], "{r:?}");
+    assert_eq!(r.skipped[0].invariant_id, "C-01");
+    assert_eq!(r.skipped[0].reason, "snapshot source lines unavailable");
+    let down = &r.sources_unavailable[0];
+    assert_eq!(down.source, "lines");
+    assert!(
+        down.error
+            .starts_with("table lines: the snapshot is full: it may hold 1 MiB"),
+        "{down:?}"
+    );
+    // Left out whole: the snapshot holds no part of it.
+    let snap = f.dir.path().join("snap.db");
+    h.write_snapshot(&snap).await.unwrap();
+    let n: i64 = rusqlite::Connection::open(&snap)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'lines'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

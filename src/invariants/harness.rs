@@ -292,6 +292,8 @@ impl Harness {
             });
         }
         let mut tables: Vec<Table> = Vec::new();
+        // Table → the collector that made it.
+        let mut owner: BTreeMap<String, String> = BTreeMap::new();
         let mut down: BTreeMap<String, String> = BTreeMap::new();
         while let Some(j) = set.join_next().await {
             let (name, r) =
@@ -300,6 +302,7 @@ impl Harness {
             match r {
                 Ok(t) => {
                     self.metrics.snapshot_source_up.set(&[&name], 1.0);
+                    owner.extend(t.iter().map(|t| (t.name.clone(), name.clone())));
                     tables.extend(t);
                 }
                 Err(e) => {
@@ -364,7 +367,7 @@ impl Harness {
         let last = prev.take();
         let out_path = write_to.map(|p| p.to_path_buf());
         let store = self.store.clone();
-        let (snap, (result_part, alerts)) = tokio::task::spawn_blocking(move || {
+        let (snap, (result_part, alerts), lost, cut) = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
             let failed = |e: rusqlite::Error| {
                 HarnessError::Snapshot(if is_full(&e) {
@@ -373,8 +376,18 @@ impl Harness {
                     format!("{e}; this is a bug in vigil or an invalid table from a collector")
                 })
             };
-            snap.load(&cx, &tables, &declared, last.as_ref())
+            let left_out = snap
+                .load(&cx, &tables, &declared, last.as_ref())
                 .map_err(failed)?;
+            // A table that did not fit: its collector is unavailable like any that failed.
+            let mut lost: BTreeMap<String, String> = BTreeMap::new();
+            for (table, why) in left_out {
+                let source = owner.get(&table).cloned().unwrap_or_else(|| table.clone());
+                lost.insert(source, format!("table {table}: {why}"));
+            }
+            let (runnable, cut): (Vec<Invariant>, Vec<Invariant>) = runnable
+                .into_iter()
+                .partition(|inv| inv.needs.iter().all(|n| !lost.contains_key(n)));
             tracing::debug!(ms = t.elapsed().as_secs_f64() * 1000.0, "snapshot loaded");
             drop(last);
             if let Some(p) = out_path {
@@ -388,11 +401,33 @@ impl Harness {
             let t = Instant::now();
             let recorded = record(&store, outcomes, now_ms)?;
             tracing::debug!(ms = t.elapsed().as_secs_f64() * 1000.0, "recorded");
-            Ok::<_, HarnessError>((snap, recorded))
+            Ok::<_, HarnessError>((snap, recorded, lost, cut))
         })
         .await
         .map_err(|e| HarnessError::Snapshot(format!("evaluation task: {e}")))??;
         *prev = Some(snap);
+        for (source, error) in lost {
+            self.metrics.snapshot_source_up.set(&[&source], 0.0);
+            tracing::warn!(source = %source, error = %error, "snapshot source unavailable");
+            result
+                .sources_unavailable
+                .push(Unavailable { source, error });
+        }
+        for inv in cut {
+            self.metrics
+                .invariant_checks_total
+                .inc(&[&inv.id, "skipped"]);
+            let missing: Vec<&str> = inv
+                .needs
+                .iter()
+                .filter(|n| result.sources_unavailable.iter().any(|u| &u.source == *n))
+                .map(String::as_str)
+                .collect();
+            result.skipped.push(Skipped {
+                invariant_id: inv.id.clone(),
+                reason: format!("snapshot source {} unavailable", missing.join(", ")),
+            });
+        }
         result.checks_run = result_part.checks_run;
         result.skipped.extend(result_part.skipped);
         result.violations = result_part.violations;

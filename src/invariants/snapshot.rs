@@ -9,6 +9,7 @@
 use super::collectors::{CollectorConfig, Cycle, Rows, Table};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -119,8 +120,9 @@ impl Snapshot {
             ));
         }
         register_now(&conn, now_ms)?;
-        // A throwaway database: no rollback journal needed.
-        conn.execute_batch("PRAGMA journal_mode = OFF")?;
+        // In memory, and cheap for a fresh database (new pages are not journaled): a table
+        // that does not fit rolls back cleanly.
+        conn.execute_batch("PRAGMA journal_mode = MEMORY")?;
         Ok(Snapshot {
             conn,
             uri,
@@ -131,35 +133,30 @@ impl Snapshot {
 
     /// Inserts the tables collectors read into memory, attaches `prev` (the last cycle's
     /// snapshot, or an empty one) and creates there every table it lacks, so queries over
-    /// change still prepare.
+    /// change still prepare. Returns the tables that could not be inserted (the snapshot is
+    /// full), with why: each is left out whole, and the rest still load.
     pub fn load(
         &mut self,
         cycle: &Cycle,
         tables: &[Table],
         declared: &BTreeMap<String, Vec<String>>,
         prev: Option<&Snapshot>,
-    ) -> rusqlite::Result<()> {
+    ) -> rusqlite::Result<Vec<(String, String)>> {
         // A collector the cycle gave up on may still be rolling back its copy.
         let _writer = cycle.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = self.conn.unchecked_transaction()?;
+        let mut left_out = Vec::new();
         for t in tables {
             let Rows::Values(rows) = &t.rows else {
                 continue;
             };
-            create(&tx, "main", &t.name, &t.columns)?;
-            if t.columns.is_empty() {
-                continue;
-            }
-            let marks = vec!["?"; t.columns.len()].join(", ");
-            let mut ins = tx.prepare(&format!(
-                "INSERT INTO main.{} VALUES ({marks})",
-                quote(&t.name)
-            ))?;
-            for row in rows {
-                ins.execute(rusqlite::params_from_iter(row.iter()))?;
+            match self.insert(&t.name, &t.columns, rows) {
+                Ok(()) => {}
+                Err(e) if is_full(&e) => {
+                    left_out.push((t.name.clone(), explain(&e, cycle.snapshot_max_mb)))
+                }
+                Err(e) => return Err(e),
             }
         }
-        tx.commit()?;
         // An empty one is a memdb database too, so readers attach the same one.
         let prev_uri = prev.map_or_else(fresh_uri, |p| p.uri.clone());
         self.conn
@@ -180,7 +177,24 @@ impl Snapshot {
                 create(&self.conn, "prev", name, cols)?;
             }
         }
-        Ok(())
+        Ok(left_out)
+    }
+
+    /// One table in one transaction, so a table that does not fit is rolled back whole.
+    fn insert(&self, name: &str, columns: &[String], rows: &[Vec<Value>]) -> rusqlite::Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        create(&tx, "main", name, columns)?;
+        if !columns.is_empty() {
+            let marks = vec!["?"; columns.len()].join(", ");
+            let mut ins = tx.prepare(&format!(
+                "INSERT INTO main.{} VALUES ({marks})",
+                quote(name)
+            ))?;
+            for row in rows {
+                ins.execute(rusqlite::params_from_iter(row.iter()))?;
+            }
+        }
+        tx.commit()
     }
 
     /// Another connection to this snapshot, with `now()` and `prev`, to check invariants in
