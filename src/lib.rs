@@ -9,6 +9,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod error;
 pub mod escalation;
 pub mod event;
 pub mod exec;

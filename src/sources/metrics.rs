@@ -89,7 +89,7 @@ impl MetricsSource {
             if e.is_timeout() {
                 msg.push_str(&format!("no answer within {}", self.config.timeout));
             } else {
-                msg.push_str(&error_chain(&e));
+                msg.push_str(&crate::error::chain(&e));
             }
             msg.push_str("; check the target is running and `url` is right");
             SourceError::new(msg)
@@ -167,17 +167,6 @@ fn json_number(v: f64) -> Value {
     serde_json::Number::from_f64(v)
         .map(Value::Number)
         .unwrap_or_else(|| Value::String(if v > 0.0 { "+Inf" } else { "-Inf" }.into()))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 impl Source for MetricsSource {

@@ -100,7 +100,7 @@ impl ProbeSource {
                 if e.is_timeout() {
                     format!("no answer within {}", self.config.timeout)
                 } else {
-                    error_chain(&e)
+                    crate::error::chain(&e)
                 }
             })?;
             let status = resp.status();
@@ -134,19 +134,6 @@ impl ProbeSource {
             }
         }
     }
-}
-
-/// An error with its causes, since reqwest's top-level message alone ("error sending request")
-/// does not say what to fix.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 impl Source for ProbeSource {

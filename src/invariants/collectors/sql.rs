@@ -185,14 +185,16 @@ async fn read_postgres(
     let place = url.rsplit('@').next().unwrap_or(url);
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .map_err(|e| CollectError(format!("{} ({place})", with_causes(&e))))?;
+        .map_err(|e| CollectError(format!("{} ({place})", crate::error::chain(&e))))?;
     let driver = tokio::spawn(conn);
     let mut out = Vec::new();
     for (name, query) in tables {
-        let msgs = client
-            .simple_query(query)
-            .await
-            .map_err(|e| CollectError(format!("table {name}: {} ({place})", with_causes(&e))))?;
+        let msgs = client.simple_query(query).await.map_err(|e| {
+            CollectError(format!(
+                "table {name}: {} ({place})",
+                crate::error::chain(&e)
+            ))
+        })?;
         let mut columns = Vec::new();
         let mut rows = Vec::new();
         for m in msgs {
@@ -218,19 +220,6 @@ async fn read_postgres(
     drop(client);
     let _ = driver.await;
     Ok(out)
-}
-
-/// The error with its causes: tokio-postgres says "db error" and keeps the server's message
-/// (`relation "x" does not exist`) or the OS error (connection refused) as its source.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// A PostgreSQL text value as the SQLite value it most likely is.
