@@ -306,8 +306,7 @@ impl Harness {
                     tables.extend(t);
                 }
                 Err(e) => {
-                    self.metrics.snapshot_source_up.set(&[&name], 0.0);
-                    tracing::warn!(source = %name, error = %e, "snapshot source unavailable");
+                    self.source_down(&name, &e);
                     down.insert(name, e);
                 }
             }
@@ -327,37 +326,9 @@ impl Harness {
         };
         let mut runnable = Vec::new();
         for inv in selected {
-            let mut reasons: Vec<String> = inv
-                .needs
-                .iter()
-                .filter_map(|n| {
-                    unset
-                        .get(n)
-                        .map(|why| format!("snapshot source {n} is not configured: {why}"))
-                })
-                .collect();
-            let missing: Vec<&str> = inv
-                .needs
-                .iter()
-                .filter(|n| down.contains_key(*n))
-                .map(String::as_str)
-                .collect();
-            if !missing.is_empty() {
-                reasons.push(format!(
-                    "snapshot source {} unavailable",
-                    missing.join(", ")
-                ));
-            }
-            if reasons.is_empty() {
-                runnable.push(inv);
-            } else {
-                self.metrics
-                    .invariant_checks_total
-                    .inc(&[&inv.id, "skipped"]);
-                result.skipped.push(Skipped {
-                    invariant_id: inv.id.clone(),
-                    reason: reasons.join("; "),
-                });
+            match skip_reason(&inv, &unset, &down) {
+                None => runnable.push(inv),
+                Some(reason) => self.skip(&mut result, &inv, reason),
             }
         }
 
@@ -387,7 +358,7 @@ impl Harness {
             }
             let (runnable, cut): (Vec<Invariant>, Vec<Invariant>) = runnable
                 .into_iter()
-                .partition(|inv| inv.needs.iter().all(|n| !lost.contains_key(n)));
+                .partition(|inv| skip_reason(inv, &BTreeMap::new(), &lost).is_none());
             tracing::debug!(ms = t.elapsed().as_secs_f64() * 1000.0, "snapshot loaded");
             drop(last);
             if let Some(p) = out_path {
@@ -406,27 +377,16 @@ impl Harness {
         .await
         .map_err(|e| HarnessError::Snapshot(format!("evaluation task: {e}")))??;
         *prev = Some(snap);
-        for (source, error) in lost {
-            self.metrics.snapshot_source_up.set(&[&source], 0.0);
-            tracing::warn!(source = %source, error = %error, "snapshot source unavailable");
-            result
-                .sources_unavailable
-                .push(Unavailable { source, error });
+        for (source, error) in &lost {
+            self.source_down(source, error);
+            result.sources_unavailable.push(Unavailable {
+                source: source.clone(),
+                error: error.clone(),
+            });
         }
         for inv in cut {
-            self.metrics
-                .invariant_checks_total
-                .inc(&[&inv.id, "skipped"]);
-            let missing: Vec<&str> = inv
-                .needs
-                .iter()
-                .filter(|n| result.sources_unavailable.iter().any(|u| &u.source == *n))
-                .map(String::as_str)
-                .collect();
-            result.skipped.push(Skipped {
-                invariant_id: inv.id.clone(),
-                reason: format!("snapshot source {} unavailable", missing.join(", ")),
-            });
+            let reason = skip_reason(&inv, &BTreeMap::new(), &lost).unwrap_or_default();
+            self.skip(&mut result, &inv, reason);
         }
         result.checks_run = result_part.checks_run;
         result.skipped.extend(result_part.skipped);
@@ -468,6 +428,21 @@ impl Harness {
         Ok(result)
     }
 
+    fn source_down(&self, source: &str, error: &str) {
+        self.metrics.snapshot_source_up.set(&[source], 0.0);
+        tracing::warn!(source, error, "snapshot source unavailable");
+    }
+
+    fn skip(&self, result: &mut CycleResult, inv: &Invariant, reason: String) {
+        self.metrics
+            .invariant_checks_total
+            .inc(&[&inv.id, "skipped"]);
+        result.skipped.push(Skipped {
+            invariant_id: inv.id.clone(),
+            reason,
+        });
+    }
+
     fn send_alerts(&self, alerts: Alerts, now_ms: i64) {
         let Some(cfg) = &self.config.settings.alert else {
             return;
@@ -494,6 +469,37 @@ impl Harness {
             )));
         }
     }
+}
+
+/// Why `inv` cannot be checked this cycle: sources it needs that are not configured (`unset`)
+/// or unavailable (`down`), each with its error.
+fn skip_reason(
+    inv: &Invariant,
+    unset: &BTreeMap<String, String>,
+    down: &BTreeMap<String, String>,
+) -> Option<String> {
+    let mut reasons: Vec<String> = inv
+        .needs
+        .iter()
+        .filter_map(|n| {
+            unset
+                .get(n)
+                .map(|why| format!("snapshot source {n} is not configured: {why}"))
+        })
+        .collect();
+    let missing: Vec<&str> = inv
+        .needs
+        .iter()
+        .filter(|n| down.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        reasons.push(format!(
+            "snapshot source {} unavailable",
+            missing.join(", ")
+        ));
+    }
+    (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 
 fn humantime(d: Duration) -> String {

@@ -126,7 +126,10 @@ fn copy_sqlite(
         }
         c.handle = Some(conn.get_interrupt_handle());
     }
-    let fail = |what: &str, e: rusqlite::Error| CollectError(format!("{what}: {e} (in {path})"));
+    let fail = |what: &str, e: rusqlite::Error| {
+        let e = explain(&e, cycle.snapshot_max_mb);
+        CollectError(format!("{what}: {e} (in {path})"))
+    };
     conn.busy_timeout(Duration::from_secs(2))
         .map_err(|e| fail("busy timeout", e))?;
     let t = std::time::Instant::now();
@@ -147,12 +150,7 @@ fn copy_sqlite(
     for (name, query) in tables {
         let table = format!("vigil_snapshot.{}", quote(name));
         let query = query.trim().trim_end_matches(';');
-        let at = |e: rusqlite::Error| {
-            CollectError(format!(
-                "table {name}: {} (in {path})",
-                explain(&e, cycle.snapshot_max_mb)
-            ))
-        };
+        let at = |e| fail(&format!("table {name}"), e);
         tx.execute(&format!("CREATE TABLE {table} AS {query}"), [])
             .map_err(at)?;
         let stmt = tx.prepare(&format!("SELECT * FROM {table}")).map_err(at)?;
