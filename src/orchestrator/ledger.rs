@@ -243,15 +243,9 @@ fn de_ts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         .map_err(serde::de::Error::custom)
 }
 
+/// A span in milliseconds as people read it (`6.0h`); negative spans read as none.
 fn hours(ms: i64) -> String {
-    let s = ms as f64 / 1000.0;
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else if s < 3600.0 {
-        format!("{:.1}m", s / 60.0)
-    } else {
-        format!("{:.1}h", s / 3600.0)
-    }
+    crate::daemon::human(std::time::Duration::from_millis(ms.max(0) as u64))
 }
 
 /// "24h" rather than "1d": how people state an escalation window.
