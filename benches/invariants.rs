@@ -118,11 +118,19 @@ fn main() {
         t.elapsed().as_secs_f64() * 1000.0
     };
     let clock = ManualClock::new(now);
+    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let audit = vigil::audit::Audit::new(
+        dir.path().join("audit"),
+        jiff::tz::TimeZone::UTC,
+        Arc::new(clock.clone()),
+        store.clone(),
+    );
     let harness = Harness::new(
         Arc::new(config.invariants),
-        Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap()),
+        store,
         Arc::new(clock.clone()),
         Arc::new(Metrics::default()),
+        Arc::new(audit),
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (mut cycle, mut collect, mut eval, mut base) =

@@ -2,12 +2,12 @@
 //! cleanly: sources first, then the pipeline drains what they sent, then the summary.
 
 use crate::app::App;
-use crate::clock::rfc3339_ms;
+use crate::clock::{human, rfc3339_ms};
 use crate::event::Event;
 use crate::intent::{inbox, queue, NewIntent};
 use crate::rules::{Output, RuleEngine};
 use crate::sources::{self, Health, SourceContext};
-use crate::store::Store;
+use crate::store::{IntentStore, SourceStore};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,17 +50,6 @@ impl std::fmt::Display for Summary {
             self.events,
             self.intents
         )
-    }
-}
-
-pub fn human(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else if s < 3600.0 {
-        format!("{:.1}m", s / 60.0)
-    } else {
-        format!("{:.1}h", s / 3600.0)
     }
 }
 

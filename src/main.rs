@@ -9,7 +9,7 @@ use vigil::app::App;
 use vigil::clock::{rfc3339_ms, SystemClock};
 use vigil::config::{Config, ConfigError, DEFAULT_FILE};
 use vigil::intent::{inbox, IntentStatus, NewIntent};
-use vigil::store::{IntentQuery, Store};
+use vigil::store::{IntentQuery, IntentStore, SourceStore};
 
 #[derive(Parser)]
 #[command(

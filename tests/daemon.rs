@@ -5,7 +5,7 @@ mod common;
 use common::TestDaemon;
 use std::time::Duration;
 use vigil::intent::{inbox, IntentStatus, NewIntent};
-use vigil::store::Store;
+use vigil::store::prelude::*;
 
 fn intent(kind: &str, prio: u8) -> NewIntent {
     NewIntent {

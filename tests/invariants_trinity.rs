@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vigil::audit::Audit;
 use vigil::clock::{Clock, ManualClock};
 use vigil::config::Config;
 use vigil::invariants::{CycleResult, Harness};
@@ -59,11 +60,18 @@ impl World {
         let clock = ManualClock::new(start);
         let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
         let metrics = Arc::new(Metrics::default());
+        let audit = Audit::new(
+            dir.path().join("audit"),
+            jiff::tz::TimeZone::UTC,
+            Arc::new(clock.clone()),
+            store.clone(),
+        );
         let harness = Harness::new(
             Arc::new(config.invariants),
             store,
             Arc::new(clock.clone()),
             metrics.clone(),
+            Arc::new(audit),
         );
         let w = World {
             redis,

@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::event::Event;
 use crate::intent::{queue, NewIntent};
 use crate::sources::Health;
-use crate::store::{IntentQuery, Store};
+use crate::store::{IntentQuery, IntentStore};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -12,7 +12,7 @@ use vigil::clock::{SharedClock, SystemClock};
 use vigil::config::Config;
 use vigil::daemon::{self, Summary};
 use vigil::intent::Intent;
-use vigil::store::{IntentQuery, Store};
+use vigil::store::{IntentQuery, IntentStore};
 
 /// The API token every test daemon uses.
 pub const TOKEN: &str = "test-token";
