@@ -504,3 +504,43 @@ fn bad_invariants_are_config_errors_with_locations() {
     let c = Config::parse("ok.toml", ok).unwrap();
     assert!(c.invariants.invariants["Q"].needs.contains("c"));
 }
+
+/// Every transition is in both halves of the audit trail: the store and the day's JSON-lines
+/// file (it used to reach only the store).
+#[tokio::test]
+async fn transitions_are_in_the_jsonl_audit_trail_and_the_store() {
+    let f = Fixture::new();
+    let config = Config::parse("test.toml", &f.config(BROKEN)).unwrap_or_else(|e| panic!("{e}"));
+    let data = f.dir.path().join("data");
+    let app = vigil::app::App::new(config, data.clone(), Arc::new(f.clock.clone()));
+    let harness = app.harness().unwrap();
+    assert!(
+        Arc::ptr_eq(&harness, &app.harness().unwrap()),
+        "one harness per app"
+    );
+    harness.run_cycle(None).await.unwrap();
+    f.sql("UPDATE jobs SET state = 'broken'");
+    f.clock.advance(Duration::from_secs(60));
+    let r = harness.run_cycle(None).await.unwrap();
+    assert_eq!(r.transitions.len(), 1, "{r:?}");
+    f.sql("UPDATE jobs SET state = 'ok'");
+    f.clock.advance(Duration::from_secs(60));
+    harness.run_cycle(None).await.unwrap();
+
+    let file = data.join("audit").join("20260115.jsonl");
+    let lines: Vec<Value> = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["invariant_red", "invariant_green"], "{lines:?}");
+    assert_eq!(lines[0]["details"]["invariant"], "J-01");
+    assert_eq!(lines[0]["ts"], "2026-01-15T10:01:00.000Z");
+    let stored: Vec<String> = vigil::audit::tail(&app, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(stored, events);
+}
