@@ -103,8 +103,10 @@ pub async fn run(
         );
         source_tasks.spawn(sources::supervise(cfg.build(), ctx));
     }
-    // The invariant loop feeds transitions to the rule engine like a source.
+    // The invariant loop feeds transitions to the rule engine like a source. It records
+    // state and audits transitions, so a dry run (which writes nothing) does not run it.
     match crate::invariants::shared(&app) {
+        Ok(_) if opts.dry_run => tracing::info!("dry run: invariant cycles do not run"),
         Ok(h) => {
             source_tasks.spawn(crate::invariants::run_loop(
                 h,
@@ -196,7 +198,19 @@ async fn pipeline(
         if !out.proposals.is_empty() || !out.symptoms.is_empty() {
             let taken = std::mem::take(&mut out);
             let a = app.clone();
-            let _ = tokio::task::spawn_blocking(move || store_output(&a, taken)).await;
+            let dry_run = opts.dry_run;
+            let _ = tokio::task::spawn_blocking(move || {
+                if dry_run {
+                    // A dry run stores nothing: it says what the output would do.
+                    match crate::orchestrator::plan::rule_output(&a, &taken) {
+                        Ok(lines) => lines.iter().for_each(|l| tracing::info!("dry run: {l}")),
+                        Err(e) => tracing::error!("dry run: {e}"),
+                    }
+                } else {
+                    store_output(&a, taken)
+                }
+            })
+            .await;
         }
     }
     let dropped = engine.stats().duplicates_dropped as f64;

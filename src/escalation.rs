@@ -145,6 +145,28 @@ pub fn clear(app: &App, kind: &str, why: &str) -> Result<Option<Flag>, StoreErro
     Ok(was)
 }
 
+/// What recording a symptom of `kind` now would do, without recording it (a dry run, which
+/// only reads): the symptoms of that kind the window would then hold, and the flag it would
+/// arm, if any.
+pub fn preview(app: &App, kind: &str) -> Result<(u32, Option<Flag>), StoreError> {
+    let now = app.clock.now_ms();
+    let store = app.store()?;
+    let p = policy(app);
+    let flag = store.flags()?.into_iter().find(|f| f.kind == kind);
+    let since =
+        (now - p.window_ms).max(flag.as_ref().and_then(|f| f.cleared_at).unwrap_or(i64::MIN));
+    let count = store.symptoms(Some(kind), since, 100_000)?.len() as u32 + 1;
+    let active = flag.is_some_and(|f| f.is_armed(now));
+    Ok((
+        count,
+        if active {
+            None
+        } else {
+            p.arm(kind, count, now)
+        },
+    ))
+}
+
 /// The armed, unexpired flag of `kind`, if any.
 pub fn armed(app: &App, kind: &str) -> Result<Option<Flag>, StoreError> {
     let now = app.clock.now_ms();

@@ -1,10 +1,13 @@
-//! The dry run's plan: what would happen to each pending intent. It only reads the store:
-//! no claim, no reservation, no status, no audit entry.
+//! The dry run: what would happen to each pending intent, and what the rules' proposals and
+//! symptoms would do. It only reads the store: no claim, reservation, status, symptom, flag
+//! or audit entry. (Intents submitted through the inbox or the API are still taken in: they
+//! are requests from outside, and the plan shows what would become of them.)
 
 use super::gates::{self, Decision};
 use super::{blocking, Orchestrator};
 use crate::app::App;
 use crate::intent::{Intent, IntentStatus};
+use crate::rules::Output;
 use crate::store::{IntentQuery, IntentStore, StoreError};
 use std::collections::HashSet;
 
@@ -19,30 +22,38 @@ pub struct Plan {
     pub steps: Vec<String>,
 }
 
-impl std::fmt::Display for Plan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "intent {} ({}): ", self.intent, self.intent_type)?;
+impl Plan {
+    /// What would happen, in words, e.g. "playbook canary (mode default) would run: ...".
+    pub fn outcome(&self) -> String {
         match &self.decision {
-            Decision::Expired { reason } => write!(f, "would expire: {reason}"),
-            Decision::Unmatched => write!(f, "unmatched: no playbook"),
+            Decision::Expired { reason } => format!("would expire: {reason}"),
+            Decision::Unmatched => "unmatched: no playbook".to_string(),
             Decision::Denied {
                 playbook,
                 mode,
                 denial,
-            } => write!(
-                f,
+            } => format!(
                 "playbook {playbook} (mode {mode}) would be denied by the {} gate: {}",
                 denial.gate.as_str(),
                 denial.reason
             ),
-            Decision::Run { playbook, mode, .. } => {
-                write!(
-                    f,
-                    "playbook {playbook} (mode {mode}) would run: {}",
-                    self.steps.join("; ")
-                )
-            }
+            Decision::Run { playbook, mode, .. } => format!(
+                "playbook {playbook} (mode {mode}) would run: {}",
+                self.steps.join("; ")
+            ),
         }
+    }
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "intent {} ({}): {}",
+            self.intent,
+            self.intent_type,
+            self.outcome()
+        )
     }
 }
 
@@ -90,4 +101,49 @@ impl Orchestrator {
         seen.extend(plans.iter().map(|p| p.intent));
         Ok(plans)
     }
+}
+
+/// What the rule engine's output would do, in words, without storing it (blocking): for each
+/// proposal the plan of the intent it would make, for each symptom the count it would reach
+/// and the flag it would arm. A dry run logs these instead of storing intents and symptoms.
+pub fn rule_output(app: &App, out: &Output) -> Result<Vec<String>, StoreError> {
+    let now = app.clock.now_ms();
+    let mut lines = Vec::new();
+    for p in &out.proposals {
+        let intent = Intent {
+            id: 0,
+            intent_type: p.intent_type.clone(),
+            priority: p.priority,
+            reason: p.reason.clone(),
+            data: p.data.clone(),
+            created_at: now,
+            updated_at: now,
+            status: IntentStatus::Pending,
+            dedup_key: String::new(),
+            origin: format!("rule:{}", p.rule),
+            note: None,
+        };
+        let plan = plan(app, &intent, "dry-run")?;
+        lines.push(format!(
+            "rule {} would propose {} (priority {}): {}",
+            p.rule,
+            p.intent_type,
+            p.priority,
+            plan.outcome()
+        ));
+    }
+    for s in &out.symptoms {
+        let (count, arms) = crate::escalation::preview(app, &s.kind)?;
+        lines.push(match arms {
+            Some(flag) => format!(
+                "rule {} would record symptom {} and arm its flag: {}",
+                s.rule, s.kind, flag.reason
+            ),
+            None => format!(
+                "rule {} would record symptom {} ({count} in the window)",
+                s.rule, s.kind
+            ),
+        });
+    }
+    Ok(lines)
 }
