@@ -109,8 +109,8 @@ impl Orchestrator {
     }
 }
 
-/// Settles, as failed, the runs of an intent whose handler failed (blocking the rest of its
-/// work); returns whether there was one. Used by the task loop after a store error.
+/// Settles, as failed, the open runs of intent `id` after its handler failed on a store
+/// error; returns whether it had one (if not, the caller ends the intent itself).
 pub(super) async fn abandon(
     orch: &Orchestrator,
     id: i64,

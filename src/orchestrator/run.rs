@@ -278,20 +278,13 @@ impl Run {
         }
     }
 
-    /// Ends the run: its downtime and final status, the flag cleared after a successful
-    /// escalated run, metrics, budget and lock settled with the intent's status and the audit
-    /// entry in one transaction, and an alert when production was not restored. The first
-    /// ending of a run wins: when it had already ended, this one is audited as
-    /// `run_end_ignored` and changes nothing else. Returns whether this ending was the one.
-    pub(super) async fn settle(self, ending: Ending) -> Result<bool, StoreError> {
-        let now = self.app.clock.now_ms();
+    /// The final status, note, audit event and downtime (ms) an ending comes to.
+    fn conclude(&self, ending: Ending) -> (IntentStatus, String, &'static str, i64) {
         let mut downtime_ms = self.progress.downtime_ms;
         let still_down = self.progress.down_since.is_some();
         if let Some(s) = self.progress.down_since {
-            downtime_ms += now - s;
+            downtime_ms += self.app.clock.now_ms() - s;
         }
-        let pb_name = self.record.playbook.clone();
-        let mode = self.record.mode.clone();
         // A run that stopped before its end failed, or failed to restore if still down.
         let after_stop = |mut note: String, event: &'static str| {
             let status = if still_down {
@@ -300,9 +293,9 @@ impl Run {
             } else {
                 IntentStatus::Failed
             };
-            (status, note, event)
+            (status, note, event, downtime_ms)
         };
-        let (status, note, event) = match ending {
+        match ending {
             Ending::Steps { failure, steps } => {
                 let (status, note) = if still_down || self.progress.sla_missed {
                     let why = if still_down {
@@ -324,16 +317,29 @@ impl Run {
                 } else if let Some(f) = failure {
                     (IntentStatus::Failed, f)
                 } else {
+                    let r = &self.record;
                     (
                         IntentStatus::Done,
-                        format!("playbook {pb_name} ran {steps} steps in mode {mode}"),
+                        format!(
+                            "playbook {} ran {steps} steps in mode {}",
+                            r.playbook, r.mode
+                        ),
                     )
                 };
-                (status, note, "playbook_end")
+                (status, note, "playbook_end", downtime_ms)
             }
             Ending::Recovered { note } => after_stop(note, "run_recovered"),
             Ending::Abandoned { note } => after_stop(note, "playbook_end"),
-        };
+        }
+    }
+
+    /// Ends the run: its downtime and final status, the flag cleared after a successful
+    /// escalated run, metrics, budget and lock settled with the intent's status and the audit
+    /// entry in one transaction, and an alert when production was not restored. The first
+    /// ending of a run wins: when it had already ended, this one is audited as
+    /// `run_end_ignored` and changes nothing else. Returns whether this ending was the one.
+    pub(super) async fn settle(self, ending: Ending) -> Result<bool, StoreError> {
+        let (status, note, event, downtime_ms) = self.conclude(ending);
         let Run {
             app,
             intent,
@@ -348,10 +354,7 @@ impl Run {
             let audit = app.audit()?;
             // What follows from the run comes first, so whoever sees the intent ended sees it
             // too; a run another ending got to first has nothing to follow.
-            let open = store
-                .runs(Some(&record.playbook), record.started_at - 1, true)?
-                .iter()
-                .any(|r| r.id == record.id);
+            let open = store.run(record.id)?.is_some_and(|r| r.ended_at.is_none());
             if open {
                 app.metrics.playbook_runs_total.inc(&[
                     &record.playbook,

@@ -166,6 +166,8 @@ pub trait RunStore: Send + Sync {
     /// run under an intent still running. The first end wins: when the run had already ended
     /// nothing is written and the result is false.
     fn settle_run(&self, end: &RunEnd<'_>, audit: &AuditEntry) -> Result<bool, StoreError>;
+    /// One run by id.
+    fn run(&self, id: i64) -> Result<Option<RunRecord>, StoreError>;
     /// Runs started after `since_ms` (of `playbook`, or all), newest first; `open_only` keeps
     /// the ones not ended.
     fn runs(

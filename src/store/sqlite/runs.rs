@@ -313,6 +313,10 @@ impl RunStore for SqliteStore {
         })
     }
 
+    fn run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
+        self.with_conn(|c| run(c, id))
+    }
+
     fn runs(
         &self,
         playbook: Option<&str>,
