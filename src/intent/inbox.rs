@@ -7,7 +7,6 @@
 //! `.reason` file beside it and is never acted on.
 
 use super::{canonical_json, sha256_hex, NewIntent};
-use crate::event::Data;
 use serde_json::{Map, Value};
 use std::fs;
 use std::io::Write;
@@ -100,43 +99,7 @@ pub fn parse(bytes: &[u8]) -> Result<NewIntent, InboxError> {
             "checksum mismatch: file says sha256 {claimed}, content hashes to {actual}; the file was changed or written incompletely"
         )));
     }
-    let intent_type = match obj.get("intent_type") {
-        Some(Value::String(s)) => s.clone(),
-        _ => {
-            return Err(bad(
-                "`intent_type` must be a string, like \"alert_gpu_oom\"".into(),
-            ))
-        }
-    };
-    let priority = match obj.get("priority").and_then(Value::as_u64) {
-        Some(p) if p <= 10 => p as u8,
-        _ => return Err(bad("`priority` must be a whole number from 0 to 10".into())),
-    };
-    let reason = match obj.get("reason") {
-        Some(Value::String(s)) => s.clone(),
-        None => String::new(),
-        _ => return Err(bad("`reason` must be a string".into())),
-    };
-    let data: Data = match obj.get("data") {
-        Some(Value::Object(m)) => m.clone(),
-        None | Some(Value::Null) => Data::new(),
-        _ => return Err(bad("`data` must be a JSON object".into())),
-    };
-    let dedup_key = match obj.get("dedup_key") {
-        Some(Value::String(s)) => Some(s.clone()),
-        None => None,
-        _ => return Err(bad("`dedup_key` must be a string".into())),
-    };
-    let intent = NewIntent {
-        intent_type,
-        priority,
-        reason,
-        data,
-        dedup_key,
-        origin: "inbox".into(),
-    };
-    intent.validate().map_err(bad)?;
-    Ok(intent)
+    NewIntent::from_body(&obj, "inbox").map_err(bad)
 }
 
 /// True for names the daemon should read: finished `.json` files, not temp files.
@@ -208,20 +171,12 @@ pub async fn watch(
     app: std::sync::Arc<crate::app::App>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), InboxError> {
-    use notify::{RecursiveMode, Watcher};
     let inbox = app.inbox_dir();
     fs::create_dir_all(&inbox).map_err(io(&inbox))?;
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let w = wake.clone();
     // Each notification only wakes the drainer; a burst of files coalesces into one scan.
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            w.notify_one();
-        }
-    })
-    .map_err(|e| InboxError::Invalid(format!("cannot watch {}: {e}", inbox.display())))?;
-    watcher
-        .watch(&inbox, RecursiveMode::NonRecursive)
+    let _watch = crate::watch::DirWatch::new(&inbox, false, move |_| w.notify_one())
         .map_err(|e| InboxError::Invalid(format!("cannot watch {}: {e}", inbox.display())))?;
     loop {
         // Files that arrived before the watch began (or while vigil was down) count too.
@@ -285,5 +240,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not valid JSON"));
+        // The same parser as the API: an unknown key is refused, not dropped.
+        let mut obj = json!({"intent_type": "x", "priority": 1, "pririty": 2});
+        obj["sha256"] = sha256_hex(&canonical_json(&obj)).into();
+        let e = parse(obj.to_string().as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("unknown field `pririty`"), "{e}");
     }
 }

@@ -10,7 +10,7 @@
 
 use super::lines::{decode_line, Matches, DEFAULT_MAX_LINE};
 use super::{BoxFuture, Source, SourceContext, SourceError};
-use notify::{RecursiveMode, Watcher};
+use crate::watch::DirWatch;
 use serde::Deserialize;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -190,17 +190,18 @@ impl FileSource {
         };
         let wake = Arc::new(Notify::new());
         let w = wake.clone();
-        let mut watcher =
-            notify::recommended_watcher(move |_: notify::Result<notify::Event>| w.notify_one())
-                .map_err(|e| SourceError::new(format!("cannot start inotify: {e}")))?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|e| {
-                SourceError::new(format!(
-                    "cannot watch {} ({e}); create the directory or fix `path`",
-                    dir.display()
-                ))
-            })?;
+        let watch = DirWatch::new(&dir, false, move |_| w.notify_one()).map_err(|e| {
+            SourceError::new(format!(
+                "cannot watch {} ({e}); create the directory or fix `path`",
+                dir.display()
+            ))
+        })?;
+        ctx.degraded(
+            watch
+                .polling
+                .as_ref()
+                .map(|why| format!("polling every second: {why}")),
+        );
 
         let mut current: Option<File> = None;
         loop {
