@@ -325,20 +325,22 @@ fn intents(app: &App, cmd: IntentsCommand) -> anyhow::Result<u8> {
             }
             None => bail!("no intent with id {id}; `vigil intents list` shows the ids"),
         },
-        IntentsCommand::Verify { file } => match inbox::read(&file) {
-            Ok(i) => {
-                println!(
-                    "{}: valid ({} priority {})",
-                    file.display(),
-                    i.intent_type,
-                    i.priority
-                );
-                Ok(0)
+        IntentsCommand::Verify { file } => {
+            match inbox::read(&file, app.config.intents.max_file_size) {
+                Ok(i) => {
+                    println!(
+                        "{}: valid ({} priority {})",
+                        file.display(),
+                        i.intent_type,
+                        i.priority
+                    );
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("{}: invalid: {e}", file.display());
+                    Ok(1)
+                }
             }
-            Err(e) => {
-                eprintln!("{}: invalid: {e}", file.display());
-                Ok(1)
-            }
-        },
+        }
     }
 }
