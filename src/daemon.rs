@@ -93,6 +93,7 @@ pub async fn run(
         Some(tokio::spawn(crate::api::serve(
             listener,
             crate::api::router(app.clone(), health.clone(), tx.clone()),
+            app.config.api.clone(),
             shutdown.clone(),
         )))
     } else {

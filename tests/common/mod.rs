@@ -35,6 +35,31 @@ impl TestDaemon {
         Self::start_in(tempfile::tempdir().unwrap(), config, clock, opts).await
     }
 
+    /// `api` holds more keys for the daemon's `[api]` table (TOML lines).
+    pub async fn start_with_api(api: &str) -> Self {
+        let api = format!("token = \"{TOKEN}\"\n{api}");
+        Self::launch(
+            tempfile::tempdir().unwrap(),
+            &api,
+            "",
+            Arc::new(SystemClock),
+            Default::default(),
+        )
+        .await
+    }
+
+    /// A daemon with no `[api] token`: calls that change state must be refused.
+    pub async fn start_without_token(config: &str) -> Self {
+        Self::launch(
+            tempfile::tempdir().unwrap(),
+            "",
+            config,
+            Arc::new(SystemClock),
+            Default::default(),
+        )
+        .await
+    }
+
     /// The data dir is `dir/data`, so a test can put files there before the daemon starts.
     pub async fn start_in(
         dir: tempfile::TempDir,
@@ -42,8 +67,18 @@ impl TestDaemon {
         clock: SharedClock,
         opts: daemon::Options,
     ) -> Self {
+        Self::launch(dir, &format!("token = \"{TOKEN}\"\n"), config, clock, opts).await
+    }
+
+    async fn launch(
+        dir: tempfile::TempDir,
+        api: &str,
+        config: &str,
+        clock: SharedClock,
+        opts: daemon::Options,
+    ) -> Self {
         let text = format!(
-            "[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{}",
+            "[api]\nlisten = \"127.0.0.1:0\"\n{api}{}",
             config.replace("{dir}", dir.path().to_str().unwrap())
         );
         let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
