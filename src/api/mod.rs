@@ -28,6 +28,7 @@ pub fn router(app: Arc<App>, health: Arc<Health>, events: mpsc::Sender<Event>) -
     Router::new()
         .route("/api/events", post(post_event))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/sources", get(sources))
         .route("/api/intents", get(list_intents).post(submit_intent))
@@ -173,6 +174,22 @@ async fn healthz(State(s): State<ApiState>) -> Response {
         .map(|s| s.source.clone())
         .collect();
     Json(json!({"status": "ok", "sources_down": down})).into_response()
+}
+
+/// 200 once every source and the inbox have attached, 503 with the ones still starting before:
+/// what a script waits for before it writes lines a file source must see.
+async fn readyz(State(s): State<ApiState>) -> Response {
+    let starting = s.health.starting();
+    let status = if starting.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"ready": starting.is_empty(), "starting": starting})),
+    )
+        .into_response()
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {

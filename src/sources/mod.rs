@@ -229,6 +229,9 @@ pub struct SourceState {
     pub since_ms: i64,
 }
 
+/// The reason of a source registered but not yet attached.
+pub const STARTING: &str = "starting";
+
 #[derive(Default)]
 pub struct Health {
     states: Mutex<BTreeMap<String, SourceState>>,
@@ -251,7 +254,7 @@ impl Health {
                 source: name.to_string(),
                 kind: kind.to_string(),
                 up: false,
-                reason: Some("starting".into()),
+                reason: Some(STARTING.into()),
                 since_ms: now_ms,
             },
         );
@@ -282,6 +285,18 @@ impl Health {
             }
             self.changed.notify_one();
         }
+    }
+
+    /// Names of the sources that have not attached yet (still "starting"). Once none is left,
+    /// every source has either begun watching (a file source knows where it starts reading)
+    /// or said why it cannot.
+    pub fn starting(&self) -> Vec<String> {
+        let states = self.states.lock().unwrap();
+        states
+            .values()
+            .filter(|s| !s.up && s.reason.as_deref() == Some(STARTING))
+            .map(|s| s.source.clone())
+            .collect()
     }
 
     pub fn snapshot(&self) -> Vec<SourceState> {
