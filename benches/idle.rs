@@ -70,8 +70,14 @@ fn main() {
                 .spawn()
                 .unwrap(),
         ),
-        ("vigil quickstart", vigil(dir.path(), "examples/quickstart.toml")),
-        ("vigil self_healing", vigil(dir.path(), "examples/self_healing.toml")),
+        (
+            "vigil quickstart",
+            vigil(dir.path(), "examples/quickstart.toml"),
+        ),
+        (
+            "vigil self_healing",
+            vigil(dir.path(), "examples/self_healing.toml"),
+        ),
     ];
     // Start-up is not idle: measure from one second in.
     std::thread::sleep(Duration::from_secs(1));
@@ -80,7 +86,10 @@ fn main() {
     std::thread::sleep(Duration::from_secs(secs));
     let elapsed = t0.elapsed().as_secs_f64();
     println!("idle for {secs} s (CPU: % of one core over the period; RSS at the end; peak RSS)");
-    println!("{:<22} {:>8} {:>9} {:>10}", "process", "CPU %", "RSS MB", "peak MB");
+    println!(
+        "{:<22} {:>8} {:>9} {:>10}",
+        "process", "CPU %", "RSS MB", "peak MB"
+    );
     for ((name, child), (t0, _, _)) in runs.iter_mut().zip(start) {
         let (t1, rss, hwm) = sample(child.id());
         let cpu = (t1 - t0) as f64 / hz / elapsed * 100.0;
