@@ -66,11 +66,33 @@ pub struct ApiConfig {
     /// Set `enabled = false` to run without the HTTP listener.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[serde(default = "ApiConfig::default_max_connections")]
+    pub max_connections: usize,
+    /// A request's headers must arrive within this long; an idle keep-alive connection is
+    /// closed after it.
+    #[serde(default = "ApiConfig::default_header_timeout")]
+    pub header_timeout: Dur,
+    /// Request bodies over this many bytes are answered 413.
+    #[serde(default = "ApiConfig::default_max_body_size")]
+    pub max_body_size: usize,
 }
 
 impl ApiConfig {
     fn default_listen() -> SocketAddr {
         "127.0.0.1:9108".parse().unwrap()
+    }
+
+    fn default_max_connections() -> usize {
+        256
+    }
+
+    fn default_header_timeout() -> Dur {
+        Dur::secs(10)
+    }
+
+    fn default_max_body_size() -> usize {
+        1 << 20
     }
 }
 
@@ -80,6 +102,9 @@ impl Default for ApiConfig {
             listen: Self::default_listen(),
             token: None,
             enabled: true,
+            max_connections: Self::default_max_connections(),
+            header_timeout: Self::default_header_timeout(),
+            max_body_size: Self::default_max_body_size(),
         }
     }
 }
@@ -95,6 +120,8 @@ pub struct IntentsConfig {
     pub dedup_window: Dur,
     /// Finished intents older than this are pruned.
     pub retention: Dur,
+    /// Inbox files larger than this many bytes are rejected unread.
+    pub max_file_size: u64,
 }
 
 impl Default for IntentsConfig {
@@ -102,6 +129,7 @@ impl Default for IntentsConfig {
         Self {
             dedup_window: Dur::secs(3600),
             retention: Dur::secs(24 * 3600),
+            max_file_size: crate::intent::inbox::DEFAULT_MAX_BYTES,
         }
     }
 }

@@ -137,6 +137,8 @@ pub struct SourceContext {
     events: mpsc::Sender<Event>,
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
+    /// Why the source works, but not as well as it should (see [`SourceContext::degraded`]).
+    degraded: Arc<Mutex<Option<String>>>,
 }
 
 impl SourceContext {
@@ -155,6 +157,7 @@ impl SourceContext {
             events,
             health,
             shutdown,
+            degraded: Arc::default(),
         }
     }
 
@@ -184,9 +187,17 @@ impl SourceContext {
         true
     }
 
-    /// Marks the source as working.
+    /// Marks the source as working (with the reason it is degraded, if it is).
     pub fn up(&self) {
-        self.health.set(&self.name, true, None, self.clock.now_ms());
+        let note = self.degraded.lock().unwrap().clone();
+        self.health.set(&self.name, true, note, self.clock.now_ms());
+    }
+
+    /// Says the source works but is degraded (`Some`), or fully works (`None`): from the
+    /// next [`SourceContext::up`] on, the reason shows in `vigil status` beside "up" (for
+    /// example: watching by polling because inotify is used up).
+    pub fn degraded(&self, reason: Option<String>) {
+        *self.degraded.lock().unwrap() = reason;
     }
 
     /// Marks the source as not working while it keeps running, e.g. waiting for a file to
@@ -218,6 +229,9 @@ pub struct SourceState {
     pub since_ms: i64,
 }
 
+/// The reason of a source registered but not yet attached.
+pub const STARTING: &str = "starting";
+
 #[derive(Default)]
 pub struct Health {
     states: Mutex<BTreeMap<String, SourceState>>,
@@ -240,7 +254,7 @@ impl Health {
                 source: name.to_string(),
                 kind: kind.to_string(),
                 up: false,
-                reason: Some("starting".into()),
+                reason: Some(STARTING.into()),
                 since_ms: now_ms,
             },
         );
@@ -271,6 +285,18 @@ impl Health {
             }
             self.changed.notify_one();
         }
+    }
+
+    /// Names of the sources that have not attached yet (still "starting"). Once none is left,
+    /// every source has either begun watching (a file source knows where it starts reading)
+    /// or said why it cannot.
+    pub fn starting(&self) -> Vec<String> {
+        let states = self.states.lock().unwrap();
+        states
+            .values()
+            .filter(|s| !s.up && s.reason.as_deref() == Some(STARTING))
+            .map(|s| s.source.clone())
+            .collect()
     }
 
     pub fn snapshot(&self) -> Vec<SourceState> {
