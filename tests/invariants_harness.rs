@@ -45,7 +45,7 @@ impl Fixture {
 
     fn config(&self, extra: &str) -> String {
         format!(
-            "[snapshot.app]\ntype = \"sql\"\nurl = \"sqlite://{}\"\ntables = {{ jobs = \"SELECT id, state FROM jobs\" }}\n{extra}",
+            "[collectors.app]\ntype = \"sql\"\nurl = \"sqlite://{}\"\ntables = {{ jobs = \"SELECT id, state FROM jobs\" }}\n{extra}",
             self.db.display()
         )
     }
@@ -211,7 +211,7 @@ async fn for_needs_elapsed_time_and_survives_a_restart() {
 async fn prev_command_collector_and_bounded_state() {
     let f = Fixture::new();
     let extra = r#"
-[snapshot.list]
+[collectors.list]
 type = "command"
 command = ["sh", "-c", "printf '[{\"n\": 1, \"tags\": [\"a\"]}, {\"n\": 2}]'"]
 
@@ -263,10 +263,10 @@ query = "SELECT count(*) AS rows, (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SE
 async fn failing_command_and_timeouts_are_unavailable() {
     let f = Fixture::new();
     let extra = r#"
-[snapshot.bad]
+[collectors.bad]
 type = "command"
 command = ["sh", "-c", "echo nope >&2; exit 3"]
-[snapshot.slow]
+[collectors.slow]
 type = "command"
 command = ["sleep", "5"]
 timeout = "200ms"
@@ -307,7 +307,7 @@ async fn slow_sqlite_source_is_interrupted_and_lets_the_cycle_go_on() {
     // Far more work than 300 ms allows, even with an optimized SQLite.
     let extra = format!(
         r#"
-[snapshot.slow]
+[collectors.slow]
 type = "sql"
 url = "{}"
 timeout = "300ms"
@@ -358,7 +358,7 @@ async fn a_snapshot_over_its_limit_is_a_clear_error() {
         r#"
 [invariants]
 snapshot_max_mb = 1
-[snapshot.big]
+[collectors.big]
 type = "sql"
 url = "{}"
 tables = {{ big = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 30000) SELECT x, printf('%0100d', x) AS pad FROM c" }}
@@ -385,7 +385,7 @@ query = "SELECT x FROM big WHERE x < 0"
     let cmd = r#"
 [invariants]
 snapshot_max_mb = 1
-[snapshot.lines]
+[collectors.lines]
 type = "command"
 command = ["python3", "-c", "import json; print(json.dumps([{'x': i, 'pad': 'p' * 100} for i in range(30000)]))"]
 [invariants.C-01]
@@ -422,7 +422,7 @@ query = "SELECT x FROM lines WHERE x < 0"
 #[tokio::test(flavor = "multi_thread")]
 async fn one_cycle_at_a_time() {
     let f = Fixture::new();
-    let extra = "[snapshot.slow]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.5; echo '[]'\"]\n[invariants.S]\nname = \"s\"\nseverity = \"minor\"\nquery = \"SELECT * FROM slow\"\n";
+    let extra = "[collectors.slow]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.5; echo '[]'\"]\n[invariants.S]\nname = \"s\"\nseverity = \"minor\"\nquery = \"SELECT * FROM slow\"\n";
     let h = Arc::new(f.harness(&f.config(extra), Arc::default()));
     let h2 = h.clone();
     let first = tokio::spawn(async move { h2.run_cycle(None).await });
@@ -473,26 +473,32 @@ fn bad_invariants_are_config_errors_with_locations() {
     );
     assert!(e.contains("bad.toml:7:") && e.contains("huge"), "{e}");
     let e = check(
-        "[snapshot.r]\ntype = \"redis\"\nurl = \"redis://x\"\nzset = \"a:{x}\"\nttl = \"b\"\n",
+        "[collectors.r]\ntype = \"redis\"\nurl = \"redis://x\"\nzset = \"a:{x}\"\nttl = \"b\"\n",
     );
     assert!(
         e.contains("bad.toml:1:1") && e.contains("exactly one key pattern"),
         "{e}"
     );
-    let e = check(
-        &f.config("[snapshot.again]\ntype = \"command\"\ncommand = [\"true\"]\ntable = \"jobs\"\n"),
-    );
+    let e = check(&f.config(
+        "[collectors.again]\ntype = \"command\"\ncommand = [\"true\"]\ntable = \"jobs\"\n",
+    ));
     assert!(
-        e.contains("bad.toml:1:1") && e.contains("makes table \"jobs\", which [snapshot.again]"),
+        e.contains("bad.toml:1:1") && e.contains("makes table \"jobs\", which [collectors.again]"),
         "{e}"
     );
-    let e = check("[snapshot.r]\ntype = \"rediss\"\n");
+    // The section's old name says what it is called now, at its place.
+    let e = check("[invariants]\ninterval = \"5m\"\n[snapshot.app]\ntype = \"command\"\ncommand = [\"true\"]\n");
+    assert!(
+        e.contains("bad.toml:3:1") && e.contains("[snapshot.app] was renamed to [collectors.app]"),
+        "{e}"
+    );
+    let e = check("[collectors.r]\ntype = \"rediss\"\n");
     assert!(
         e.contains("bad.toml:2:8") && e.contains("did you mean \"redis\""),
         "{e}"
     );
     // Columns of command/http tables are known only at run time: names are not checked then.
-    let ok = "[snapshot.c]\ntype = \"command\"\ncommand = [\"true\"]\n[invariants.Q]\nname = \"q\"\nseverity = \"minor\"\nquery = \"SELECT whatever FROM c\"\n";
+    let ok = "[collectors.c]\ntype = \"command\"\ncommand = [\"true\"]\n[invariants.Q]\nname = \"q\"\nseverity = \"minor\"\nquery = \"SELECT whatever FROM c\"\n";
     let c = Config::parse("ok.toml", ok).unwrap();
     assert!(c.invariants.invariants["Q"].needs.contains("c"));
 }

@@ -3,7 +3,7 @@
 //! atomic writers do, counts as created). Hidden files (a leading `.`, the usual temp names) are
 //! ignored. A missing directory is an error, retried with backoff.
 
-use super::{BoxFuture, Source, SourceContext, SourceError};
+use super::{BoxFuture, Source, SourceContext, SourceError, SourceKind};
 use crate::event::Data;
 use notify::event::{CreateKind, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -21,6 +21,16 @@ pub struct DirConfig {
     /// Watch subdirectories too.
     #[serde(default)]
     pub recursive: bool,
+}
+
+impl SourceKind for DirConfig {
+    fn event_types(&self) -> Vec<String> {
+        vec![self.event.clone()]
+    }
+
+    fn build(&self) -> Box<dyn Source> {
+        Box::new(DirSource::new(self.clone()))
+    }
 }
 
 pub struct DirSource {

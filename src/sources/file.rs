@@ -9,7 +9,7 @@
 //! a missing directory is an error, retried with backoff.
 
 use super::lines::{decode_line, Matches, DEFAULT_MAX_LINE};
-use super::{BoxFuture, Source, SourceContext, SourceError};
+use super::{BoxFuture, Source, SourceContext, SourceError, SourceKind};
 use notify::{RecursiveMode, Watcher};
 use serde::Deserialize;
 use std::fs::File;
@@ -36,6 +36,16 @@ pub struct FileConfig {
 
 fn default_max_line() -> usize {
     DEFAULT_MAX_LINE
+}
+
+impl SourceKind for FileConfig {
+    fn event_types(&self) -> Vec<String> {
+        self.matches.event_types()
+    }
+
+    fn build(&self) -> Box<dyn Source> {
+        Box::new(FileSource::new(self.clone()))
+    }
 }
 
 /// Bytes read per system call.
