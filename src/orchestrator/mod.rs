@@ -3,6 +3,7 @@
 //! pass, and ends every intent in exactly one of done, denied, failed, restore_failed, expired
 //! or unmatched. A claim whose holder died is recovered: never silently lost, never run twice.
 
+pub mod actions;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -10,12 +11,12 @@ pub mod gates;
 pub mod ledger;
 pub mod orphans;
 pub mod status;
-pub mod steps;
 pub mod window;
 
 use crate::app::App;
 use crate::intent::{queue, Intent, IntentStatus, NewIntent};
 use crate::store::{Store, StoreError};
+use actions::StepContext;
 use config::{Playbook, Step};
 use gates::Decision;
 use ledger::{RunEnd, RunRecord};
@@ -23,7 +24,6 @@ use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use steps::StepContext;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, Default)]
@@ -387,7 +387,7 @@ impl Orchestrator {
             holder: &run.holder,
         };
         let started = Instant::now();
-        match steps::execute(step, timeout, &ctx).await {
+        match actions::execute(step, timeout, &ctx).await {
             Ok(details) => {
                 self.audit("step_ok", intent.id, &pb.name, json!({"run": run.id, "step": index + 1, "action": step.action.kind(), "details": details})).await;
                 if restoring {
