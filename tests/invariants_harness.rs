@@ -502,3 +502,78 @@ fn bad_invariants_are_config_errors_with_locations() {
     let c = Config::parse("ok.toml", ok).unwrap();
     assert!(c.invariants.invariants["Q"].needs.contains("c"));
 }
+
+/// Whether `pid` runs (a zombie does not count).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_collector_runs_like_every_command_bounded_and_in_its_own_group() {
+    // Far more stdout than a 1 MiB snapshot could load is cut, and said so.
+    let f = Fixture::new();
+    let flood = r#"
+[invariants]
+snapshot_max_mb = 1
+[collectors.flood]
+type = "command"
+command = ["sh", "-c", "head -c 6000000 /dev/zero | tr '\\0' x"]
+[invariants.F-01]
+name = "Flood"
+severity = "minor"
+query = "SELECT * FROM flood"
+"#;
+    let h = f.harness(&f.config(&format!("{flood}{BROKEN}")), Arc::default());
+    let r = h.run_cycle(None).await.unwrap();
+    assert_eq!(r.checks_run, vec!["J-01"], "{r:?}");
+    let down = &r.sources_unavailable[0];
+    assert_eq!(down.source, "flood");
+    assert!(
+        down.error.contains("printed more than 4 MiB") && down.error.contains("make it print less"),
+        "{down:?}"
+    );
+
+    // A collector past its timeout takes the children of its command with it.
+    let f = Fixture::new();
+    let pidfile = f.dir.path().join("child.pid");
+    let hang = format!(
+        r#"
+[collectors.hang]
+type = "command"
+timeout = "300ms"
+command = ["sh", "-c", "sleep 60 & echo $! > '{}'; wait"]
+[invariants.H-01]
+name = "Hang"
+severity = "minor"
+query = "SELECT * FROM hang"
+"#,
+        pidfile.display()
+    );
+    let h = f.harness(&f.config(&format!("{hang}{BROKEN}")), Arc::default());
+    let r = h.run_cycle(None).await.unwrap();
+    assert_eq!(r.sources_unavailable[0].source, "hang", "{r:?}");
+    assert!(
+        r.sources_unavailable[0].error.contains("timed out"),
+        "{r:?}"
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The kill is sent as the collection is dropped; the kernel may take a moment to finish it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(
+        !alive(pid),
+        "the command's child {pid} outlived its collector"
+    );
+}

@@ -21,6 +21,11 @@ pub struct CommandConfig {
 /// that ever changed.
 const BACKSTOP: Duration = Duration::from_secs(3600);
 
+/// How many bytes of JSON stdout are read per byte the snapshot may hold. JSON repeats every
+/// key on every row, so it is larger than the table it becomes: an output that fits the
+/// snapshot gets to the snapshot's own "full" error, and only one far past it is cut here.
+const JSON_PER_SNAPSHOT: u64 = 4;
+
 impl Collector for CommandConfig {
     fn check(&self) -> Result<(), String> {
         if self.command.is_empty() {
@@ -43,9 +48,8 @@ impl Collector for CommandConfig {
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
         Box::pin(async move {
             let program = &self.command[0];
-            // More JSON than the snapshot may hold could never be loaded: stop reading there.
-            let limit = usize::try_from(cycle.snapshot_max_mb.saturating_mul(1 << 20))
-                .unwrap_or(usize::MAX);
+            let max_mb = cycle.snapshot_max_mb.saturating_mul(JSON_PER_SNAPSHOT);
+            let limit = usize::try_from(max_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
             let out = Cmd::new(self.command.clone(), BACKSTOP)
                 .stdout_head(limit)
                 .run()
@@ -60,7 +64,7 @@ impl Collector for CommandConfig {
             }
             if out.stdout_cut {
                 return Err(CollectError(format!(
-                    "{program:?} printed more than the snapshot may hold ({} MiB, `snapshot_max_mb` in [invariants]); make it print less",
+                    "{program:?} printed more than {max_mb} MiB, more JSON than a snapshot of {} MiB (`snapshot_max_mb` in [invariants]) could load; make it print less",
                     cycle.snapshot_max_mb
                 )));
             }
