@@ -397,7 +397,7 @@ query = "SELECT x FROM lines WHERE x < 0"
     let r = h.run_cycle(None).await.unwrap();
     assert_eq!(r.checks_run, vec!["J-01"], "{r:?}");
     assert_eq!(r.skipped[0].invariant_id, "C-01");
-    assert_eq!(r.skipped[0].reason, "snapshot source lines unavailable");
+    assert_eq!(r.skipped[0].reason, "collector lines unavailable");
     let down = &r.sources_unavailable[0];
     assert_eq!(down.source, "lines");
     assert!(

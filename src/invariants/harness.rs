@@ -427,7 +427,7 @@ impl Harness {
 
     fn source_down(&self, source: &str, error: &str) {
         self.metrics.snapshot_source_up.set(&[source], 0.0);
-        tracing::warn!(source, error, "snapshot source unavailable");
+        tracing::warn!(source, error, "collector unavailable");
     }
 
     fn skip(&self, result: &mut CycleResult, inv: &Invariant, reason: String) {
@@ -481,7 +481,7 @@ fn skip_reason(
         .filter_map(|n| {
             unset
                 .get(n)
-                .map(|why| format!("snapshot source {n} is not configured: {why}"))
+                .map(|why| format!("collector {n} is not configured: {why}"))
         })
         .collect();
     let missing: Vec<&str> = inv
@@ -492,7 +492,7 @@ fn skip_reason(
         .collect();
     if !missing.is_empty() {
         reasons.push(format!(
-            "snapshot source {} unavailable",
+            "collector {} unavailable",
             missing.join(", ")
         ));
     }
