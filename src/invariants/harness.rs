@@ -491,10 +491,7 @@ fn skip_reason(
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {
-        reasons.push(format!(
-            "collector {} unavailable",
-            missing.join(", ")
-        ));
+        reasons.push(format!("collector {} unavailable", missing.join(", ")));
     }
     (!reasons.is_empty()).then(|| reasons.join("; "))
 }

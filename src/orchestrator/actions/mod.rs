@@ -62,14 +62,15 @@ pub trait Action: fmt::Debug + Send + Sync + Any {
     ) -> BoxFuture<'a, Result<Value, String>>;
 }
 
+/// Parses a step's table (shared keys taken out) into one kind's config.
+type ParseAction =
+    for<'a, 'b, 'i> fn(&'a Source<'b>, Spanned<DeValue<'i>>) -> Result<Arc<dyn Action>, Diagnostic>;
+
 /// How [`KINDS`] knows a kind: how to parse it, and which keys it takes (so a key of another
 /// kind can be named as such).
 #[derive(Clone, Copy)]
 pub struct Kind {
-    parse: for<'a, 'b, 'i> fn(
-        &'a Source<'b>,
-        Spanned<DeValue<'i>>,
-    ) -> Result<Arc<dyn Action>, Diagnostic>,
+    parse: ParseAction,
     fields: fn() -> &'static [&'static str],
 }
 
