@@ -486,6 +486,24 @@ fn bad_invariants_are_config_errors_with_locations() {
         e.contains("bad.toml:1:1") && e.contains("makes table \"jobs\", which [collectors.again]"),
         "{e}"
     );
+    // Keys every collector shares are parsed once for all kinds, and hinted like its own.
+    let e = check(
+        "[collectors.r]\ntype = \"redis\"\nurl = \"redis://x\"\nttl = \"b\"\nnon_emtpy = true\n",
+    );
+    assert!(
+        e.contains("bad.toml:5:1")
+            && e.contains(
+                "unknown key \"non_emtpy\" in [collectors.r]; did you mean \"non_empty\"?"
+            ),
+        "{e}"
+    );
+    // sql names its tables in `tables`: the shared `table` is not one of its keys.
+    let e = check("[collectors.db]\ntype = \"sql\"\nurl = \"x.db\"\ntable = \"t\"\ntables = { a = \"SELECT 1 AS one\" }\n");
+    assert!(
+        e.contains("bad.toml:4:1")
+            && e.contains("unknown key \"table\" in [collectors.db]; did you mean \"tables\"?"),
+        "{e}"
+    );
     // The section's old name says what it is called now, at its place.
     let e = check("[invariants]\ninterval = \"5m\"\n[snapshot.app]\ntype = \"command\"\ncommand = [\"true\"]\n");
     assert!(

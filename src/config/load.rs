@@ -371,6 +371,47 @@ mod tests {
     }
 
     #[test]
+    fn fields_are_the_keys_a_struct_takes() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Step {
+            #[serde(rename = "systemd")]
+            verb: String,
+            unit: Option<String>,
+        }
+        assert_eq!(fields::<Step>(), ["systemd", "unit"]);
+        assert!(fields::<String>().is_empty());
+    }
+
+    #[test]
+    fn shared_keys_split_off_and_still_get_hints() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Own {
+            url: String,
+        }
+        let text = "url = \"x\"\ntimeout = \"5s\"\ntimout = 1\n";
+        let src = Source {
+            file: "t.toml",
+            text,
+        };
+        let doc = DeTable::parse(text).unwrap();
+        let span = doc.span();
+        let mut table = Spanned::new(span, DeValue::Table(doc.into_inner()));
+        let shared = split_off(&mut table, &["timeout", "table"]);
+        let DeValue::Table(t) = shared.get_ref() else {
+            panic!()
+        };
+        assert_eq!(t.len(), 1);
+        let e = deserialize_rest::<Own>(&src, table, &["timeout", "table"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:3:1: unknown key \"timout\"; did you mean \"timeout\"?"
+        );
+    }
+
+    #[test]
     fn suggests_the_nearest_key() {
         assert_eq!(
             closest("pririty", &["on", "priority", "intent"]),
