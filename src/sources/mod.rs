@@ -96,6 +96,7 @@ impl SourceConfig {
         self.config.event_types()
     }
 
+    /// The running source, for the daemon to supervise.
     pub fn build(&self) -> Box<dyn Source> {
         self.config.build()
     }

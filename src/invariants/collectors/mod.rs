@@ -157,6 +157,7 @@ fn parse<T: Collector + DeserializeOwned>(
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
     kind: &'static str,
+    /// `table`, `timeout`, `non_empty`.
     pub shared: Shared,
     collector: Arc<dyn Collector>,
 }
