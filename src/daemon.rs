@@ -142,8 +142,9 @@ pub async fn run(
     ));
     let inbox_app = app.clone();
     let inbox_stop = shutdown.clone();
+    let inbox_health = health.clone();
     tasks.spawn(async move {
-        if let Err(e) = inbox::watch(inbox_app, inbox_stop).await {
+        if let Err(e) = inbox::watch(inbox_app, inbox_health, inbox_stop).await {
             tracing::error!("inbox: {e}; intents from other programs are not picked up");
         }
     });

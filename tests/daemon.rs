@@ -121,6 +121,21 @@ async fn api_serves_health_and_metrics_and_takes_intents_only_with_the_token() {
             .contains("priority 11 is out of range"),
         "{msg}"
     );
+    let misspelt = serde_json::json!({"intent_type": "alert_api", "priority": 1, "pririty": 2});
+    let r = d.post("/api/intents", &misspelt).await;
+    assert_eq!(
+        r.status(),
+        422,
+        "the inbox's parser: unknown keys are refused"
+    );
+    let msg: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        msg["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `pririty`"),
+        "{msg}"
+    );
 
     let list = d.get_json("/api/intents").await;
     assert_eq!(list.as_array().unwrap().len(), 1);

@@ -194,24 +194,15 @@ async fn show_intent(State(s): State<ApiState>, Path(id): Path<i64>) -> Response
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitBody {
-    intent_type: String,
-    priority: u8,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    data: crate::event::Data,
-    dedup_key: Option<String>,
-}
-
 async fn submit_intent(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    body: Result<Json<SubmitBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<
+        Json<serde_json::Map<String, serde_json::Value>>,
+        axum::extract::rejection::JsonRejection,
+    >,
 ) -> Response {
-    let b = match accept(
+    let body = match accept(
         &s.app,
         &headers,
         body,
@@ -220,13 +211,9 @@ async fn submit_intent(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let intent = NewIntent {
-        intent_type: b.intent_type,
-        priority: b.priority,
-        reason: b.reason,
-        data: b.data,
-        dedup_key: b.dedup_key,
-        origin: "api".into(),
+    let intent = match NewIntent::from_body(&body, "api") {
+        Ok(i) => i,
+        Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, m),
     };
     let app = s.app.clone();
     match tokio::task::spawn_blocking(move || queue::submit(&app, &intent)).await {

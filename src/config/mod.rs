@@ -95,6 +95,8 @@ pub struct IntentsConfig {
     pub dedup_window: Dur,
     /// Finished intents older than this are pruned.
     pub retention: Dur,
+    /// Inbox files larger than this many bytes are rejected unread.
+    pub max_file_size: u64,
 }
 
 impl Default for IntentsConfig {
@@ -102,6 +104,7 @@ impl Default for IntentsConfig {
         Self {
             dedup_window: Dur::secs(3600),
             retention: Dur::secs(24 * 3600),
+            max_file_size: crate::intent::inbox::DEFAULT_MAX_BYTES,
         }
     }
 }

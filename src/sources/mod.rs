@@ -129,6 +129,8 @@ pub struct SourceContext {
     events: mpsc::Sender<Event>,
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
+    /// Why the source works, but not as well as it should (see [`SourceContext::degraded`]).
+    degraded: Arc<Mutex<Option<String>>>,
 }
 
 impl SourceContext {
@@ -147,6 +149,7 @@ impl SourceContext {
             events,
             health,
             shutdown,
+            degraded: Arc::default(),
         }
     }
 
@@ -176,9 +179,17 @@ impl SourceContext {
         true
     }
 
-    /// Marks the source as working.
+    /// Marks the source as working (with the reason it is degraded, if it is).
     pub fn up(&self) {
-        self.health.set(&self.name, true, None, self.clock.now_ms());
+        let note = self.degraded.lock().unwrap().clone();
+        self.health.set(&self.name, true, note, self.clock.now_ms());
+    }
+
+    /// Says the source works but is degraded (`Some`), or fully works (`None`): from the
+    /// next [`SourceContext::up`] on, the reason shows in `vigil status` beside "up" (for
+    /// example: watching by polling because inotify is used up).
+    pub fn degraded(&self, reason: Option<String>) {
+        *self.degraded.lock().unwrap() = reason;
     }
 
     /// Marks the source as not working while it keeps running, e.g. waiting for a file to

@@ -175,7 +175,16 @@ pub struct RunningSource {
 
 impl RunningSource {
     pub fn start(name: &str, source: Box<dyn vigil::sources::Source>) -> Self {
-        Self::spawn(name, None, true, source)
+        Self::spawn(name, None, true, Arc::new(SystemClock), source)
+    }
+
+    /// Supervised, on `clock` (a `ManualClock` for timers a test moves by hand).
+    pub fn start_with_clock(
+        name: &str,
+        clock: SharedClock,
+        source: Box<dyn vigil::sources::Source>,
+    ) -> Self {
+        Self::spawn(name, None, true, clock, source)
     }
 
     /// Registered first as `kind` (down, "starting"), as the daemon does, then supervised.
@@ -184,26 +193,26 @@ impl RunningSource {
         kind: &str,
         source: Box<dyn vigil::sources::Source>,
     ) -> Self {
-        Self::spawn(name, Some(kind), true, source)
+        Self::spawn(name, Some(kind), true, Arc::new(SystemClock), source)
     }
 
     /// One run of `source` without the supervisor, so its error is not retried: `stop` asserts
     /// it ended Ok, `error` expects it to fail.
     pub fn start_unsupervised(name: &str, source: Box<dyn vigil::sources::Source>) -> Self {
-        Self::spawn(name, None, false, source)
+        Self::spawn(name, None, false, Arc::new(SystemClock), source)
     }
 
     fn spawn(
         name: &str,
         register: Option<&str>,
         supervised: bool,
+        clock: SharedClock,
         mut source: Box<dyn vigil::sources::Source>,
     ) -> Self {
         let (tx, events) = tokio::sync::mpsc::channel(1024);
         let (stop, shutdown) = watch::channel(false);
         let metrics = Arc::new(vigil::metrics::Metrics::default());
         let health = Arc::new(vigil::sources::Health::new(metrics.clone()));
-        let clock: SharedClock = Arc::new(SystemClock);
         if let Some(kind) = register {
             health.register(name, kind, clock.now_ms());
         }
