@@ -146,8 +146,9 @@ impl fmt::Display for ActionConfig {
 }
 
 /// The one parse-then-check path of every step (`header` is its playbook's `[playbooks.NAME]`):
-/// shared keys, which action, keys that belong to another action, the action's own keys, its
-/// check. Problems go to `errors`; `None` when there were any.
+/// which action (exactly one key of [`KINDS`]), keys that belong to another action, the
+/// [`SHARED`] keys, the action's own keys, then its check. Problems go to `errors`; `None`
+/// when there were any.
 pub fn parse_step(
     src: &Source,
     header: &str,
