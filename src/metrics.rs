@@ -220,7 +220,7 @@ impl Default for Metrics {
                 &[],
             ),
             snapshot_source_up: Family::gauge(
-                "vigil_snapshot_source_up",
+                "vigil_collector_up",
                 "1 when the snapshot collector read its source in the last cycle.",
                 &["source"],
             ),

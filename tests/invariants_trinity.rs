@@ -199,7 +199,7 @@ async fn baseline_is_green_and_b01_is_skipped_without_an_api() {
     assert!(
         r.skipped[0]
             .reason
-            .contains("snapshot source queue_api is not configured: its `url` is empty"),
+            .contains("collector queue_api is not configured: its `url` is empty"),
         "{r:?}"
     );
     let list = w.harness.list().unwrap();

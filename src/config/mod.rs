@@ -33,7 +33,7 @@ pub struct Config {
     pub rules: BTreeMap<String, RuleConfig>,
     /// Windows, budgets, escalation, playbooks and the orchestrator's settings.
     pub orchestrator: crate::orchestrator::config::OrchestratorConfig,
-    /// `[invariants]`, `[invariants.ID]` and the `[snapshot.NAME]` collectors.
+    /// `[invariants]`, `[invariants.ID]` and the `[collectors.NAME]` that feed them.
     pub invariants: crate::invariants::InvariantsConfig,
     /// Where each `[section.NAME]` starts, for validation messages.
     locations: BTreeMap<String, usize>,
@@ -229,7 +229,13 @@ impl Config {
 
         let mut locations = BTreeMap::new();
         let mut sources = BTreeMap::new();
-        for (name, at, entry) in load::take_tagged::<SourceConfig>(&src, &mut table, &mut errors) {
+        for (name, at, entry) in load::take_tagged(
+            &src,
+            &mut table,
+            "sources",
+            crate::sources::KINDS,
+            &mut errors,
+        ) {
             locations.insert(format!("sources.{name}"), at);
             sources.insert(name, entry);
         }

@@ -269,21 +269,18 @@ impl Harness {
             let Some(c) = self.config.collectors.get(name).cloned() else {
                 continue;
             };
-            if let Some(why) = c.collector().unconfigured() {
+            if let Some(why) = c.unconfigured() {
                 unset.insert(name.clone(), why);
                 continue;
             }
             let name = name.clone();
-            let limit = c
-                .collector()
-                .timeout()
-                .unwrap_or(self.config.settings.timeout.0);
+            let limit = c.timeout().unwrap_or(self.config.settings.timeout.0);
             let cx = cx.clone();
             set.spawn(async move {
-                let r = tokio::time::timeout(limit, c.collector().collect(&name, &cx)).await;
+                let r = tokio::time::timeout(limit, c.collect(&name, &cx)).await;
                 let r = match r {
                     Ok(Ok(t)) => {
-                        if c.collector().non_empty() && t.iter().all(Table::is_empty) {
+                        if c.non_empty() && t.iter().all(Table::is_empty) {
                             Err("source blind: it returned no rows and is declared non_empty; check that it reads the right database or keys".to_string())
                         } else {
                             Ok(t)
@@ -434,7 +431,7 @@ impl Harness {
 
     fn source_down(&self, source: &str, error: &str) {
         self.metrics.snapshot_source_up.set(&[source], 0.0);
-        tracing::warn!(source, error, "snapshot source unavailable");
+        tracing::warn!(source, error, "collector unavailable");
     }
 
     fn skip(&self, result: &mut CycleResult, inv: &Invariant, reason: String) {
@@ -488,7 +485,7 @@ fn skip_reason(
         .filter_map(|n| {
             unset
                 .get(n)
-                .map(|why| format!("snapshot source {n} is not configured: {why}"))
+                .map(|why| format!("collector {n} is not configured: {why}"))
         })
         .collect();
     let missing: Vec<&str> = inv
@@ -498,10 +495,7 @@ fn skip_reason(
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {
-        reasons.push(format!(
-            "snapshot source {} unavailable",
-            missing.join(", ")
-        ));
+        reasons.push(format!("collector {} unavailable", missing.join(", ")));
     }
     (!reasons.is_empty()).then(|| reasons.join("; "))
 }
@@ -519,7 +513,7 @@ fn declared_columns(
 ) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for (name, c) in collectors {
-        for d in c.collector().declared(name) {
+        for d in c.declared(name) {
             if let Some(cols) = d.columns {
                 out.insert(d.name, cols);
             }

@@ -6,7 +6,7 @@
 //! nothing.
 
 use super::config::{Playbook, Step};
-use super::steps::{self, StepContext};
+use super::actions::{self, StepContext};
 use super::{blocking, orphans};
 use crate::app::App;
 use crate::audit::Audit;
@@ -231,7 +231,7 @@ impl Run {
             holder: &self.record.holder,
         };
         let started = Instant::now();
-        match steps::execute(step, timeout, &ctx).await {
+        match actions::execute(step, timeout, &ctx).await {
             Ok(details) => {
                 self.audit("step_ok", json!({"run": run, "step": index + 1, "action": step.action.kind(), "details": details})).await;
                 if restoring {

@@ -13,7 +13,7 @@
 //! ...") until it appears; a missing directory is an error, retried with backoff.
 
 use super::lines::{decode_line, Matches, DEFAULT_MAX_LINE};
-use super::{BoxFuture, Source, SourceContext, SourceError};
+use super::{BoxFuture, Source, SourceContext, SourceError, SourceKind};
 use crate::config::Dur;
 use crate::watch::DirWatch;
 use serde::Deserialize;
@@ -47,6 +47,16 @@ fn default_max_line() -> usize {
 
 fn default_rotate_grace() -> Dur {
     Dur::secs(5)
+}
+
+impl SourceKind for FileConfig {
+    fn event_types(&self) -> Vec<String> {
+        self.matches.event_types()
+    }
+
+    fn build(&self) -> Box<dyn Source> {
+        Box::new(FileSource::new(self.clone()))
+    }
 }
 
 /// Bytes read per system call.
