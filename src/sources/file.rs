@@ -314,7 +314,9 @@ impl FileSource {
                 match drain(&mut r.tail, &self.config.matches, &path, ctx).await? {
                     None => return Ok(()),
                     Some(0) => {}
-                    Some(_) => r.last_data_ms = ctx.clock.now_ms(),
+                    // The time this pass began, before the lines went out: stamping after
+                    // emitting could see a clock moved on by whoever took them.
+                    Some(_) => r.last_data_ms = now,
                 }
                 if ctx.clock.now_ms() - r.last_data_ms >= grace_ms {
                     self.rotated = None;
