@@ -20,3 +20,4 @@ pub mod orchestrator;
 pub mod rules;
 pub mod sources;
 pub mod store;
+pub mod template;
