@@ -4,7 +4,7 @@
 mod duration;
 pub mod load;
 
-pub use duration::{parse_duration, Dur};
+pub use duration::{human, parse_duration, Dur};
 pub use load::Diagnostic;
 
 use crate::rules::RuleConfig;
