@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vigil::clock::ManualClock;
 use vigil::config::Config;
-use vigil::invariants::collectors::CollectorConfig;
+use vigil::invariants::collectors::sql::SqlConfig;
 use vigil::invariants::Harness;
 use vigil::metrics::Metrics;
 use vigil::store::SqliteStore;
@@ -100,10 +100,7 @@ fn main() {
         .invariants
         .collectors
         .values()
-        .filter_map(|c| match c {
-            CollectorConfig::Sql(s) => Some(s.tables.iter()),
-            _ => None,
-        })
+        .filter_map(|c| c.get::<SqlConfig>().map(|s| s.tables.iter()))
         .flatten()
         .map(|(name, q)| format!("CREATE TABLE main.\"{name}\" AS {q}"))
         .collect();
@@ -118,11 +115,19 @@ fn main() {
         t.elapsed().as_secs_f64() * 1000.0
     };
     let clock = ManualClock::new(now);
+    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let audit = vigil::audit::Audit::new(
+        dir.path().join("audit"),
+        jiff::tz::TimeZone::UTC,
+        Arc::new(clock.clone()),
+        store.clone(),
+    );
     let harness = Harness::new(
         Arc::new(config.invariants),
-        Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap()),
+        store,
         Arc::new(clock.clone()),
         Arc::new(Metrics::default()),
+        Arc::new(audit),
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (mut cycle, mut collect, mut eval, mut base) =

@@ -1,8 +1,10 @@
 //! What every face of vigil (daemon, CLI, API) shares: the config, the data directory and its
-//! layout, the store, the clock and the metrics.
+//! layout, the store, the audit trail, the invariant harness, the clock and the metrics.
 
+use crate::audit::Audit;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::invariants::Harness;
 use crate::metrics::Metrics;
 use crate::store::{SqliteStore, StoreError};
 use std::path::{Path, PathBuf};
@@ -19,6 +21,8 @@ pub struct App {
     /// The address the API listens on, once it does (port 0 in the config picks a free one).
     pub api_addr: OnceLock<std::net::SocketAddr>,
     store: OnceLock<Arc<SqliteStore>>,
+    audit: OnceLock<Arc<Audit>>,
+    harness: OnceLock<Arc<Harness>>,
 }
 
 impl App {
@@ -32,6 +36,8 @@ impl App {
             stored: broadcast::channel(1024).0,
             api_addr: OnceLock::new(),
             store: OnceLock::new(),
+            audit: OnceLock::new(),
+            harness: OnceLock::new(),
         }
     }
 
@@ -42,6 +48,30 @@ impl App {
         }
         let s = Arc::new(SqliteStore::open_dir(&self.data_dir)?);
         Ok(self.store.get_or_init(|| s).clone())
+    }
+
+    /// The audit trail (the day's JSON-lines file and the store), made on first use.
+    pub fn audit(&self) -> Result<Arc<Audit>, StoreError> {
+        if let Some(a) = self.audit.get() {
+            return Ok(a.clone());
+        }
+        let a = Arc::new(Audit::new(
+            self.audit_dir(),
+            self.config.timezone.0.clone(),
+            self.clock.clone(),
+            self.store()?,
+        ));
+        Ok(self.audit.get_or_init(|| a).clone())
+    }
+
+    /// The one invariant harness, shared by the background loop and the API so a cycle
+    /// started by one makes the other wait (409) and `prev` is the last cycle of either.
+    pub fn harness(&self) -> Result<Arc<Harness>, StoreError> {
+        if let Some(h) = self.harness.get() {
+            return Ok(h.clone());
+        }
+        let h = Arc::new(Harness::from_app(self)?);
+        Ok(self.harness.get_or_init(|| h).clone())
     }
 
     pub fn dir(&self, name: &str) -> PathBuf {

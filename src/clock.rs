@@ -66,6 +66,42 @@ pub fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
+/// A span as people read it in messages: `42.0s`, `3.5m`, `4.2h`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{:.1}m", s / 60.0)
+    } else {
+        format!("{:.1}h", s / 3600.0)
+    }
+}
+
+/// Serde helpers: millisecond timestamps as RFC 3339 text (`rfc3339_ms`) in JSON.
+pub mod ms_as_rfc3339 {
+    /// Serializes a millisecond timestamp as RFC 3339 text.
+    pub fn ser<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339_ms(*ms))
+    }
+
+    /// Serializes an optional millisecond timestamp as RFC 3339 text or null.
+    pub fn ser_opt<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => s.serialize_str(&super::rfc3339_ms(*ms)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads RFC 3339 text back into milliseconds.
+    pub fn de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        s.parse::<jiff::Timestamp>()
+            .map(|t| t.as_millisecond())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,12 +2,12 @@
 //! cleanly: sources first, then the pipeline drains what they sent, then the summary.
 
 use crate::app::App;
-use crate::clock::rfc3339_ms;
+use crate::clock::{human, rfc3339_ms};
 use crate::event::Event;
 use crate::intent::{inbox, queue, NewIntent};
 use crate::rules::{Output, RuleEngine};
 use crate::sources::{self, Health, SourceContext};
-use crate::store::Store;
+use crate::store::{IntentStore, SourceStore};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,17 +53,6 @@ impl std::fmt::Display for Summary {
     }
 }
 
-pub fn human(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else if s < 3600.0 {
-        format!("{:.1}m", s / 60.0)
-    } else {
-        format!("{:.1}h", s / 3600.0)
-    }
-}
-
 /// Runs until `shutdown` turns true. Errors only for what makes running pointless (the store
 /// cannot be opened, the API address is taken); a broken source is retried, never fatal.
 pub async fn run(
@@ -93,6 +82,7 @@ pub async fn run(
         Some(tokio::spawn(crate::api::serve(
             listener,
             crate::api::router(app.clone(), health.clone(), tx.clone()),
+            app.config.api.clone(),
             shutdown.clone(),
         )))
     } else {
@@ -114,8 +104,10 @@ pub async fn run(
         );
         source_tasks.spawn(sources::supervise(cfg.build(), ctx));
     }
-    // The invariant loop feeds transitions to the rule engine like a source.
+    // The invariant loop feeds transitions to the rule engine like a source. It records
+    // state and audits transitions, so a dry run (which writes nothing) does not run it.
     match crate::invariants::shared(&app) {
+        Ok(_) if opts.dry_run => tracing::info!("dry run: invariant cycles do not run"),
         Ok(h) => {
             source_tasks.spawn(crate::invariants::run_loop(
                 h,
@@ -142,8 +134,9 @@ pub async fn run(
     ));
     let inbox_app = app.clone();
     let inbox_stop = shutdown.clone();
+    let inbox_health = health.clone();
     tasks.spawn(async move {
-        if let Err(e) = inbox::watch(inbox_app, inbox_stop).await {
+        if let Err(e) = inbox::watch(inbox_app, inbox_health, inbox_stop).await {
             tracing::error!("inbox: {e}; intents from other programs are not picked up");
         }
     });
@@ -207,7 +200,19 @@ async fn pipeline(
         if !out.proposals.is_empty() || !out.symptoms.is_empty() {
             let taken = std::mem::take(&mut out);
             let a = app.clone();
-            let _ = tokio::task::spawn_blocking(move || store_output(&a, taken)).await;
+            let dry_run = opts.dry_run;
+            let _ = tokio::task::spawn_blocking(move || {
+                if dry_run {
+                    // A dry run stores nothing: it says what the output would do.
+                    match crate::orchestrator::plan::rule_output(&a, &taken) {
+                        Ok(lines) => lines.iter().for_each(|l| tracing::info!("dry run: {l}")),
+                        Err(e) => tracing::error!("dry run: {e}"),
+                    }
+                } else {
+                    store_output(&a, taken)
+                }
+            })
+            .await;
         }
     }
     let dropped = engine.stats().duplicates_dropped as f64;

@@ -4,14 +4,94 @@
 //! escalated run clears it, and symptoms before the clear stop counting.
 
 use crate::app::App;
-use crate::clock::rfc3339_ms;
+use crate::clock::{ms_as_rfc3339, rfc3339_ms};
 use crate::event::Data;
-use crate::store::{Store, StoreError};
+use crate::store::{EscalationStore, StoreError};
 use serde::Serialize;
 use serde_json::json;
 
-pub use crate::orchestrator::ledger::{Flag, Symptom, SymptomPolicy, SymptomRecorded};
+/// One recorded symptom.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Symptom {
+    pub id: i64,
+    pub kind: String,
+    /// When it was recorded (ms since the epoch; RFC 3339 in JSON).
+    #[serde(serialize_with = "ms_as_rfc3339::ser")]
+    pub ts: i64,
+    pub meta: Data,
+}
 
+/// How symptoms arm flags (from `[escalation]`).
+#[derive(Debug, Clone, Copy)]
+pub struct SymptomPolicy {
+    /// Symptoms older than this (ms) stop counting.
+    pub window_ms: i64,
+    /// Symptoms in the window that arm the flag.
+    pub threshold: u32,
+    /// How long (ms) an armed flag stays armed unless cleared.
+    pub ttl_ms: i64,
+}
+
+impl SymptomPolicy {
+    /// The flag this policy arms when `count` symptoms of `kind` are in the window at `now_ms`,
+    /// or `None` below the threshold.
+    pub fn arm(&self, kind: &str, count: u32, now_ms: i64) -> Option<Flag> {
+        (count >= self.threshold).then(|| Flag {
+            kind: kind.to_string(),
+            reason: format!(
+                "{count} {kind} in last {} (threshold: {})",
+                window_words(self.window_ms),
+                self.threshold
+            ),
+            symptom_count: count,
+            armed_at: now_ms,
+            expires_at: now_ms + self.ttl_ms,
+            cleared_at: None,
+        })
+    }
+}
+
+/// "24h" rather than "1d": how people state an escalation window.
+fn window_words(ms: i64) -> String {
+    if ms > 0 && ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else {
+        crate::config::Dur(std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
+    }
+}
+
+/// An escalation flag as stored. Whether it is armed is decided against the clock.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Flag {
+    pub kind: String,
+    pub reason: String,
+    pub symptom_count: u32,
+    #[serde(serialize_with = "ms_as_rfc3339::ser")]
+    pub armed_at: i64,
+    #[serde(serialize_with = "ms_as_rfc3339::ser")]
+    pub expires_at: i64,
+    #[serde(serialize_with = "ms_as_rfc3339::ser_opt")]
+    pub cleared_at: Option<i64>,
+}
+
+impl Flag {
+    /// Armed: not cleared and not expired at `now_ms`.
+    pub fn is_armed(&self, now_ms: i64) -> bool {
+        self.cleared_at.is_none() && now_ms < self.expires_at
+    }
+}
+
+/// What recording one symptom did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SymptomRecorded {
+    pub id: i64,
+    /// Symptoms of this kind in the window (since the last clear), this one included.
+    pub count: u32,
+    /// Set when this symptom armed the flag.
+    pub armed: Option<Flag>,
+}
+
+/// The policy of the config's `[escalation]`.
 pub fn policy(app: &App) -> SymptomPolicy {
     let e = &app.config.orchestrator.escalation;
     SymptomPolicy {
@@ -63,6 +143,28 @@ pub fn clear(app: &App, kind: &str, why: &str) -> Result<Option<Flag>, StoreErro
         );
     }
     Ok(was)
+}
+
+/// What recording a symptom of `kind` now would do, without recording it (a dry run, which
+/// only reads): the symptoms of that kind the window would then hold, and the flag it would
+/// arm, if any.
+pub fn preview(app: &App, kind: &str) -> Result<(u32, Option<Flag>), StoreError> {
+    let now = app.clock.now_ms();
+    let store = app.store()?;
+    let p = policy(app);
+    let flag = store.flags()?.into_iter().find(|f| f.kind == kind);
+    let since =
+        (now - p.window_ms).max(flag.as_ref().and_then(|f| f.cleared_at).unwrap_or(i64::MIN));
+    let count = store.symptoms(Some(kind), since, 100_000)?.len() as u32 + 1;
+    let active = flag.is_some_and(|f| f.is_armed(now));
+    Ok((
+        count,
+        if active {
+            None
+        } else {
+            p.arm(kind, count, now)
+        },
+    ))
 }
 
 /// The armed, unexpired flag of `kind`, if any.

@@ -21,3 +21,4 @@ pub mod rules;
 pub mod sources;
 pub mod store;
 pub mod template;
+pub mod watch;

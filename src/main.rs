@@ -9,7 +9,7 @@ use vigil::app::App;
 use vigil::clock::{rfc3339_ms, SystemClock};
 use vigil::config::{Config, ConfigError, DEFAULT_FILE};
 use vigil::intent::{inbox, IntentStatus, NewIntent};
-use vigil::store::{IntentQuery, Store};
+use vigil::store::{IntentQuery, IntentStore, SourceStore};
 
 #[derive(Parser)]
 #[command(
@@ -270,14 +270,14 @@ fn intents(app: &App, cmd: IntentsCommand) -> anyhow::Result<u8> {
                     Err(e) => bail!("--data is not valid JSON ({e}); write a JSON object, like '{{\"alloc_gib\": 2.5}}'"),
                 },
             };
-            let intent = NewIntent {
-                intent_type,
-                priority,
-                reason,
-                data,
-                dedup_key,
-                origin: "cli".into(),
-            };
+            let mut body = serde_json::json!({
+                "intent_type": intent_type, "priority": priority, "reason": reason, "data": data,
+            });
+            if let Some(k) = dedup_key {
+                body["dedup_key"] = k.into();
+            }
+            let body = body.as_object().expect("an object");
+            let intent = NewIntent::from_body(body, "cli").map_err(|e| anyhow::anyhow!(e))?;
             let path = inbox::write(&app.inbox_dir(), &intent, app.clock.now_ms())?;
             println!("{}", path.display());
             Ok(0)
@@ -325,20 +325,22 @@ fn intents(app: &App, cmd: IntentsCommand) -> anyhow::Result<u8> {
             }
             None => bail!("no intent with id {id}; `vigil intents list` shows the ids"),
         },
-        IntentsCommand::Verify { file } => match inbox::read(&file) {
-            Ok(i) => {
-                println!(
-                    "{}: valid ({} priority {})",
-                    file.display(),
-                    i.intent_type,
-                    i.priority
-                );
-                Ok(0)
+        IntentsCommand::Verify { file } => {
+            match inbox::read(&file, app.config.intents.max_file_size) {
+                Ok(i) => {
+                    println!(
+                        "{}: valid ({} priority {})",
+                        file.display(),
+                        i.intent_type,
+                        i.priority
+                    );
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("{}: invalid: {e}", file.display());
+                    Ok(1)
+                }
             }
-            Err(e) => {
-                eprintln!("{}: invalid: {e}", file.display());
-                Ok(1)
-            }
-        },
+        }
     }
 }

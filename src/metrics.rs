@@ -460,7 +460,7 @@ impl Metrics {
                 &[],
             ),
             snapshot_source_up: r.gauge(
-                "vigil_snapshot_source_up",
+                "vigil_collector_up",
                 "1 when the snapshot collector read its source in the last cycle.",
                 &["source"],
             ),

@@ -5,7 +5,7 @@ mod common;
 use common::TestDaemon;
 use std::time::Duration;
 use vigil::intent::{inbox, IntentStatus, NewIntent};
-use vigil::store::Store;
+use vigil::store::prelude::*;
 
 fn intent(kind: &str, prio: u8) -> NewIntent {
     NewIntent {
@@ -119,6 +119,21 @@ async fn api_serves_health_and_metrics_and_takes_intents_only_with_the_token() {
             .as_str()
             .unwrap()
             .contains("priority 11 is out of range"),
+        "{msg}"
+    );
+    let misspelt = serde_json::json!({"intent_type": "alert_api", "priority": 1, "pririty": 2});
+    let r = d.post("/api/intents", &misspelt).await;
+    assert_eq!(
+        r.status(),
+        422,
+        "the inbox's parser: unknown keys are refused"
+    );
+    let msg: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        msg["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `pririty`"),
         "{msg}"
     );
 

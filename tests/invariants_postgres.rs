@@ -4,6 +4,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use vigil::audit::Audit;
 use vigil::clock::ManualClock;
 use vigil::config::Config;
 use vigil::invariants::Harness;
@@ -42,12 +43,12 @@ async fn sql_collector_reads_postgres() {
 
     let text = format!(
         r#"
-[snapshot.pg]
+[collectors.pg]
 type = "sql"
 url = "{url}"
 tables = {{ agents = "SELECT name, max_parallel_tasks, weight FROM {s}.agents" }}
 
-[snapshot.gone]
+[collectors.gone]
 type = "sql"
 url = "postgres://vigil_test:vigil_test@127.0.0.1:{closed}/vigil_test"
 tables = {{ others = "SELECT 1 AS one" }}
@@ -65,11 +66,20 @@ query = "SELECT one FROM others"
     );
     let config = Config::parse("pg.toml", &text).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let clock = Arc::new(ManualClock::at("2026-01-15T10:00:00Z"));
+    let audit = Audit::new(
+        dir.path().join("audit"),
+        jiff::tz::TimeZone::UTC,
+        clock.clone(),
+        store.clone(),
+    );
     let h = Harness::new(
         Arc::new(config.invariants),
-        Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap()),
-        Arc::new(ManualClock::at("2026-01-15T10:00:00Z")),
+        store,
+        clock,
         Arc::default(),
+        Arc::new(audit),
     );
     let r = h.run_cycle(None).await.unwrap();
     assert_eq!(r.checks_run, vec!["P-01"], "{r:?}");

@@ -105,7 +105,7 @@ steps = [{ run = ["sh", "-c", "touch {dir}/started; while [ ! -f {dir}/go ]; do 
         vigil::intent::queue::submit(&d.app, &i).unwrap().id()
     };
     let status = |id: i64| {
-        use vigil::store::Store;
+        use vigil::store::prelude::*;
         d.app.store().unwrap().intent(id).unwrap().unwrap()
     };
     let slow = submit("trigger_slow", 1);

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vigil::intent::IntentStatus;
-use vigil::store::{IntentQuery, SqliteStore, Store};
+use vigil::store::prelude::*;
+use vigil::store::{IntentQuery, SqliteStore};
 
 /// The binary with DIR/data and DIR/vigil.toml.
 fn vigil(dir: &Path) -> Command {

@@ -163,7 +163,7 @@ async fn an_expired_flag_is_ignored() {
 
 #[test]
 fn old_symptoms_runs_and_audit_rows_are_pruned_but_recent_ones_stay() {
-    use vigil::store::Store;
+    use vigil::store::prelude::*;
     let env = env();
     record(&env, 1);
     env.advance_h(31.0 * 24.0);
@@ -204,7 +204,8 @@ steps = [{{ clear_escalation = "vllm_oom" }}, {{ log = "reset by {{reason}}" }}]
         .expect("armed by the steps");
     assert_eq!(flag.symptom_count, 3);
     let symptoms =
-        vigil::store::Store::symptoms(&*env.app.store().unwrap(), None, i64::MIN, 10).unwrap();
+        vigil::store::EscalationStore::symptoms(&*env.app.store().unwrap(), None, i64::MIN, 10)
+            .unwrap();
     assert!(
         symptoms.iter().all(|s| s.meta.contains_key("intent")),
         "{symptoms:?}"

@@ -8,11 +8,13 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use orchestrator_support::*;
 use std::sync::{Arc, Barrier};
+use vigil::audit::AuditEntry;
 use vigil::intent::IntentStatus;
 use vigil::orchestrator::config::WindowSpan;
-use vigil::orchestrator::ledger::{AuditEntry, BudgetRequest, Gate, RunEnd, RunRequest};
+use vigil::orchestrator::gates::{Denial, Gate};
 use vigil::orchestrator::window;
-use vigil::store::{SqliteStore, Store};
+use vigil::store::prelude::*;
+use vigil::store::{BudgetRequest, RunEnd, RunRecord, RunRequest, SqliteStore};
 
 fn ny() -> TimeZone {
     TimeZone::get("America/New_York").unwrap()
@@ -237,7 +239,10 @@ fn a_hundred_racing_attempts_never_overspend_the_budget() {
         .collect();
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let granted: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    let denied: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    let denied: Vec<Denial> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().cloned().map(Denial::from))
+        .collect();
     assert_eq!(granted.len(), 4, "60 s fits four 15 s reservations");
     assert_eq!(denied.len(), 96);
     assert!(denied.iter().all(|d| d.gate == Gate::Budget));
@@ -254,11 +259,8 @@ fn a_hundred_racing_attempts_never_overspend_the_budget() {
 
     // Settling charges what was actually down and frees the rest of the reservation.
     for r in &granted {
-        assert!(store.finish_run(r.id, "done", 10_000, 2_000).unwrap());
-        assert!(
-            !store.finish_run(r.id, "done", 10_000, 2_000).unwrap(),
-            "settles once"
-        );
+        assert!(settle(&store, r, 10_000, 2_000));
+        assert!(!settle(&store, r, 10_000, 2_000), "settles once");
     }
     let u = store.budget_usage("gpu_downtime", "2026-11-23").unwrap();
     assert_eq!((u.used_ms, u.reserved_ms), (40_000, 0));
@@ -274,6 +276,26 @@ fn a_hundred_racing_attempts_never_overspend_the_budget() {
     let mut other = budget_request(202, 15);
     other.budget.as_mut().unwrap().day = "2026-11-24".into();
     assert!(store.begin_run(&other, 3_000, true).unwrap().is_ok());
+}
+
+/// Settles `run` as done with `downtime_ms`; false when it had already ended.
+fn settle(store: &SqliteStore, run: &RunRecord, downtime_ms: i64, now_ms: i64) -> bool {
+    let end = RunEnd {
+        run_id: run.id,
+        downtime_ms,
+        intent_id: run.intent_id,
+        status: IntentStatus::Done,
+        note: "ran",
+        now_ms,
+    };
+    let audit = AuditEntry {
+        ts: now_ms,
+        event: "playbook_end".into(),
+        intent: Some(run.intent_id),
+        playbook: Some(run.playbook.clone()),
+        details: serde_json::json!({"run": run.id}),
+    };
+    store.settle_run(&end, &audit).unwrap()
 }
 
 #[test]
@@ -445,9 +467,13 @@ fn a_run_and_its_intent_end_together_or_not_at_all() {
     };
 
     // The audit insert fails (its table is gone): nothing of the end is written.
-    store
-        .with_conn(|c| c.execute_batch("ALTER TABLE audit RENAME TO audit_away"))
-        .unwrap();
+    let sql = |q: &str| {
+        rusqlite::Connection::open(dir.path().join("vigil.db"))
+            .unwrap()
+            .execute_batch(q)
+            .unwrap()
+    };
+    sql("ALTER TABLE audit RENAME TO audit_away");
     assert!(store.settle_run(&end, &audit("playbook_end")).is_err());
     let open = store.runs(None, i64::MIN, true).unwrap();
     assert_eq!(open.len(), 1, "the run is still open");
@@ -459,9 +485,7 @@ fn a_run_and_its_intent_end_together_or_not_at_all() {
         IntentStatus::Pending
     );
 
-    store
-        .with_conn(|c| c.execute_batch("ALTER TABLE audit_away RENAME TO audit"))
-        .unwrap();
+    sql("ALTER TABLE audit_away RENAME TO audit");
     assert!(store.settle_run(&end, &audit("playbook_end")).unwrap());
     assert!(store.runs(None, i64::MIN, true).unwrap().is_empty());
     assert!(store.locks().unwrap().is_empty());
@@ -475,7 +499,9 @@ fn a_run_and_its_intent_end_together_or_not_at_all() {
     let tail = store.audit_tail(1).unwrap();
     assert_eq!(tail[0].event, "playbook_end");
 
-    // Settled once: a second end changes no budget, but the intent and audit still follow it.
+    // Settled once: the first end wins. A second end (recovery racing the holder) changes
+    // nothing: not the budget, not the intent's status, not the audit trail (the orchestrator
+    // audits it as `run_end_ignored`, see orchestrator_recovery.rs).
     let again = RunEnd {
         status: IntentStatus::Failed,
         note: "again",
@@ -484,9 +510,10 @@ fn a_run_and_its_intent_end_together_or_not_at_all() {
     assert!(!store.settle_run(&again, &audit("run_recovered")).unwrap());
     let u = store.budget_usage("gpu_downtime", "2026-11-23").unwrap();
     assert_eq!((u.used_ms, u.reserved_ms), (10_000, 0));
+    let i = store.intent(id).unwrap().unwrap();
     assert_eq!(
-        store.intent(id).unwrap().unwrap().status,
-        IntentStatus::Failed
+        (i.status, i.note.as_deref()),
+        (IntentStatus::Done, Some("ran"))
     );
-    assert_eq!(store.audit_tail(1).unwrap()[0].event, "run_recovered");
+    assert_eq!(store.audit_tail(1).unwrap()[0].event, "playbook_end");
 }

@@ -9,7 +9,8 @@ use serde_json::json;
 use std::io::{Read, Write};
 use vigil::clock::Clock;
 use vigil::intent::IntentStatus;
-use vigil::store::{IntentQuery, Store};
+use vigil::store::prelude::*;
+use vigil::store::IntentQuery;
 
 const CANARY: &str = r#"
 [playbooks.canary]

@@ -193,3 +193,86 @@ async fn a_missing_directory_is_an_error_that_names_it() {
     .await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_file_in_a_directory_made_after_start_is_read_from_its_first_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let late = dir.path().join("logs/late");
+    let log = late.join("app.log");
+    let mut s = RunningSource::start("log", Box::new(FileSource::new(config(&log, ""))));
+    s.wait_state("down: no directory yet", |st| {
+        !st.up
+            && st
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("cannot watch"))
+    })
+    .await;
+    // An app that creates its log directory and writes two lines a moment later.
+    std::fs::create_dir_all(&late).unwrap();
+    append(&log, &format!("{}{}", oom("1.5"), oom("1.6")));
+    assert_eq!(s.next().await.data["alloc_gib"], "1.5", "new in full");
+    assert_eq!(s.next().await.data["alloc_gib"], "1.6");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn lines_written_to_the_rotated_file_after_the_new_one_appeared_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let old = dir.path().join("app.log.1");
+    append(&log, "");
+    let clock = std::sync::Arc::new(vigil::clock::ManualClock::at("2026-11-30T00:00:00Z"));
+    let mut s = RunningSource::start_with_clock(
+        "log",
+        clock.clone(),
+        Box::new(FileSource::new(config(&log, "rotate_grace = \"5s\""))),
+    );
+    s.wait_state("up", |st| st.up).await;
+    std::fs::rename(&log, &old).unwrap();
+    append(&log, &oom("2.1"));
+    assert_eq!(s.next().await.data["alloc_gib"], "2.1");
+    // The writer has not reopened yet: it still appends to the renamed file.
+    append(&old, &oom("1.3"));
+    append(&old, &oom("1.4"));
+    assert_eq!(s.next().await.data["alloc_gib"], "1.3");
+    assert_eq!(s.next().await.data["alloc_gib"], "1.4");
+    // Idle for the grace period: released. Its later lines are not read, the new file's are.
+    clock.advance(std::time::Duration::from_secs(6));
+    append(&log, &oom("2.2"));
+    assert_eq!(s.next().await.data["alloc_gib"], "2.2");
+    append(&old, &oom("1.5"));
+    s.quiet().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn copytruncate_nul_runs_do_not_swallow_the_next_line() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, "");
+    let mut s = started(&log, "").await;
+    append(&log, &oom("1.0"));
+    assert_eq!(s.next().await.data["alloc_gib"], "1.0");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .unwrap();
+    s.quiet().await;
+    // A writer without O_APPEND goes on at its old offset: the file is sparse up to there,
+    // ~100 KB of NULs (more than max_line) before the next line.
+    let writer = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+    writer
+        .write_all_at(format!("ERROR {}", oom("9.0")).as_bytes(), 100_000)
+        .unwrap();
+    let ev = s.next().await;
+    assert_eq!(ev.data["alloc_gib"], "9.0");
+    assert!(
+        ev.data["line"].as_str().unwrap().starts_with("ERROR "),
+        "{ev:?}"
+    );
+    assert_eq!(s.metrics.lines_truncated_total.get(&["log"]), 0.0);
+    s.stop().await;
+}

@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::event::Event;
 use crate::intent::{queue, NewIntent};
 use crate::sources::Health;
-use crate::store::{IntentQuery, Store};
+use crate::store::{IntentQuery, IntentStore};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,12 +28,16 @@ pub fn router(app: Arc<App>, health: Arc<Health>, events: mpsc::Sender<Event>) -
     Router::new()
         .route("/api/events", post(post_event))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/sources", get(sources))
         .route("/api/intents", get(list_intents).post(submit_intent))
         .route("/api/intents/{id}", get(show_intent))
         .merge(crate::orchestrator::api::routes())
         .merge(crate::invariants::api::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(
+            app.config.api.max_body_size,
+        ))
         .with_state(ApiState {
             app,
             health,
@@ -41,20 +45,57 @@ pub fn router(app: Arc<App>, health: Arc<Health>, events: mpsc::Sender<Event>) -
         })
 }
 
+/// Serves `router` on `listener` until `shutdown`, with limits an idle or hostile crowd of
+/// clients cannot get past: at most `max_connections` at once (more wait in the kernel's
+/// backlog, so file descriptors stay bounded) and each request's headers within
+/// `header_timeout`, which also closes keep-alive connections left idle that long.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: crate::config::ApiConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let stop = async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!("API server: {e}");
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let header_timeout = limits.header_timeout.0;
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("never closed"),
+            _ = async { drop(shutdown.wait_for(|s| *s).await) } => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait rather than spin.
+                    tracing::warn!("API: cannot accept a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = async { drop(shutdown.wait_for(|s| *s).await) } => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut stop = shutdown.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+        while conns.try_join_next().is_some() {}
     }
+    while conns.join_next().await.is_some() {}
 }
 
 /// An error as JSON `{"error": "..."}` with a status.
@@ -79,7 +120,7 @@ pub fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer);
     match given {
         Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError(
@@ -103,11 +144,22 @@ pub fn accept<T>(
 ) -> Result<T, ApiError> {
     authorize(app, headers)?;
     body.map(|Json(b)| b).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("{}; send {example}", e.body_text()),
-        )
+        // A body over the limit keeps its 413; anything else that does not parse is a 400.
+        let status = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, format!("{}; send {example}", e.body_text()))
     })
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -122,6 +174,22 @@ async fn healthz(State(s): State<ApiState>) -> Response {
         .map(|s| s.source.clone())
         .collect();
     Json(json!({"status": "ok", "sources_down": down})).into_response()
+}
+
+/// 200 once every source and the inbox have attached, 503 with the ones still starting before:
+/// what a script waits for before it writes lines a file source must see.
+async fn readyz(State(s): State<ApiState>) -> Response {
+    let starting = s.health.starting();
+    let status = if starting.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"ready": starting.is_empty(), "starting": starting})),
+    )
+        .into_response()
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
@@ -194,24 +262,15 @@ async fn show_intent(State(s): State<ApiState>, Path(id): Path<i64>) -> Response
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitBody {
-    intent_type: String,
-    priority: u8,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    data: crate::event::Data,
-    dedup_key: Option<String>,
-}
-
 async fn submit_intent(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    body: Result<Json<SubmitBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<
+        Json<serde_json::Map<String, serde_json::Value>>,
+        axum::extract::rejection::JsonRejection,
+    >,
 ) -> Response {
-    let b = match accept(
+    let body = match accept(
         &s.app,
         &headers,
         body,
@@ -220,13 +279,9 @@ async fn submit_intent(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let intent = NewIntent {
-        intent_type: b.intent_type,
-        priority: b.priority,
-        reason: b.reason,
-        data: b.data,
-        dedup_key: b.dedup_key,
-        origin: "api".into(),
+    let intent = match NewIntent::from_body(&body, "api") {
+        Ok(i) => i,
+        Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, m),
     };
     let app = s.app.clone();
     match tokio::task::spawn_blocking(move || queue::submit(&app, &intent)).await {

@@ -35,7 +35,7 @@ pub struct Config {
     pub rules: BTreeMap<String, RuleConfig>,
     /// Windows, budgets, escalation, playbooks and the orchestrator's settings.
     pub orchestrator: crate::orchestrator::config::OrchestratorConfig,
-    /// `[invariants]`, `[invariants.ID]` and the `[snapshot.NAME]` collectors.
+    /// `[invariants]`, `[invariants.ID]` and the `[collectors.NAME]` that feed them.
     pub invariants: crate::invariants::InvariantsConfig,
     /// Where each `[section.NAME]` starts, for validation messages.
     locations: BTreeMap<String, usize>,
@@ -70,11 +70,33 @@ pub struct ApiConfig {
     /// Set `enabled = false` to run without the HTTP listener.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[serde(default = "ApiConfig::default_max_connections")]
+    pub max_connections: usize,
+    /// A request's headers must arrive within this long; an idle keep-alive connection is
+    /// closed after it.
+    #[serde(default = "ApiConfig::default_header_timeout")]
+    pub header_timeout: Dur,
+    /// Request bodies over this many bytes are answered 413.
+    #[serde(default = "ApiConfig::default_max_body_size")]
+    pub max_body_size: usize,
 }
 
 impl ApiConfig {
     fn default_listen() -> SocketAddr {
         "127.0.0.1:9108".parse().unwrap()
+    }
+
+    fn default_max_connections() -> usize {
+        256
+    }
+
+    fn default_header_timeout() -> Dur {
+        Dur::secs(10)
+    }
+
+    fn default_max_body_size() -> usize {
+        1 << 20
     }
 }
 
@@ -84,6 +106,9 @@ impl Default for ApiConfig {
             listen: Self::default_listen(),
             token: None,
             enabled: true,
+            max_connections: Self::default_max_connections(),
+            header_timeout: Self::default_header_timeout(),
+            max_body_size: Self::default_max_body_size(),
         }
     }
 }
@@ -99,6 +124,8 @@ pub struct IntentsConfig {
     pub dedup_window: Dur,
     /// Finished intents older than this are pruned.
     pub retention: Dur,
+    /// Inbox files larger than this many bytes are rejected unread.
+    pub max_file_size: u64,
 }
 
 impl Default for IntentsConfig {
@@ -106,6 +133,7 @@ impl Default for IntentsConfig {
         Self {
             dedup_window: Dur::secs(3600),
             retention: Dur::secs(24 * 3600),
+            max_file_size: crate::intent::inbox::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -205,7 +233,13 @@ impl Config {
 
         let mut locations = BTreeMap::new();
         let mut sources = BTreeMap::new();
-        for (name, at, entry) in load::take_tagged::<SourceConfig>(&src, &mut table, &mut errors) {
+        for (name, at, entry) in load::take_tagged(
+            &src,
+            &mut table,
+            "sources",
+            crate::sources::KINDS,
+            &mut errors,
+        ) {
             locations.insert(format!("sources.{name}"), at);
             sources.insert(name, entry);
         }

@@ -1,4 +1,6 @@
 use super::*;
+use crate::sources::dir::DirConfig;
+use crate::sources::file::FileConfig;
 
 fn errors(text: &str) -> String {
     Config::parse("vigil.toml", text).unwrap_err().to_string()
@@ -74,8 +76,10 @@ priority = 6
 fn the_issue_example_parses_as_written() {
     let c = Config::parse("vigil.toml", ISSUE_EXAMPLE).unwrap();
     assert_eq!(c.sources.len(), 5);
-    assert!(matches!(c.sources["vllm_log"], SourceConfig::File(_)));
-    assert!(matches!(c.sources["api_health"], SourceConfig::Probe(_)));
+    assert_eq!(c.sources["vllm_log"].kind(), "file");
+    assert!(c.sources["vllm_log"].get::<FileConfig>().is_some());
+    assert_eq!(c.sources["api_health"].kind(), "probe");
+    assert!(c.sources["api_health"].get::<FileConfig>().is_none());
     assert_eq!(c.rules["promotion_cluster"].count, Some(3));
     assert_eq!(
         c.rules["phase_too_long"].where_["duration_s"].above,
@@ -170,13 +174,9 @@ fn environment_variables_expand_in_strings() {
         "[sources.a]\ntype = \"file\"\npath = \"${VIGIL_TEST_LOG_DIR}/a.log\"\n[sources.b]\ntype = \"dir\"\npath = \"${VIGIL_TEST_UNSET_DIR:-/srv/b}\"\nevent = \"x\"\n",
     )
     .unwrap();
-    let SourceConfig::File(a) = &c.sources["a"] else {
-        panic!()
-    };
+    let a = c.sources["a"].get::<FileConfig>().unwrap();
     assert_eq!(a.path, std::path::Path::new("/tmp/logs/a.log"));
-    let SourceConfig::Dir(b) = &c.sources["b"] else {
-        panic!()
-    };
+    let b = c.sources["b"].get::<DirConfig>().unwrap();
     assert_eq!(b.path, std::path::Path::new("/srv/b"));
     let e = errors("data_dir = \"${VIGIL_TEST_SURELY_UNSET}\"\n");
     assert_eq!(

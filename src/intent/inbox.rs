@@ -7,7 +7,6 @@
 //! `.reason` file beside it and is never acted on.
 
 use super::{canonical_json, sha256_hex, NewIntent};
-use crate::event::Data;
 use serde_json::{Map, Value};
 use std::fs;
 use std::io::Write;
@@ -74,10 +73,71 @@ pub fn write(inbox: &Path, intent: &NewIntent, now_ms: i64) -> Result<PathBuf, I
     Ok(path)
 }
 
-/// Reads and verifies one inbox file: the checksum, then each field.
-pub fn read(path: &Path) -> Result<NewIntent, InboxError> {
-    let text = fs::read(path).map_err(io(path))?;
+/// The default cap on an inbox file's size: an intent is a few hundred bytes.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 20;
+
+/// Reads and verifies one inbox file: the checksum, then each field. Only a regular file is
+/// read, and at most `max_bytes` of it: a FIFO, a device or a link to one is refused rather
+/// than blocking or filling memory.
+pub fn read(path: &Path, max_bytes: u64) -> Result<NewIntent, InboxError> {
+    let text = read_regular(path, max_bytes)?;
     parse(&text)
+}
+
+/// Opens without following a link and without blocking (a FIFO would wait for a writer
+/// forever), checks it is a regular file, and reads at most `max_bytes`.
+fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, InboxError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let f = match f {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(InboxError::Invalid(
+                "a symbolic link; write the intent into the inbox as a regular file".into(),
+            ))
+        }
+        Err(e) => return Err(io(path)(e)),
+    };
+    let meta = f.metadata().map_err(io(path))?;
+    let t = meta.file_type();
+    if !t.is_file() {
+        let what = if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(InboxError::Invalid(format!(
+            "{what}; only regular files are read from the inbox"
+        )));
+    }
+    if meta.len() > max_bytes {
+        return Err(too_big(meta.len(), max_bytes));
+    }
+    let mut text = Vec::with_capacity(meta.len() as usize);
+    f.take(max_bytes + 1)
+        .read_to_end(&mut text)
+        .map_err(io(path))?;
+    // The file may have grown since fstat.
+    if text.len() as u64 > max_bytes {
+        return Err(too_big(text.len() as u64, max_bytes));
+    }
+    Ok(text)
+}
+
+fn too_big(len: u64, max: u64) -> InboxError {
+    InboxError::Invalid(format!(
+        "{len} bytes, over the inbox limit of {max}; an intent is small (put bulk data elsewhere and name it in `data`), or raise [intents] max_file_size"
+    ))
 }
 
 pub fn parse(bytes: &[u8]) -> Result<NewIntent, InboxError> {
@@ -100,70 +160,61 @@ pub fn parse(bytes: &[u8]) -> Result<NewIntent, InboxError> {
             "checksum mismatch: file says sha256 {claimed}, content hashes to {actual}; the file was changed or written incompletely"
         )));
     }
-    let intent_type = match obj.get("intent_type") {
-        Some(Value::String(s)) => s.clone(),
-        _ => {
-            return Err(bad(
-                "`intent_type` must be a string, like \"alert_gpu_oom\"".into(),
-            ))
-        }
-    };
-    let priority = match obj.get("priority").and_then(Value::as_u64) {
-        Some(p) if p <= 10 => p as u8,
-        _ => return Err(bad("`priority` must be a whole number from 0 to 10".into())),
-    };
-    let reason = match obj.get("reason") {
-        Some(Value::String(s)) => s.clone(),
-        None => String::new(),
-        _ => return Err(bad("`reason` must be a string".into())),
-    };
-    let data: Data = match obj.get("data") {
-        Some(Value::Object(m)) => m.clone(),
-        None | Some(Value::Null) => Data::new(),
-        _ => return Err(bad("`data` must be a JSON object".into())),
-    };
-    let dedup_key = match obj.get("dedup_key") {
-        Some(Value::String(s)) => Some(s.clone()),
-        None => None,
-        _ => return Err(bad("`dedup_key` must be a string".into())),
-    };
-    let intent = NewIntent {
-        intent_type,
-        priority,
-        reason,
-        data,
-        dedup_key,
-        origin: "inbox".into(),
-    };
-    intent.validate().map_err(bad)?;
-    Ok(intent)
+    NewIntent::from_body(&obj, "inbox").map_err(bad)
 }
 
-/// True for names the daemon should read: finished `.json` files, not temp files.
+/// True for names the daemon should read: finished `.json` files, not temp files (a leading
+/// `.`). A name that is not UTF-8 is read too, to be rejected with its reason.
 pub fn is_intent_file(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    !name.starts_with('.') && name.ends_with(".json")
+    use std::os::unix::ffi::OsStrExt;
+    let name = path.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
+    !name.starts_with(b".") && name.ends_with(b".json")
 }
 
-/// Moves a bad file to `rejected/` with a `.reason` file beside it.
+/// Moves a bad file to `rejected/` with a `.reason` file beside it. A name already taken
+/// there gets a `.N` suffix, so two rejected files never overwrite each other; a name that is
+/// not UTF-8 is stored with its bad bytes replaced.
 pub fn reject(rejected: &Path, path: &Path, reason: &str) -> Result<PathBuf, InboxError> {
     fs::create_dir_all(rejected).map_err(io(rejected))?;
-    let name = path.file_name().unwrap_or_default();
-    let dest = rejected.join(name);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut dest = rejected.join(name.as_ref());
+    let mut n = 0;
+    // `.reason` files are never moved here, so a free pair (file, reason) is what we look for.
+    while dest.exists() || reason_path(&dest).exists() {
+        n += 1;
+        dest = rejected.join(format!("{name}.{n}"));
+    }
     fs::rename(path, &dest).map_err(io(path))?;
-    let mut reason_path = dest.clone().into_os_string();
-    reason_path.push(".reason");
-    fs::write(&reason_path, format!("{reason}\n")).map_err(io(Path::new(&reason_path)))?;
+    let reason_path = reason_path(&dest);
+    fs::write(&reason_path, format!("{reason}\n")).map_err(io(&reason_path))?;
     Ok(dest)
+}
+
+fn reason_path(file: &Path) -> PathBuf {
+    let mut p = file.as_os_str().to_owned();
+    p.push(".reason");
+    PathBuf::from(p)
+}
+
+/// What one pass over the inbox did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Drained {
+    pub taken: usize,
+    pub rejected: usize,
+    /// The store could not take an intent (disk full, locked, gone): that file and the ones
+    /// after it stay in the inbox for the next pass. A store error says nothing about the file.
+    pub store_error: Option<String>,
 }
 
 /// Takes every finished file in the inbox: verified ones go to the store and are deleted
 /// (after the store committed, so a crash in between only re-reads a file that dedup then
-/// absorbs); bad ones go to `rejected/`. Blocking.
-pub fn drain(app: &crate::app::App) -> usize {
+/// absorbs); files that fail to parse, verify or validate go to `rejected/`. Blocking.
+pub fn drain(app: &crate::app::App) -> Drained {
+    use super::queue::SubmitError;
+    let mut out = Drained::default();
     let inbox = app.inbox_dir();
     let Ok(entries) = fs::read_dir(&inbox) else {
-        return 0;
+        return out;
     };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -171,25 +222,40 @@ pub fn drain(app: &crate::app::App) -> usize {
         .collect();
     // Names start with the creation time in ms: oldest first.
     paths.sort();
-    let mut taken = 0;
+    let max_bytes = app.config.intents.max_file_size;
     for path in paths {
-        let result = read(&path).and_then(|intent| {
-            super::queue::submit(app, &intent).map_err(|e| match e {
-                super::queue::SubmitError::Invalid(m) => InboxError::Invalid(m),
-                other => InboxError::Invalid(other.to_string()),
-            })
+        let result = if path.file_name().and_then(|n| n.to_str()).is_none() {
+            Err(InboxError::Invalid(
+                "the file name is not UTF-8; name it {ts_ms}_{intent_type}_{hash8}.json".into(),
+            ))
+        } else {
+            read(&path, max_bytes)
+        };
+        let result = result.and_then(|intent| match super::queue::submit(app, &intent) {
+            Ok(put) => Ok(Ok(put)),
+            Err(SubmitError::Invalid(m)) => Err(InboxError::Invalid(m)),
+            Err(SubmitError::Store(e)) => Ok(Err(e)),
         });
         match result {
-            Ok(_) => {
+            Ok(Ok(_)) => {
                 if let Err(e) = fs::remove_file(&path) {
                     tracing::warn!("inbox: stored {} but cannot remove it: {e}", path.display());
                 }
-                taken += 1;
+                out.taken += 1;
+            }
+            Ok(Err(e)) => {
+                out.store_error = Some(e.to_string());
+                return out;
             }
             Err(InboxError::Io { .. }) if !path.exists() => {} // taken by another reader
+            // A file we could not read (permissions, I/O error) may be fine later: keep it.
+            Err(e @ InboxError::Io { .. }) => {
+                tracing::warn!("inbox: {e}; left in the inbox");
+            }
             Err(e) => {
                 let reason = e.to_string();
                 app.metrics.inbox_rejected_total.inc(&[]);
+                out.rejected += 1;
                 match reject(&app.rejected_dir(), &path, &reason) {
                     Ok(dest) => tracing::warn!("inbox: rejected {}: {reason}", dest.display()),
                     Err(e2) => tracing::error!(
@@ -200,35 +266,66 @@ pub fn drain(app: &crate::app::App) -> usize {
             }
         }
     }
-    taken
+    out
 }
 
-/// Watches the inbox with inotify and drains it on every change, until `shutdown`.
+/// Watches the inbox (inotify, or polling when inotify is used up) and drains it on every
+/// change, until `shutdown`. The inbox shows in `health` as `inbox`, like a source: up,
+/// degraded when polling, down while the store refuses intents (retried with backoff from
+/// 100 ms doubling to 10 s; the files wait in the inbox).
 pub async fn watch(
     app: std::sync::Arc<crate::app::App>,
+    health: std::sync::Arc<crate::sources::Health>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), InboxError> {
-    use notify::{RecursiveMode, Watcher};
+    use std::time::Duration;
+    const NAME: &str = "inbox";
+    health.register(NAME, "inbox", app.clock.now_ms());
     let inbox = app.inbox_dir();
-    fs::create_dir_all(&inbox).map_err(io(&inbox))?;
-    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-    let w = wake.clone();
-    // Each notification only wakes the drainer; a burst of files coalesces into one scan.
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            w.notify_one();
+    let watched = fs::create_dir_all(&inbox)
+        .map_err(io(&inbox))
+        .and_then(|()| {
+            let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+            let w = wake.clone();
+            // Each notification only wakes the drainer; a burst of files coalesces into one scan.
+            crate::watch::DirWatch::new(&inbox, false, move |_| w.notify_one())
+                .map(|watch| (watch, wake))
+                .map_err(|e| InboxError::Invalid(format!("cannot watch {}: {e}", inbox.display())))
+        });
+    let (watch, wake) = match watched {
+        Ok(w) => w,
+        Err(e) => {
+            health.set(NAME, false, Some(e.to_string()), app.clock.now_ms());
+            return Err(e);
         }
-    })
-    .map_err(|e| InboxError::Invalid(format!("cannot watch {}: {e}", inbox.display())))?;
-    watcher
-        .watch(&inbox, RecursiveMode::NonRecursive)
-        .map_err(|e| InboxError::Invalid(format!("cannot watch {}: {e}", inbox.display())))?;
+    };
+    let note = watch
+        .polling
+        .as_ref()
+        .map(|why| format!("polling every second: {why}"));
+    let mut retry = Duration::ZERO;
     loop {
         // Files that arrived before the watch began (or while vigil was down) count too.
         let a = app.clone();
-        let _ = tokio::task::spawn_blocking(move || drain(&a)).await;
+        let drained = tokio::task::spawn_blocking(move || drain(&a))
+            .await
+            .unwrap_or_default();
+        let now = app.clock.now_ms();
+        match &drained.store_error {
+            None => {
+                retry = Duration::ZERO;
+                health.set(NAME, true, note.clone(), now);
+            }
+            Some(e) => {
+                retry = (retry * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
+                tracing::warn!("inbox: the store did not take an intent ({e}); the files stay in the inbox, retrying in {retry:?}");
+                let reason = format!("the store refuses intents ({e}); files wait, retrying");
+                health.set(NAME, false, Some(reason), now);
+            }
+        }
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = wake.notified(), if retry.is_zero() => {}
+            _ = tokio::time::sleep(retry), if !retry.is_zero() => {}
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         }
     }
@@ -259,7 +356,7 @@ mod tests {
             name.starts_with("1700000000000_alert_gpu_oom_") && name.ends_with(".json"),
             "{name}"
         );
-        let back = read(&path).unwrap();
+        let back = read(&path, DEFAULT_MAX_BYTES).unwrap();
         assert_eq!(back.intent_type, "alert_gpu_oom");
         assert_eq!(back.data["alloc_gib"], "2.5");
 
@@ -285,5 +382,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not valid JSON"));
+        // The same parser as the API: an unknown key is refused, not dropped.
+        let mut obj = json!({"intent_type": "x", "priority": 1, "pririty": 2});
+        obj["sha256"] = sha256_hex(&canonical_json(&obj)).into();
+        let e = parse(obj.to_string().as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("unknown field `pririty`"), "{e}");
     }
 }

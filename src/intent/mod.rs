@@ -24,7 +24,63 @@ pub struct NewIntent {
     pub origin: String,
 }
 
+/// The keys an intent body may carry (the inbox file adds `sha256`). `created_at` (RFC 3339)
+/// says when the producer wrote it; the store keeps its own time.
+pub const BODY_KEYS: [&str; 6] = [
+    "intent_type",
+    "priority",
+    "reason",
+    "data",
+    "dedup_key",
+    "created_at",
+];
+
 impl NewIntent {
+    /// Parses and validates an intent body, the one JSON shape the inbox, the API and the CLI
+    /// share: `{"intent_type": "alert_x", "priority": 0-10, "reason": "...", "data": {...},
+    /// "dedup_key": "...", "created_at": "..."}` (all but the first two optional). Unknown keys are
+    /// refused, so a misspelt `pririty` is not silently dropped.
+    ///
+    /// Errors: a message that names the field and what to write instead.
+    pub fn from_body(body: &serde_json::Map<String, Value>, origin: &str) -> Result<Self, String> {
+        if let Some(k) = body.keys().find(|k| !BODY_KEYS.contains(&k.as_str())) {
+            return Err(format!(
+                "unknown field `{k}`; an intent has {}",
+                BODY_KEYS.map(|k| format!("`{k}`")).join(", ")
+            ));
+        }
+        let text = |key: &str| match body.get(key) {
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            None | Some(Value::Null) => Ok(None),
+            _ => Err(format!("`{key}` must be a string")),
+        };
+        let intent_type = match text("intent_type") {
+            Ok(Some(t)) => t,
+            _ => return Err("`intent_type` must be a string, like \"alert_gpu_oom\"".into()),
+        };
+        let priority = match body.get("priority").map(Value::as_u64) {
+            Some(Some(p)) if p <= 10 => p as u8,
+            Some(Some(p)) => return Err(format!("priority {p} is out of range; use 0-10")),
+            _ => return Err("`priority` must be a whole number from 0 to 10".into()),
+        };
+        let data = match body.get("data") {
+            Some(Value::Object(m)) => m.clone(),
+            None | Some(Value::Null) => Data::new(),
+            _ => return Err("`data` must be a JSON object".into()),
+        };
+        text("created_at")?;
+        let intent = NewIntent {
+            intent_type,
+            priority,
+            reason: text("reason")?.unwrap_or_default(),
+            data,
+            dedup_key: text("dedup_key")?,
+            origin: origin.into(),
+        };
+        intent.validate()?;
+        Ok(intent)
+    }
+
     pub fn dedup_key(&self) -> String {
         self.dedup_key.clone().unwrap_or_else(|| {
             sha256_hex(&canonical_json(&Value::Object(self.data.clone())))[..16].to_string()
@@ -168,4 +224,74 @@ pub fn canonical_json(v: &Value) -> String {
     // With serde_json's default (sorted) map this is already canonical; sorting again keeps it
     // so even if a dependency turns on `preserve_order`.
     serde_json::to_string(&sorted(v)).expect("JSON values serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn one_body_parser_takes_the_documented_shape() {
+        let i = NewIntent::from_body(
+            &body(json!({"intent_type": "alert_x", "priority": 7, "data": {"a": 1}, "dedup_key": "k"})),
+            "api",
+        )
+        .unwrap();
+        assert_eq!(
+            (i.intent_type.as_str(), i.priority, i.reason.as_str()),
+            ("alert_x", 7, "")
+        );
+        assert_eq!(
+            (
+                i.data["a"].as_i64(),
+                i.dedup_key.as_deref(),
+                i.origin.as_str()
+            ),
+            (Some(1), Some("k"), "api")
+        );
+    }
+
+    #[test]
+    fn one_body_parser_says_what_is_wrong() {
+        let cases = [
+            (
+                json!({"intent_type": "x", "priority": 1, "pririty": 2}),
+                "unknown field `pririty`; an intent has `intent_type`, `priority`",
+            ),
+            (json!({"priority": 1}), "`intent_type` must be a string"),
+            (
+                json!({"intent_type": "x"}),
+                "`priority` must be a whole number from 0 to 10",
+            ),
+            (
+                json!({"intent_type": "x", "priority": -1}),
+                "`priority` must be a whole number",
+            ),
+            (
+                json!({"intent_type": "x", "priority": 11}),
+                "priority 11 is out of range; use 0-10",
+            ),
+            (
+                json!({"intent_type": "x", "priority": 1, "data": [1]}),
+                "`data` must be a JSON object",
+            ),
+            (
+                json!({"intent_type": "x", "priority": 1, "reason": 3}),
+                "`reason` must be a string",
+            ),
+            (
+                json!({"intent_type": "bad type", "priority": 1}),
+                "is not valid; use letters",
+            ),
+        ];
+        for (v, want) in cases {
+            let err = NewIntent::from_body(&body(v.clone()), "api").unwrap_err();
+            assert!(err.contains(want), "{v}: {err}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 
 use super::NewIntent;
 use crate::app::App;
-use crate::store::{Put, Store, StoreError};
+use crate::store::{IntentStore, Put, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {

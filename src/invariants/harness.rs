@@ -4,12 +4,11 @@
 use super::collectors::{CollectorConfig, Cycle, Table};
 use super::config::{Invariant, InvariantsConfig};
 use super::snapshot::{explain, is_full, Snapshot};
-use super::state::{self, InvariantState};
+use crate::audit::{Audit, AuditEntry};
 use crate::clock::{rfc3339_ms, SharedClock};
 use crate::event::{Data, Event};
 use crate::metrics::Metrics;
-use crate::orchestrator::ledger::AuditEntry;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{InvariantState, InvariantStore, StoreError};
 use rusqlite::types::ValueRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -119,9 +118,11 @@ pub struct Listed {
 
 pub struct Harness {
     config: Arc<InvariantsConfig>,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn InvariantStore>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
+    /// Transitions go to the audit trail (file and store).
+    audit: Arc<Audit>,
     /// The previous snapshot; its lock is also the one-cycle-at-a-time lock.
     prev: tokio::sync::Mutex<Option<Snapshot>>,
     alerts: Mutex<Vec<JoinHandle<()>>>,
@@ -132,9 +133,10 @@ pub struct Harness {
 impl Harness {
     pub fn new(
         config: Arc<InvariantsConfig>,
-        store: Arc<SqliteStore>,
+        store: Arc<dyn InvariantStore>,
         clock: SharedClock,
         metrics: Arc<Metrics>,
+        audit: Arc<Audit>,
     ) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -144,6 +146,7 @@ impl Harness {
             store,
             clock,
             metrics,
+            audit,
             prev: tokio::sync::Mutex::new(None),
             alerts: Mutex::new(Vec::new()),
             http: reqwest::Client::new(),
@@ -157,6 +160,7 @@ impl Harness {
             app.store()?,
             app.clock.clone(),
             app.metrics.clone(),
+            app.audit()?,
         ))
     }
 
@@ -198,7 +202,7 @@ impl Harness {
 
     /// Configured invariants with their stored state.
     pub fn list(&self) -> Result<Vec<Listed>, HarnessError> {
-        let states = state::load(&self.store)?;
+        let states = self.store.invariant_states()?;
         Ok(self
             .config
             .invariants
@@ -265,21 +269,18 @@ impl Harness {
             let Some(c) = self.config.collectors.get(name).cloned() else {
                 continue;
             };
-            if let Some(why) = c.collector().unconfigured() {
+            if let Some(why) = c.unconfigured() {
                 unset.insert(name.clone(), why);
                 continue;
             }
             let name = name.clone();
-            let limit = c
-                .collector()
-                .timeout()
-                .unwrap_or(self.config.settings.timeout.0);
+            let limit = c.timeout().unwrap_or(self.config.settings.timeout.0);
             let cx = cx.clone();
             set.spawn(async move {
-                let r = tokio::time::timeout(limit, c.collector().collect(&name, &cx)).await;
+                let r = tokio::time::timeout(limit, c.collect(&name, &cx)).await;
                 let r = match r {
                     Ok(Ok(t)) => {
-                        if c.collector().non_empty() && t.iter().all(Table::is_empty) {
+                        if c.non_empty() && t.iter().all(Table::is_empty) {
                             Err("source blind: it returned no rows and is declared non_empty; check that it reads the right database or keys".to_string())
                         } else {
                             Ok(t)
@@ -370,7 +371,7 @@ impl Harness {
             snap.release_prev().map_err(failed)?;
             // State, `for`, transitions.
             let t = Instant::now();
-            let recorded = record(&store, outcomes, now_ms)?;
+            let recorded = record(store.as_ref(), outcomes, now_ms)?;
             tracing::debug!(ms = t.elapsed().as_secs_f64() * 1000.0, "recorded");
             Ok::<_, HarnessError>((snap, recorded, lost, cut))
         })
@@ -411,7 +412,7 @@ impl Harness {
             }
         }
         for t in &result.transitions {
-            let _ = self.store.append_audit(&AuditEntry {
+            self.audit.append(&AuditEntry {
                 ts: t.at_ms,
                 event: format!("invariant_{}", t.to),
                 intent: None,
@@ -430,7 +431,7 @@ impl Harness {
 
     fn source_down(&self, source: &str, error: &str) {
         self.metrics.snapshot_source_up.set(&[source], 0.0);
-        tracing::warn!(source, error, "snapshot source unavailable");
+        tracing::warn!(source, error, "collector unavailable");
     }
 
     fn skip(&self, result: &mut CycleResult, inv: &Invariant, reason: String) {
@@ -484,7 +485,7 @@ fn skip_reason(
         .filter_map(|n| {
             unset
                 .get(n)
-                .map(|why| format!("snapshot source {n} is not configured: {why}"))
+                .map(|why| format!("collector {n} is not configured: {why}"))
         })
         .collect();
     let missing: Vec<&str> = inv
@@ -494,10 +495,7 @@ fn skip_reason(
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {
-        reasons.push(format!(
-            "snapshot source {} unavailable",
-            missing.join(", ")
-        ));
+        reasons.push(format!("collector {} unavailable", missing.join(", ")));
     }
     (!reasons.is_empty()).then(|| reasons.join("; "))
 }
@@ -515,7 +513,7 @@ fn declared_columns(
 ) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for (name, c) in collectors {
-        for d in c.collector().declared(name) {
+        for d in c.declared(name) {
             if let Some(cols) = d.columns {
                 out.insert(d.name, cols);
             }
@@ -648,11 +646,11 @@ type Alerts = Vec<(String, Vec<Map<String, Value>>, bool)>;
 type Outcome = (Invariant, Result<Vec<Map<String, Value>>, String>);
 
 fn record(
-    store: &SqliteStore,
+    store: &dyn InvariantStore,
     outcomes: Vec<Outcome>,
     now_ms: i64,
 ) -> Result<(Recorded, Alerts), HarnessError> {
-    let states = state::load(store)?;
+    let states = store.invariant_states()?;
     let mut rec = Recorded::default();
     let mut alerts = Vec::new();
     for (inv, outcome) in outcomes {
@@ -670,7 +668,7 @@ fn record(
         rec.checks_run.push(inv.id.clone());
         let fired: Vec<Map<String, Value>> = if inv.for_ms > 0 {
             let keys: Vec<String> = rows.iter().map(|r| violation_key(&inv, r)).collect();
-            let first = state::sightings(store, &inv.id, &keys, now_ms)?;
+            let first = store.invariant_sightings(&inv.id, &keys, now_ms)?;
             rows.into_iter()
                 .zip(first)
                 .filter(|(_, f)| now_ms - f >= inv.for_ms)
@@ -711,7 +709,7 @@ fn record(
             violations: serde_json::to_string(&kept).unwrap_or_default(),
         };
         if old != Some(&st) {
-            state::save(store, &inv.id, &st, now_ms)?;
+            store.save_invariant_state(&inv.id, &st, now_ms)?;
         }
         for v in fired {
             rec.violations.push(Violation {

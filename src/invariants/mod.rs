@@ -9,7 +9,6 @@ pub mod collectors;
 pub mod config;
 pub mod harness;
 pub mod snapshot;
-pub mod state;
 
 pub use config::{Invariant, InvariantsConfig, Severity};
 pub use harness::{CycleResult, Harness, HarnessError};
@@ -49,20 +48,7 @@ pub async fn run_loop(
     }
 }
 
-/// The one harness of an `App`, shared by the background loop and the API so a cycle started
-/// by one makes the other wait (409) and `prev` is the last cycle of either.
-pub fn shared(app: &std::sync::Arc<crate::app::App>) -> Result<std::sync::Arc<Harness>, String> {
-    use crate::app::App;
-    use std::sync::{Arc, Mutex, OnceLock, Weak};
-    type Registry = Mutex<Vec<(Weak<App>, Arc<Harness>)>>;
-    static HARNESSES: OnceLock<Registry> = OnceLock::new();
-    let mut all = HARNESSES.get_or_init(Default::default).lock().unwrap();
-    // A dropped App's harness goes with it (the Weak keeps its address from being reused).
-    all.retain(|(a, _)| a.strong_count() > 0);
-    if let Some((_, h)) = all.iter().find(|(a, _)| a.as_ptr() == Arc::as_ptr(app)) {
-        return Ok(h.clone());
-    }
-    let h = Arc::new(Harness::from_app(app).map_err(|e| e.to_string())?);
-    all.push((Arc::downgrade(app), h.clone()));
-    Ok(h)
+/// The one harness of an `App` (`App::harness`), with its error as text for the API.
+pub fn shared(app: &crate::app::App) -> Result<std::sync::Arc<Harness>, String> {
+    app.harness().map_err(|e| e.to_string())
 }

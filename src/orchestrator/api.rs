@@ -57,7 +57,7 @@ async fn clear(
 async fn symptoms(State(s): State<ApiState>) -> Response {
     run(move || {
         let since = s.app.clock.now_ms() - crate::escalation::policy(&s.app).window_ms;
-        use crate::store::Store;
+        use crate::store::EscalationStore;
         s.app.store()?.symptoms(None, since, 10_000)
     })
     .await

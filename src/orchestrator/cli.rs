@@ -4,7 +4,7 @@
 use crate::app::App;
 use crate::clock::rfc3339_ms;
 use crate::escalation;
-use crate::store::Store;
+use crate::store::EscalationStore;
 use anyhow::bail;
 use clap::Subcommand;
 

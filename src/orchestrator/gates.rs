@@ -3,12 +3,107 @@
 //! reserved in one store transaction (`Store::begin_run`).
 
 use super::config::Playbook;
-use super::ledger::{BudgetRequest, Denial, Flag, Gate, RunRecord, RunRequest};
 use super::window;
 use crate::app::App;
+use crate::clock::human;
+use crate::escalation::Flag;
 use crate::intent::Intent;
-use crate::store::{Store, StoreError};
+use crate::store::{
+    BudgetRequest, EscalationStore, Refusal, RunRecord, RunRequest, RunStore, StoreError,
+};
 use serde::Serialize;
+use std::time::Duration;
+
+/// Which gate said no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    Mode,
+    Window,
+    Budget,
+    Cooldown,
+    RateLimit,
+    Lock,
+}
+
+impl Gate {
+    /// The gate's name in metrics, notes and the audit trail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gate::Mode => "mode",
+            Gate::Window => "window",
+            Gate::Budget => "budget",
+            Gate::Cooldown => "cooldown",
+            Gate::RateLimit => "rate_limit",
+            Gate::Lock => "lock",
+        }
+    }
+}
+
+/// A gate's no, and why in words.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Denial {
+    pub gate: Gate,
+    /// In words, e.g. "Cooldown active: 4.2h remaining".
+    pub reason: String,
+}
+
+/// A span in milliseconds as people read it (`6.0h`); negative spans read as none.
+fn span(ms: i64) -> String {
+    human(Duration::from_millis(ms.max(0) as u64))
+}
+
+fn secs(ms: i64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+impl From<Refusal> for Denial {
+    /// The store's refusal in the words the audit trail and the intent's note show.
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Cooldown { remaining_ms } => Denial {
+                gate: Gate::Cooldown,
+                reason: format!("Cooldown active: {} remaining", span(remaining_ms)),
+            },
+            Refusal::RateLimit {
+                runs,
+                max,
+                within_ms,
+                next_in_ms,
+            } => Denial {
+                gate: Gate::RateLimit,
+                reason: format!(
+                    "Rate limit: {runs} runs in the last {} (max {max}); next allowed in {}",
+                    span(within_ms),
+                    span(next_in_ms)
+                ),
+            },
+            Refusal::Lock {
+                name,
+                holder,
+                remaining_ms,
+            } => Denial {
+                gate: Gate::Lock,
+                reason: format!(
+                    "Lock {name:?} held by {holder} for {} more",
+                    span(remaining_ms)
+                ),
+            },
+            Refusal::Budget { request: b, usage } => Denial {
+                gate: Gate::Budget,
+                reason: format!(
+                    "Budget {:?} for {} cannot cover {}: {} used, {} reserved of {}",
+                    b.name,
+                    b.day,
+                    secs(b.want_ms),
+                    secs(usage.used_ms),
+                    secs(usage.reserved_ms),
+                    secs(b.limit_ms)
+                ),
+            },
+        }
+    }
+}
 
 /// What the orchestrator decided for one intent.
 // Short-lived and rarely moved: boxing the run would buy nothing.
@@ -98,9 +193,7 @@ pub fn evaluate(
         return Ok(Decision::Expired {
             reason: format!(
                 "pending for {} without being run (intent_ttl {})",
-                crate::daemon::human(std::time::Duration::from_millis(
-                    (now_ms - intent.created_at) as u64
-                )),
+                human(Duration::from_millis((now_ms - intent.created_at) as u64)),
                 settings.intent_ttl
             ),
         });
@@ -167,6 +260,6 @@ pub fn evaluate(
             run,
             escalation,
         },
-        Err(denial) => return denied(denial),
+        Err(refusal) => return denied(refusal.into()),
     })
 }

@@ -6,7 +6,7 @@ use super::gates;
 use crate::app::App;
 use crate::clock::rfc3339_ms;
 use crate::escalation::{self, FlagStatus};
-use crate::store::{Store, StoreError};
+use crate::store::{EscalationStore, IntentStore, RunStore, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -3,10 +3,11 @@
 //! atomic writers do, counts as created). Hidden files (a leading `.`, the usual temp names) are
 //! ignored. A missing directory is an error, retried with backoff.
 
-use super::{BoxFuture, Source, SourceContext, SourceError};
+use super::{BoxFuture, Source, SourceContext, SourceError, SourceKind};
 use crate::event::Data;
-use notify::event::{CreateKind, ModifyKind, RenameMode};
-use notify::{EventKind, RecursiveMode, Watcher};
+use crate::watch::DirWatch;
+use notify::event::{CreateKind, MetadataKind, ModifyKind, RenameMode};
+use notify::EventKind;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -21,6 +22,16 @@ pub struct DirConfig {
     /// Watch subdirectories too.
     #[serde(default)]
     pub recursive: bool,
+}
+
+impl SourceKind for DirConfig {
+    fn event_types(&self) -> Vec<String> {
+        vec![self.event.clone()]
+    }
+
+    fn build(&self) -> Box<dyn Source> {
+        Box::new(DirSource::new(self.clone()))
+    }
 }
 
 pub struct DirSource {
@@ -38,7 +49,10 @@ fn action(kind: &EventKind) -> Option<&'static str> {
     match kind {
         EventKind::Create(CreateKind::File | CreateKind::Any) => Some("created"),
         EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Some("created"),
-        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => Some("modified"),
+        // Polling (no inotify) reports a write as a new modification time.
+        EventKind::Modify(
+            ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Metadata(MetadataKind::WriteTime),
+        ) => Some("modified"),
         _ => None,
     }
 }
@@ -56,21 +70,16 @@ impl Source for DirSource {
             // The watcher's thread hands notifications over a bounded channel; when the rules
             // fall behind it waits rather than grow memory.
             let (tx, mut rx) = mpsc::channel::<notify::Event>(1024);
-            let mut watcher =
-                notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                    if let Ok(ev) = res {
-                        let _ = tx.blocking_send(ev);
-                    }
-                })
-                .map_err(|e| SourceError::new(format!("cannot start inotify: {e}")))?;
-            let mode = if self.config.recursive {
-                RecursiveMode::Recursive
-            } else {
-                RecursiveMode::NonRecursive
-            };
-            watcher
-                .watch(dir, mode)
-                .map_err(|e| SourceError::new(format!("cannot watch {} ({e})", dir.display())))?;
+            let watch = DirWatch::new(dir, self.config.recursive, move |ev| {
+                let _ = tx.blocking_send(ev);
+            })
+            .map_err(|e| SourceError::new(format!("cannot watch {} ({e})", dir.display())))?;
+            ctx.degraded(
+                watch
+                    .polling
+                    .as_ref()
+                    .map(|why| format!("polling every second: {why}")),
+            );
             ctx.up();
             loop {
                 let ev = tokio::select! {

@@ -1,20 +1,24 @@
 //! `type = "file"`: tail appended lines of one file with inotify; survives rotation and
-//! truncation.
+//! truncation and loses no line to either.
 //!
 //! The parent directory is watched, not the file, so a rotation (rename away, new file at the
-//! path) and a file that appears late are both seen. After a rotation the old file is read to
-//! its end before the new one is followed from its start; a file that shrinks was truncated
-//! and is read again from offset 0. Lines longer than `max_line` are cut and counted, invalid
-//! UTF-8 is replaced. A missing file marks the source down ("waiting for ...") until it appears;
-//! a missing directory is an error, retried with backoff.
+//! path) and a file that appears late are both seen. A file that did not exist (or could not be
+//! opened) when the source started is new in full and read from its start. After a
+//! rename-and-create rotation the new file is followed from its start while the old one is
+//! still read: writers often append to the renamed file for a moment before they reopen, so
+//! it is released only once it has been idle for `rotate_grace`. A file that shrinks was
+//! truncated and is read again from offset 0; runs of NUL bytes (what copytruncate leaves when
+//! the writer does not use `O_APPEND`) are skipped. Lines longer than `max_line` are cut and
+//! counted, invalid UTF-8 is replaced. A missing file marks the source down ("waiting for
+//! ...") until it appears; a missing directory is an error, retried with backoff.
 
 use super::lines::{decode_line, Matches, DEFAULT_MAX_LINE};
-use super::{BoxFuture, Source, SourceContext, SourceError};
-use notify::{RecursiveMode, Watcher};
+use super::{BoxFuture, Source, SourceContext, SourceError, SourceKind};
+use crate::config::Dur;
+use crate::watch::DirWatch;
 use serde::Deserialize;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,10 +36,27 @@ pub struct FileConfig {
     /// Lines longer than this many bytes are cut (and counted).
     #[serde(default = "default_max_line")]
     pub max_line: usize,
+    /// How long a rotated-away file is still read after its last write.
+    #[serde(default = "default_rotate_grace")]
+    pub rotate_grace: Dur,
 }
 
 fn default_max_line() -> usize {
     DEFAULT_MAX_LINE
+}
+
+fn default_rotate_grace() -> Dur {
+    Dur::secs(5)
+}
+
+impl SourceKind for FileConfig {
+    fn event_types(&self) -> Vec<String> {
+        self.matches.event_types()
+    }
+
+    fn build(&self) -> Box<dyn Source> {
+        Box::new(FileSource::new(self.clone()))
+    }
 }
 
 /// Bytes read per system call.
@@ -43,28 +64,49 @@ const CHUNK: usize = 256 * 1024;
 /// A safety net for missed notifications (network filesystems, overflowed inotify queues).
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// Where the tail is, kept across restarts of `run` so nothing is read twice or skipped.
-#[derive(Default)]
-struct Position {
-    inode: Option<u64>,
+/// One open file being read: where, and the partial line read so far.
+struct Tail {
+    file: Arc<File>,
+    ino: u64,
     offset: u64,
-    /// The file did not exist when we started: all of it is new when it appears.
-    appeared: bool,
+    lines: LineSplitter,
+}
+
+impl Tail {
+    fn new(file: File, ino: u64, offset: u64, max_line: usize) -> Self {
+        Self {
+            file: Arc::new(file),
+            ino,
+            offset,
+            lines: LineSplitter::new(max_line),
+        }
+    }
+}
+
+/// A file rotated away from `path`, read until it has been idle for `rotate_grace`.
+struct Rotated {
+    tail: Tail,
+    last_data_ms: i64,
 }
 
 pub struct FileSource {
     config: FileConfig,
-    pos: Position,
-    lines: LineSplitter,
+    /// The file at `path` as last opened; kept across restarts of `run`, so nothing is read
+    /// twice or skipped.
+    current: Option<Tail>,
+    rotated: Option<Rotated>,
+    /// The file was missing (or could not be opened) when we started: all of it is new when
+    /// it appears.
+    appeared: bool,
 }
 
 impl FileSource {
     pub fn new(config: FileConfig) -> Self {
-        let max = config.max_line.max(1);
         Self {
             config,
-            pos: Position::default(),
-            lines: LineSplitter::new(max),
+            current: None,
+            rotated: None,
+            appeared: false,
         }
     }
 }
@@ -91,8 +133,18 @@ impl LineSplitter {
         self.skipping = false;
     }
 
-    /// Calls `line(text, was_cut)` for every complete line in `bytes`.
-    pub fn feed(&mut self, mut bytes: &[u8], mut line: impl FnMut(&str, bool)) {
+    /// Calls `line(text, was_cut)` for every complete line in `bytes`. NUL bytes are
+    /// skipped: copytruncate with a writer that does not use `O_APPEND` leaves a sparse run
+    /// of them before the next line, which would otherwise swallow that line.
+    pub fn feed(&mut self, bytes: &[u8], line: impl FnMut(&str, bool)) {
+        if memchr::memchr(0, bytes).is_none() {
+            return self.feed_text(bytes, line);
+        }
+        let text: Vec<u8> = bytes.iter().copied().filter(|&b| b != 0).collect();
+        self.feed_text(&text, line)
+    }
+
+    fn feed_text(&mut self, mut bytes: &[u8], mut line: impl FnMut(&str, bool)) {
         while !bytes.is_empty() {
             match memchr::memchr(b'\n', bytes) {
                 Some(i) => {
@@ -134,113 +186,119 @@ fn open(path: &Path) -> std::io::Result<(File, u64)> {
     Ok((f, ino))
 }
 
-impl FileSource {
-    /// Reads `file` from the current offset to its end, emitting lines. Returns the file back,
-    /// or `None` when vigil is stopping.
-    async fn drain(
-        &mut self,
-        ctx: &SourceContext,
-        file: File,
-    ) -> Result<Option<File>, SourceError> {
-        let mut file = file;
-        loop {
-            let offset = self.pos.offset;
-            let path = self.config.path.clone();
-            let (f, buf) =
-                tokio::task::spawn_blocking(move || -> std::io::Result<(File, Vec<u8>)> {
-                    let mut buf = vec![0u8; CHUNK];
-                    file.seek(SeekFrom::Start(offset))?;
-                    let n = file.read(&mut buf)?;
-                    buf.truncate(n);
-                    Ok((file, buf))
-                })
-                .await
-                .map_err(|e| SourceError::new(e.to_string()))?
-                .map_err(|e| SourceError::new(format!("cannot read {}: {e}", path.display())))?;
-            file = f;
-            if buf.is_empty() {
-                return Ok(Some(file));
+/// Reads `tail` from its offset to the end of the file, emitting lines. Returns the number of
+/// bytes read, or `None` when vigil is stopping.
+async fn drain(
+    tail: &mut Tail,
+    matches: &Matches,
+    path: &Path,
+    ctx: &SourceContext,
+) -> Result<Option<u64>, SourceError> {
+    let mut total = 0;
+    loop {
+        let (file, offset) = (tail.file.clone(), tail.offset);
+        let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut buf = vec![0u8; CHUNK];
+            let n = file.read_at(&mut buf, offset)?;
+            buf.truncate(n);
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| SourceError::new(e.to_string()))?
+        .map_err(|e| SourceError::new(format!("cannot read {}: {e}", path.display())))?;
+        if buf.is_empty() {
+            return Ok(Some(total));
+        }
+        tail.offset += buf.len() as u64;
+        total += buf.len() as u64;
+        let mut found = Vec::new();
+        let mut cut_count = 0u64;
+        tail.lines.feed(&buf, |text, cut| {
+            cut_count += u64::from(cut);
+            if let Some(hit) = matches.classify(text) {
+                found.push(hit);
             }
-            self.pos.offset += buf.len() as u64;
-            let mut found = Vec::new();
-            let mut cut_count = 0u64;
-            let matches = &self.config.matches;
-            self.lines.feed(&buf, |text, cut| {
-                cut_count += u64::from(cut);
-                if let Some(hit) = matches.classify(text) {
-                    found.push(hit);
-                }
-            });
-            if cut_count > 0 {
-                ctx.metrics
-                    .lines_truncated_total
-                    .add(&[&ctx.name], cut_count as f64);
-            }
-            if !ctx.emit_all(found).await {
-                return Ok(None);
-            }
+        });
+        if cut_count > 0 {
+            ctx.metrics
+                .lines_truncated_total
+                .add(&[&ctx.name], cut_count as f64);
+        }
+        if !ctx.emit_all(found).await {
+            return Ok(None);
         }
     }
+}
 
+impl FileSource {
     async fn tail(&mut self, ctx: &SourceContext) -> Result<(), SourceError> {
         let path = self.config.path.clone();
+        let max_line = self.config.max_line.max(1);
+        let grace_ms = self.config.rotate_grace.as_ms();
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        // Not there at the first try, for whatever reason (no file, no directory yet, no
+        // permission): when it does appear, every line in it is new.
+        if self.current.is_none() && open(&path).is_err() {
+            self.appeared = true;
+        }
         let wake = Arc::new(Notify::new());
         let w = wake.clone();
-        let mut watcher =
-            notify::recommended_watcher(move |_: notify::Result<notify::Event>| w.notify_one())
-                .map_err(|e| SourceError::new(format!("cannot start inotify: {e}")))?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|e| {
-                SourceError::new(format!(
-                    "cannot watch {} ({e}); create the directory or fix `path`",
-                    dir.display()
-                ))
-            })?;
+        let watch = DirWatch::new(&dir, false, move |_| w.notify_one()).map_err(|e| {
+            SourceError::new(format!(
+                "cannot watch {} ({e}); create the directory or fix `path`",
+                dir.display()
+            ))
+        })?;
+        ctx.degraded(
+            watch
+                .polling
+                .as_ref()
+                .map(|why| format!("polling every second: {why}")),
+        );
 
-        let mut current: Option<File> = None;
         loop {
+            let now = ctx.clock.now_ms();
             // Where is the file at `path` now, and is it still the one we read?
             match open(&path) {
                 Ok((f, ino)) => {
                     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                    let same = self.pos.inode == Some(ino);
-                    if !same {
-                        if let Some(old) = current.take() {
-                            // Rotated: finish the old file before following the new one.
-                            if self.drain(ctx, old).await?.is_none() {
-                                return Ok(());
+                    match &mut self.current {
+                        Some(t) if t.ino == ino => {
+                            if len < t.offset {
+                                tracing::info!(source = %ctx.name, "{} was truncated; reading from the start", path.display());
+                                *t = Tail::new(f, ino, 0, max_line);
                             }
                         }
-                        let skip_existing = self.pos.inode.is_none()
-                            && !self.pos.appeared
-                            && !self.config.from_start;
-                        self.pos = Position {
-                            inode: Some(ino),
-                            offset: if skip_existing { len } else { 0 },
-                            appeared: false,
-                        };
-                        self.lines.reset();
-                        current = Some(f);
-                    } else if len < self.pos.offset {
-                        tracing::info!(source = %ctx.name, "{} was truncated; reading from the start", path.display());
-                        self.pos.offset = 0;
-                        self.lines.reset();
-                        current = Some(f);
-                    } else if current.is_none() {
-                        current = Some(f);
+                        Some(_) => {
+                            // Rotated: keep reading the old file for a while, follow the new
+                            // one from its start. A second rotation within the grace finishes
+                            // the oldest file first.
+                            if let Some(mut older) = self.rotated.take() {
+                                let m = &self.config.matches;
+                                if drain(&mut older.tail, m, &path, ctx).await?.is_none() {
+                                    return Ok(());
+                                }
+                            }
+                            let old = self.current.replace(Tail::new(f, ino, 0, max_line));
+                            self.rotated = old.map(|tail| Rotated {
+                                tail,
+                                last_data_ms: now,
+                            });
+                        }
+                        None => {
+                            let skip_existing = !self.appeared && !self.config.from_start;
+                            let offset = if skip_existing { len } else { 0 };
+                            self.current = Some(Tail::new(f, ino, offset, max_line));
+                        }
                     }
                     ctx.up();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if self.pos.inode.is_none() {
-                        self.pos.appeared = true;
-                    }
-                    if current.is_none() {
+                    if self.current.is_none() {
+                        self.appeared = true;
                         ctx.down(format!("waiting for {} to exist", path.display()));
                     }
                 }
@@ -251,10 +309,20 @@ impl FileSource {
                     )))
                 }
             }
-            if let Some(f) = current.take() {
-                match self.drain(ctx, f).await? {
-                    Some(f) => current = Some(f),
+            // The rotated file's last lines come before the new file's first ones.
+            if let Some(r) = &mut self.rotated {
+                match drain(&mut r.tail, &self.config.matches, &path, ctx).await? {
                     None => return Ok(()),
+                    Some(0) => {}
+                    Some(_) => r.last_data_ms = ctx.clock.now_ms(),
+                }
+                if ctx.clock.now_ms() - r.last_data_ms >= grace_ms {
+                    self.rotated = None;
+                }
+            }
+            if let Some(t) = &mut self.current {
+                if drain(t, &self.config.matches, &path, ctx).await?.is_none() {
+                    return Ok(());
                 }
             }
             tokio::select! {

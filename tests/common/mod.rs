@@ -12,7 +12,7 @@ use vigil::clock::{SharedClock, SystemClock};
 use vigil::config::Config;
 use vigil::daemon::{self, Summary};
 use vigil::intent::Intent;
-use vigil::store::{IntentQuery, Store};
+use vigil::store::{IntentQuery, IntentStore};
 
 /// The API token every test daemon uses.
 pub const TOKEN: &str = "test-token";
@@ -35,6 +35,31 @@ impl TestDaemon {
         Self::start_in(tempfile::tempdir().unwrap(), config, clock, opts).await
     }
 
+    /// `api` holds more keys for the daemon's `[api]` table (TOML lines).
+    pub async fn start_with_api(api: &str) -> Self {
+        let api = format!("token = \"{TOKEN}\"\n{api}");
+        Self::launch(
+            tempfile::tempdir().unwrap(),
+            &api,
+            "",
+            Arc::new(SystemClock),
+            Default::default(),
+        )
+        .await
+    }
+
+    /// A daemon with no `[api] token`: calls that change state must be refused.
+    pub async fn start_without_token(config: &str) -> Self {
+        Self::launch(
+            tempfile::tempdir().unwrap(),
+            "",
+            config,
+            Arc::new(SystemClock),
+            Default::default(),
+        )
+        .await
+    }
+
     /// The data dir is `dir/data`, so a test can put files there before the daemon starts.
     pub async fn start_in(
         dir: tempfile::TempDir,
@@ -42,8 +67,18 @@ impl TestDaemon {
         clock: SharedClock,
         opts: daemon::Options,
     ) -> Self {
+        Self::launch(dir, &format!("token = \"{TOKEN}\"\n"), config, clock, opts).await
+    }
+
+    async fn launch(
+        dir: tempfile::TempDir,
+        api: &str,
+        config: &str,
+        clock: SharedClock,
+        opts: daemon::Options,
+    ) -> Self {
         let text = format!(
-            "[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{}",
+            "[api]\nlisten = \"127.0.0.1:0\"\n{api}{}",
             config.replace("{dir}", dir.path().to_str().unwrap())
         );
         let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
@@ -175,7 +210,16 @@ pub struct RunningSource {
 
 impl RunningSource {
     pub fn start(name: &str, source: Box<dyn vigil::sources::Source>) -> Self {
-        Self::spawn(name, None, true, source)
+        Self::spawn(name, None, true, Arc::new(SystemClock), source)
+    }
+
+    /// Supervised, on `clock` (a `ManualClock` for timers a test moves by hand).
+    pub fn start_with_clock(
+        name: &str,
+        clock: SharedClock,
+        source: Box<dyn vigil::sources::Source>,
+    ) -> Self {
+        Self::spawn(name, None, true, clock, source)
     }
 
     /// Registered first as `kind` (down, "starting"), as the daemon does, then supervised.
@@ -184,26 +228,26 @@ impl RunningSource {
         kind: &str,
         source: Box<dyn vigil::sources::Source>,
     ) -> Self {
-        Self::spawn(name, Some(kind), true, source)
+        Self::spawn(name, Some(kind), true, Arc::new(SystemClock), source)
     }
 
     /// One run of `source` without the supervisor, so its error is not retried: `stop` asserts
     /// it ended Ok, `error` expects it to fail.
     pub fn start_unsupervised(name: &str, source: Box<dyn vigil::sources::Source>) -> Self {
-        Self::spawn(name, None, false, source)
+        Self::spawn(name, None, false, Arc::new(SystemClock), source)
     }
 
     fn spawn(
         name: &str,
         register: Option<&str>,
         supervised: bool,
+        clock: SharedClock,
         mut source: Box<dyn vigil::sources::Source>,
     ) -> Self {
         let (tx, events) = tokio::sync::mpsc::channel(1024);
         let (stop, shutdown) = watch::channel(false);
         let metrics = Arc::new(vigil::metrics::Metrics::default());
         let health = Arc::new(vigil::sources::Health::new(metrics.clone()));
-        let clock: SharedClock = Arc::new(SystemClock);
         if let Some(kind) = register {
             health.register(name, kind, clock.now_ms());
         }

@@ -10,7 +10,7 @@ use vigil::clock::{ManualClock, SharedClock};
 use vigil::config::Config;
 use vigil::intent::{queue, Intent, IntentStatus, NewIntent};
 use vigil::orchestrator::Orchestrator;
-use vigil::store::Store;
+use vigil::store::prelude::*;
 
 pub struct Env {
     pub dir: tempfile::TempDir,

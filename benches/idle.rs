@@ -1,0 +1,108 @@
+//! What an idle daemon costs: CPU time and resident memory of `vigil run` over a quiet period
+//! (30 s; `VIGIL_IDLE_SECS` to change it) with the quickstart config and with
+//! `examples/self_healing.toml`, beside `sleep` over the same period as the baseline. The three
+//! run at once, each measured from its own /proc entry, so they see the same machine.
+//!
+//! Run: `cargo bench --bench idle`. Aim (issue 10): under 0.2% of a core and 12 MB RSS.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// utime + stime in clock ticks, and VmRSS / VmHWM in kB.
+fn sample(pid: u32) -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process alive");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (ticks, kb("VmRSS:"), kb("VmHWM:"))
+}
+
+/// A copy of `example` that listens on a free port, so the runs do not collide.
+fn config(dir: &Path, example: &str) -> std::path::PathBuf {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/{example}")).unwrap();
+    let text = text.replace("127.0.0.1:9108", "127.0.0.1:0");
+    let name = Path::new(example).file_name().unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn vigil(dir: &Path, example: &str) -> Child {
+    let data = dir.join(format!("data-{}", example.replace('/', "_")));
+    let log = dir.join("server.log");
+    std::fs::write(&log, "").unwrap();
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--config"])
+        .arg(config(dir, example))
+        .env("VIGIL_DATA_DIR", &data)
+        .env("VIGIL_QUICKSTART_LOG", &log)
+        .env("VLLM_LOG", &log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vigil starts")
+}
+
+fn main() {
+    let secs: u64 = std::env::var("VIGIL_IDLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let dir = tempfile::tempdir().unwrap();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut runs: Vec<(&str, Child)> = vec![
+        (
+            "sleep (baseline)",
+            Command::new("sleep")
+                .arg((secs + 10).to_string())
+                .spawn()
+                .unwrap(),
+        ),
+        (
+            "vigil quickstart",
+            vigil(dir.path(), "examples/quickstart.toml"),
+        ),
+        (
+            "vigil self_healing",
+            vigil(dir.path(), "examples/self_healing.toml"),
+        ),
+    ];
+    // Start-up is not idle: measure from one second in.
+    std::thread::sleep(Duration::from_secs(1));
+    let start: Vec<_> = runs.iter().map(|(_, c)| sample(c.id())).collect();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let elapsed = t0.elapsed().as_secs_f64();
+    println!("idle for {secs} s (CPU: % of one core over the period; RSS at the end; peak RSS)");
+    println!(
+        "{:<22} {:>8} {:>9} {:>10}",
+        "process", "CPU %", "RSS MB", "peak MB"
+    );
+    for ((name, child), (t0, _, _)) in runs.iter_mut().zip(start) {
+        let (t1, rss, hwm) = sample(child.id());
+        let cpu = (t1 - t0) as f64 / hz / elapsed * 100.0;
+        println!(
+            "{name:<22} {cpu:>8.3} {:>9.1} {:>10.1}",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    println!(
+        "CPU resolution: one clock tick = {:.3}% over {secs} s",
+        100.0 / hz / elapsed
+    );
+}

@@ -1,0 +1,55 @@
+//! Intents as stored: put (with dedup), list, status. Claims and leases are the runs' concern.
+
+use super::StoreError;
+use crate::intent::{Intent, IntentStatus, NewIntent};
+
+/// What `put_intent` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Inserted(i64),
+    /// An intent of the same type and dedup key exists within the window: this one is it.
+    Duplicate(i64),
+}
+
+impl Put {
+    /// The stored intent's id, new or not.
+    pub fn id(self) -> i64 {
+        match self {
+            Put::Inserted(id) | Put::Duplicate(id) => id,
+        }
+    }
+}
+
+/// Which intents `IntentStore::intents` lists.
+#[derive(Debug, Clone, Default)]
+pub struct IntentQuery {
+    pub status: Option<IntentStatus>,
+    pub intent_type: Option<String>,
+    /// Newest first, at most this many (all when `None`).
+    pub limit: Option<usize>,
+}
+
+pub trait IntentStore: Send + Sync {
+    /// Stores an intent unless one of the same type and dedup key was created within
+    /// `dedup_window_ms` of `now_ms`.
+    fn put_intent(
+        &self,
+        intent: &NewIntent,
+        now_ms: i64,
+        dedup_window_ms: i64,
+    ) -> Result<Put, StoreError>;
+    fn intents(&self, query: &IntentQuery) -> Result<Vec<Intent>, StoreError>;
+    fn intent(&self, id: i64) -> Result<Option<Intent>, StoreError>;
+    /// Sets the status (and, when given, the note) of an intent.
+    fn set_intent_status(
+        &self,
+        id: i64,
+        status: IntentStatus,
+        note: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Deletes finished intents last updated before `before_ms`; returns how many.
+    fn prune_intents(&self, before_ms: i64) -> Result<usize, StoreError>;
+    /// Counts of intents by status.
+    fn intent_counts(&self) -> Result<Vec<(IntentStatus, u64)>, StoreError>;
+}

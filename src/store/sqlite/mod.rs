@@ -1,0 +1,300 @@
+//! SQLite store: WAL mode and a busy timeout so the daemon and the CLI share it without ever
+//! seeing "database is locked". The schema is here; each concern's statements are in its file.
+
+mod audit;
+mod escalation;
+mod intents;
+mod invariants;
+mod runs;
+mod sources;
+
+use super::StoreError;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Schema changes append here; `PRAGMA user_version` says how many have run.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE intents (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    intent_type TEXT NOT NULL,
+    priority    INTEGER NOT NULL,
+    reason      TEXT NOT NULL,
+    data        TEXT NOT NULL,
+    dedup_key   TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    note        TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX intents_dedup ON intents (intent_type, dedup_key, created_at);
+CREATE INDEX intents_status ON intents (status, priority DESC, created_at);
+CREATE TABLE source_states (
+    source   TEXT PRIMARY KEY,
+    kind     TEXT NOT NULL,
+    up       INTEGER NOT NULL,
+    reason   TEXT,
+    since_ms INTEGER NOT NULL
+);
+"#,
+    // Symptoms, flags, runs, budgets, locks, audit; leases on intents.
+    r#"
+CREATE TABLE symptoms (
+    id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    ts   INTEGER NOT NULL,
+    meta TEXT NOT NULL
+);
+CREATE INDEX symptoms_kind_ts ON symptoms (kind, ts);
+CREATE TABLE escalation_flags (
+    kind          TEXT PRIMARY KEY,
+    reason        TEXT NOT NULL,
+    symptom_count INTEGER NOT NULL,
+    armed_at      INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    cleared_at    INTEGER
+);
+CREATE TABLE runs (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    intent_id      INTEGER NOT NULL,
+    playbook       TEXT NOT NULL,
+    mode           TEXT NOT NULL,
+    holder         TEXT NOT NULL,
+    started_at     INTEGER NOT NULL,
+    ended_at       INTEGER,
+    result         TEXT,
+    budget         TEXT,
+    budget_day     TEXT,
+    reserved_ms    INTEGER NOT NULL DEFAULT 0,
+    downtime_ms    INTEGER NOT NULL DEFAULT 0,
+    lock_name      TEXT,
+    step           INTEGER NOT NULL DEFAULT 0,
+    downtime_since INTEGER
+);
+CREATE INDEX runs_playbook ON runs (playbook, started_at);
+CREATE INDEX runs_open ON runs (ended_at);
+CREATE TABLE budget_ledger (
+    budget      TEXT NOT NULL,
+    day         TEXT NOT NULL,
+    used_ms     INTEGER NOT NULL DEFAULT 0,
+    reserved_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (budget, day)
+);
+CREATE TABLE locks (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    acquired_at INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE TABLE audit (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts       INTEGER NOT NULL,
+    event    TEXT NOT NULL,
+    intent   INTEGER,
+    playbook TEXT,
+    details  TEXT NOT NULL
+);
+CREATE INDEX audit_ts ON audit (ts);
+ALTER TABLE intents ADD COLUMN lease_holder TEXT;
+ALTER TABLE intents ADD COLUMN lease_expires INTEGER;
+"#,
+    // Invariant state and `for` first sightings.
+    r#"
+CREATE TABLE invariant_state (
+    id         TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    since_ms   INTEGER NOT NULL,
+    violations TEXT NOT NULL DEFAULT '[]',
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE invariant_pending (
+    id            TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (id, key)
+);
+"#,
+];
+
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `DATA_DIR/vigil.db`.
+    pub fn open_dir(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        Self::open(&data_dir.join("vigil.db"))
+    }
+
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        // Room for every statement the store runs (`Cached`), so none is parsed twice.
+        conn.set_prepared_statement_cache_capacity(128);
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(err)?;
+        let store = Self {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().unwrap();
+        // IMMEDIATE: two processes opening a fresh store at once must not both migrate.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let version: usize = tx
+            .row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "store {} has schema version {version}, newer than this vigil knows ({}); upgrade vigil",
+                self.path.display(),
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(sql).map_err(|e| self.err(e))?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Runs `f` with the connection: for the store's own statements only.
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap();
+        f(&mut conn).map_err(|e| self.err(e))
+    }
+}
+
+/// `execute` and `query_row` through the connection's statement cache. The orchestrator runs
+/// the same few statements for every intent, and parsing them again each time cost a quarter
+/// of its time; store code runs its statements through these.
+trait Cached {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intent::{IntentStatus, NewIntent};
+    use crate::store::{IntentQuery, IntentStore, Put};
+    use serde_json::json;
+
+    fn intent(kind: &str, data: serde_json::Value) -> NewIntent {
+        NewIntent {
+            intent_type: kind.into(),
+            priority: 5,
+            reason: "r".into(),
+            data: data.as_object().unwrap().clone(),
+            dedup_key: None,
+            origin: "test".into(),
+        }
+    }
+
+    #[test]
+    fn same_type_and_key_within_the_window_is_one_intent() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open_dir(dir.path()).unwrap();
+        let hour = 3_600_000;
+        let a = s
+            .put_intent(&intent("alert_x", json!({"a": 1})), 0, hour)
+            .unwrap();
+        let b = s
+            .put_intent(&intent("alert_x", json!({"a": 1})), hour - 1, hour)
+            .unwrap();
+        let c = s
+            .put_intent(&intent("alert_x", json!({"a": 2})), 10, hour)
+            .unwrap();
+        let d = s
+            .put_intent(&intent("alert_x", json!({"a": 1})), hour + 1, hour)
+            .unwrap();
+        assert!(matches!(a, Put::Inserted(_)));
+        assert_eq!(b, Put::Duplicate(a.id()));
+        assert!(matches!(c, Put::Inserted(_)));
+        assert!(
+            matches!(d, Put::Inserted(_)),
+            "outside the window it is new"
+        );
+        assert_eq!(s.intents(&IntentQuery::default()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn prunes_only_finished_intents_past_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open_dir(dir.path()).unwrap();
+        let old_done = s.put_intent(&intent("a", json!({})), 0, 1).unwrap().id();
+        let old_pending = s.put_intent(&intent("b", json!({})), 0, 1).unwrap().id();
+        s.set_intent_status(old_done, IntentStatus::Done, Some("ok"), 5)
+            .unwrap();
+        assert_eq!(s.prune_intents(100).unwrap(), 1);
+        assert!(s.intent(old_done).unwrap().is_none());
+        assert_eq!(
+            s.intent(old_pending).unwrap().unwrap().status,
+            IntentStatus::Pending
+        );
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = SqliteStore::open_dir(dir.path())
+            .unwrap()
+            .put_intent(&intent("a", json!({"k": "v"})), 0, 1)
+            .unwrap()
+            .id();
+        let s = SqliteStore::open_dir(dir.path()).unwrap();
+        assert_eq!(s.intent(id).unwrap().unwrap().data["k"], "v");
+    }
+}

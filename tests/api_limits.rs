@@ -1,0 +1,129 @@
+//! The API under clients that misbehave: idle crowds, slow headers, big bodies, and the token
+//! rules of RFC 9110 and of a daemon with no token.
+
+mod common;
+
+use common::{TestDaemon, TOKEN};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+use vigil::intent::{inbox, NewIntent};
+
+const LIMITS: &str = "max_connections = 8\nheader_timeout = \"300ms\"\nmax_body_size = 1000\n";
+
+fn fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn intent_body() -> serde_json::Value {
+    serde_json::json!({"intent_type": "alert_api", "priority": 5, "reason": "from api"})
+}
+
+/// The test daemon, with the limits in its `[api]` table.
+async fn daemon() -> TestDaemon {
+    TestDaemon::start_with_api(LIMITS).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_crowd_cannot_use_up_the_daemon() {
+    let d = daemon().await;
+    let addr = *d.app.api_addr.get().unwrap();
+    let before = fds();
+    // 40 clients connect and say nothing: 1,100 of them used to exhaust the descriptors.
+    let idle: Vec<_> = (0..40)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held = fds() - before;
+    assert!(
+        held <= idle.len() + 8 + 4,
+        "at most max_connections accepted beside the 40 client sockets: {held} descriptors"
+    );
+    // Intake goes on: through the inbox at once, and through the API once idle ones time out.
+    inbox::write(
+        &d.app.inbox_dir(),
+        &NewIntent::from_body(intent_body().as_object().unwrap(), "test").unwrap(),
+        1,
+    )
+    .unwrap();
+    d.wait_until("inbox intake goes on", || d.intents().len() == 1)
+        .await;
+    let r = reqwest::Client::new()
+        .post(d.api("/api/intents"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"intent_type": "alert_other", "priority": 5}))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    drop(idle);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off() {
+    let d = daemon().await;
+    let addr = *d.app.api_addr.get().unwrap();
+    let started = Instant::now();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"POST /api/intents HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let mut buf = Vec::new();
+        // The server answers 408 or just closes; either way the read ends.
+        s.read_to_end(&mut buf).map(|_| buf)
+    })
+    .await
+    .unwrap();
+    assert!(
+        closed.is_ok(),
+        "closed by the server, not by our timeout: {closed:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(9));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_413_and_the_bearer_scheme_is_case_insensitive() {
+    let d = daemon().await;
+    let big =
+        serde_json::json!({"intent_type": "alert_big", "priority": 5, "reason": "x".repeat(2000)});
+    let r = d.post("/api/intents", &big).await;
+    assert_eq!(r.status(), 413);
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = reqwest::Client::new()
+            .post(d.api("/api/intents"))
+            .header("Authorization", format!("{scheme} {TOKEN}"))
+            .json(&intent_body())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{scheme}: {}", r.status());
+    }
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_state_changing_calls_are_refused() {
+    let d = TestDaemon::start_without_token("").await;
+    for (path, body) in [
+        ("/api/intents", intent_body()),
+        ("/api/events", serde_json::json!({"type": "x"})),
+    ] {
+        let r = d.post_as(Some("anything"), path, Some(&body)).await;
+        assert_eq!(r.status(), 403, "{path}");
+        let msg: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            msg["error"]
+                .as_str()
+                .unwrap()
+                .contains("no token is configured"),
+            "{msg}"
+        );
+    }
+    assert!(d.intents().is_empty());
+    // Reads stay open on loopback.
+    assert_eq!(d.get_json("/healthz").await["status"], "ok");
+    d.stop().await;
+}
