@@ -102,29 +102,15 @@ impl Source<'_> {
     }
 }
 
-/// The valid name nearest to `got`, if it is near enough to be a typo.
+/// The valid name nearest to `got`, if it is near enough to be a typo: at most 2 edits, or a
+/// third of the candidate's length for long names (Levenshtein distance, from `strsim`).
 pub fn closest<'a>(got: &str, valid: &[&'a str]) -> Option<&'a str> {
     valid
         .iter()
-        .map(|v| (edit_distance(got, v), *v))
+        .map(|v| (strsim::levenshtein(got, v), *v))
         .filter(|(d, v)| *d <= 2.max(v.len() / 3))
         .min()
         .map(|(_, v)| v)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 /// Deserializes a spanned TOML value into `T`, keeping the locations of its errors.

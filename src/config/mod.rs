@@ -4,7 +4,7 @@
 mod duration;
 pub mod load;
 
-pub use duration::{parse_duration, Dur};
+pub use duration::{human, parse_duration, Dur};
 pub use load::Diagnostic;
 
 use crate::rules::RuleConfig;
@@ -29,6 +29,8 @@ pub struct Config {
     pub timezone: Tz,
     pub api: ApiConfig,
     pub intents: IntentsConfig,
+    /// `[metrics]`: bounds on the exported series.
+    pub metrics: crate::metrics::MetricsConfig,
     pub sources: BTreeMap<String, SourceConfig>,
     pub rules: BTreeMap<String, RuleConfig>,
     /// Windows, budgets, escalation, playbooks and the orchestrator's settings.
@@ -51,6 +53,8 @@ struct Plain {
     api: ApiConfig,
     #[serde(default)]
     intents: IntentsConfig,
+    #[serde(default)]
+    metrics: crate::metrics::MetricsConfig,
     #[serde(default)]
     rules: BTreeMap<String, Spanned<RuleConfig>>,
 }
@@ -267,6 +271,7 @@ impl Config {
             timezone: plain.timezone,
             api: plain.api,
             intents: plain.intents,
+            metrics: plain.metrics,
             sources,
             rules,
             orchestrator,

@@ -624,17 +624,10 @@ fn text_value(t: &str) -> Value {
     Value::from(t)
 }
 
-/// `{column}` placeholders filled from a violation.
+/// `{column}` placeholders filled from a violation ([`crate::template`]; a message, so an unknown
+/// column stays `{column}`).
 pub fn fill_signal(template: &str, state: &Map<String, Value>) -> String {
-    let mut out = template.to_string();
-    for (k, v) in state {
-        let text = match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        out = out.replace(&format!("{{{k}}}"), &text);
-    }
-    out
+    crate::template::Template::parse(template).message(|name| crate::template::field(state, name))
 }
 
 #[derive(Default)]
