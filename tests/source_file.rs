@@ -244,7 +244,10 @@ async fn lines_written_to_the_rotated_file_after_the_new_one_appeared_are_read()
             .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
             .any(|p| p == path)
     };
-    assert!(holds(&old), "the rotated file is held open within the grace");
+    assert!(
+        holds(&old),
+        "the rotated file is held open within the grace"
+    );
     clock.advance(std::time::Duration::from_secs(6));
     append(&log, &oom("2.2"));
     assert_eq!(s.next().await.data["alloc_gib"], "2.2");

@@ -243,6 +243,12 @@ impl Config {
             locations.insert(format!("sources.{name}"), at);
             sources.insert(name, entry);
         }
+        // Windows are checked again by `warnings`, which points at their place.
+        if let Some(DeValue::Table(windows)) = table.get("windows").map(|w| w.get_ref()) {
+            for (name, w) in windows.iter() {
+                locations.insert(format!("windows.{}", name.get_ref()), w.span().start);
+            }
+        }
         let orchestrator = crate::orchestrator::config::take(&src, &mut table, &mut errors);
         let invariants = crate::invariants::config::take(&src, &mut table, &mut errors);
         let plain: Option<Plain> =
@@ -313,8 +319,9 @@ impl Config {
     }
 
     /// Things that are allowed but probably wrong, such as a rule waiting for an event no
-    /// configured source emits. `vigil check` prints them; they do not fail it.
-    pub fn warnings(&self) -> Vec<Diagnostic> {
+    /// configured source emits, or a maintenance window that a DST change moves or stretches
+    /// within the year from `now`. `vigil check` prints them; they do not fail it.
+    pub fn warnings(&self, now: jiff::Timestamp) -> Vec<Diagnostic> {
         let emitted: std::collections::BTreeSet<String> = self
             .sources
             .values()
@@ -337,6 +344,16 @@ impl Config {
                         format!("warning: [rules.{name}] waits for event {ty:?}, which no configured source emits{hint}"),
                     ));
                 }
+            }
+        }
+        for (name, w) in &self.orchestrator.windows {
+            let tz = w.timezone.as_ref().unwrap_or(&self.timezone);
+            for msg in crate::orchestrator::window::dst_warnings(w.at, &tz.0, now) {
+                out.push(self.diagnostic(
+                    "windows",
+                    name,
+                    format!("warning: [windows.{name}] {msg}"),
+                ));
             }
         }
         out

@@ -88,7 +88,7 @@ fn the_issue_example_parses_as_written() {
     assert_eq!(c.timezone.0.iana_name(), Some("America/New_York"));
     assert_eq!(c.api.listen.port(), 9108);
     // Two rules wait for events no source here emits; that is a warning, not an error.
-    let w = c.warnings();
+    let w = c.warnings("2026-01-01T00:00:00Z".parse().unwrap());
     assert_eq!(w.len(), 2, "{w:?}");
     assert!(w[0].to_string().contains("\"dream_heartbeat\""), "{}", w[0]);
 }
@@ -195,4 +195,19 @@ fn toml_syntax_errors_have_a_location() {
 fn builtin_default_is_valid() {
     let c = Config::builtin();
     assert_eq!(c.origin, "(built-in default)");
+}
+
+#[test]
+fn check_warns_about_a_window_a_dst_change_moves() {
+    let text = "timezone = \"America/New_York\"\n[windows.nightly]\nat = \"02:00-03:00\"\n";
+    let c = Config::parse("vigil.toml", text).unwrap();
+    let w: Vec<String> = c
+        .warnings("2026-01-01T00:00:00Z".parse().unwrap())
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(
+        w,
+        ["vigil.toml:2:1: warning: [windows.nightly] on 2026-03-08 02:00-03:00: its start falls in a DST gap or repeated hour; the window opens at 03:00 EDT and stays open 1.0h"]
+    );
 }

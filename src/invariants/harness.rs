@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::task::JoinHandle;
 
 /// Lists longer than this in an observed state are cut, with a count of the rest.
@@ -287,7 +287,7 @@ impl Harness {
                         }
                     }
                     Ok(Err(e)) => Err(e.0),
-                    Err(_) => Err(format!("timed out after {}", humantime(limit))),
+                    Err(_) => Err(format!("timed out after {}", crate::config::Dur(limit))),
                 };
                 (name, r)
             });
@@ -498,14 +498,6 @@ fn skip_reason(
         reasons.push(format!("collector {} unavailable", missing.join(", ")));
     }
     (!reasons.is_empty()).then(|| reasons.join("; "))
-}
-
-fn humantime(d: Duration) -> String {
-    if d.as_millis().is_multiple_of(1000) {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
 }
 
 fn declared_columns(

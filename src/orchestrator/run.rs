@@ -5,8 +5,8 @@
 //! one (recovery raced the original holder) is audited as `run_end_ignored` and changes
 //! nothing.
 
-use super::config::{Playbook, Step};
 use super::actions::{self, StepContext};
+use super::config::{Playbook, Step};
 use super::{blocking, orphans};
 use crate::app::App;
 use crate::audit::Audit;

@@ -20,10 +20,12 @@ use crate::config::load::{self, Diagnostic, Source};
 use crate::config::Dur;
 use crate::intent::Intent;
 use crate::sources::BoxFuture;
+use crate::template::{self, Missing, Template};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -244,47 +246,35 @@ pub async fn execute(
     step.action.action.execute(timeout, ctx).await
 }
 
-/// Fills the templates of one string. A missing `{data.KEY}` is an error: acting on a wrong
-/// value would be unsafe. Braces that are not a template (JSON in an argument) stay as written.
+/// Fills the templates of one string ([`crate::template`]). A step acts on the result, so a
+/// field that cannot be filled is an error ([`Missing::Error`]), never a placeholder in an argv.
+/// Braces that are not a template (JSON in an argument) stay as written; `{{`/`}}` are literal.
 pub fn fill(text: &str, ctx: &StepContext) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find('{') {
-        out.push_str(&rest[..i]);
-        let Some(end) = rest[i..].find('}') else {
-            out.push_str(&rest[i..]);
-            return Ok(out);
-        };
-        let name = &rest[i + 1..i + end];
-        let value = match name {
-            "mode" => Some(ctx.mode.to_string()),
-            "reason" => Some(ctx.intent.reason.clone()),
-            "intent" => Some(ctx.intent.id.to_string()),
-            "intent_type" => Some(ctx.intent.intent_type.clone()),
-            "playbook" => Some(ctx.playbook.to_string()),
-            _ => match name.strip_prefix("data.") {
-                Some(key) => match ctx.intent.data.get(key) {
-                    Some(Value::String(s)) => Some(s.clone()),
-                    Some(v) => Some(v.to_string()),
-                    None => {
-                        return Err(format!(
-                            "template {{data.{key}}}: intent {} has no data field {key:?}",
-                            ctx.intent.id
-                        ))
-                    }
-                },
-                // Not a template (JSON in an argument, say): keep it as written.
-                None => None,
-            },
-        };
-        match value {
-            Some(v) => out.push_str(&v),
-            None => out.push_str(&rest[i..=i + end]),
-        }
-        rest = &rest[i + end + 1..];
+    Template::parse(text)
+        .render(Missing::Error, |name| step_field(ctx, name))
+        .map_err(|e| match e.name.strip_prefix("data.") {
+            Some(key) => format!(
+                "template {{{}}}: intent {} has no data field {key:?}",
+                e.name, ctx.intent.id
+            ),
+            None => format!(
+                "template {{{}}}: unknown name; use {{mode}}, {{reason}}, {{intent}}, \
+                 {{intent_type}}, {{playbook}} or {{data.KEY}}, and {{{{ }}}} for literal braces",
+                e.name
+            ),
+        })
+}
+
+/// The names a step's templates may use.
+fn step_field<'a>(ctx: &'a StepContext, name: &str) -> Option<Cow<'a, str>> {
+    match name {
+        "mode" => Some(Cow::Borrowed(ctx.mode)),
+        "reason" => Some(Cow::Borrowed(&ctx.intent.reason)),
+        "intent" => Some(Cow::Owned(ctx.intent.id.to_string())),
+        "intent_type" => Some(Cow::Borrowed(&ctx.intent.intent_type)),
+        "playbook" => Some(Cow::Borrowed(ctx.playbook)),
+        _ => template::field(&ctx.intent.data, name.strip_prefix("data.")?),
     }
-    out.push_str(rest);
-    Ok(out)
 }
 
 /// [`fill`] on every string of a JSON value (a webhook's body).
