@@ -342,6 +342,7 @@ pub struct Metrics {
     pub events_dropped_total: Family,
     pub intents_total: Family,
     pub source_up: Family,
+    pub source_degraded: Family,
     pub lines_truncated_total: Family,
     pub inbox_rejected_total: Family,
     pub symptoms_total: Family,
@@ -355,7 +356,7 @@ pub struct Metrics {
     pub invariant_violations: Family,
     pub invariant_checks_total: Family,
     pub invariant_cycle_duration_seconds: Family,
-    pub snapshot_source_up: Family,
+    pub collector_up: Family,
     pub invariant_alerts_total: Family,
     registry: Registry,
 }
@@ -392,6 +393,11 @@ impl Metrics {
             source_up: r.gauge(
                 "vigil_source_up",
                 "1 when the source is working, 0 when it is down and being retried.",
+                &["source"],
+            ),
+            source_degraded: r.gauge(
+                "vigil_source_degraded",
+                "1 when the source works but degraded (for example watching by polling because inotify is used up).",
                 &["source"],
             ),
             lines_truncated_total: r.counter(
@@ -459,7 +465,7 @@ impl Metrics {
                 "Duration of the last invariant cycle (collection and evaluation).",
                 &[],
             ),
-            snapshot_source_up: r.gauge(
+            collector_up: r.gauge(
                 "vigil_collector_up",
                 "1 when the snapshot collector read its source in the last cycle.",
                 &["source"],

@@ -302,7 +302,7 @@ impl Harness {
             tracing::debug!(source = %name, ms = started.elapsed().as_secs_f64() * 1000.0, "collected");
             match r {
                 Ok(t) => {
-                    self.metrics.snapshot_source_up.set(&[&name], 1.0);
+                    self.metrics.collector_up.set(&[&name], 1.0);
                     owner.extend(t.iter().map(|t| (t.name.clone(), name.clone())));
                     tables.extend(t);
                 }
@@ -430,7 +430,7 @@ impl Harness {
     }
 
     fn source_down(&self, source: &str, error: &str) {
-        self.metrics.snapshot_source_up.set(&[source], 0.0);
+        self.metrics.collector_up.set(&[source], 0.0);
         tracing::warn!(source, error, "collector unavailable");
     }
 

@@ -274,6 +274,9 @@ impl Health {
             state.reason = reason;
             if let Some(m) = &self.metrics {
                 m.source_up.set(&[name], if up { 1.0 } else { 0.0 });
+                let degraded = up && state.reason.is_some();
+                m.source_degraded
+                    .set(&[name], if degraded { 1.0 } else { 0.0 });
             }
             self.changed.notify_one();
         }
