@@ -117,6 +117,16 @@ CREATE TABLE invariant_pending (
     PRIMARY KEY (id, key)
 );
 "#,
+    // Alert messages not yet delivered: one per invariant, retried until delivered.
+    r#"
+CREATE TABLE alert_outbox (
+    invariant       TEXT PRIMARY KEY,
+    resolved        INTEGER NOT NULL,
+    payload         TEXT NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 pub struct SqliteStore {
