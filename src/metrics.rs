@@ -10,12 +10,14 @@
 //! label values under [`OTHER`], and `vigil_metric_series_dropped_total{family}` counts those
 //! updates.
 
+use crate::intent::IntentStatus;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
@@ -335,12 +337,61 @@ impl<'a> Borrow<dyn Values + 'a> for Key {
     }
 }
 
+/// Upper bounds (seconds) of the run-duration buckets: a restart takes seconds, a canary with a
+/// warm-up minutes, and a run past an hour is one to look at whatever it did.
+pub const RUN_DURATION_BUCKETS: [f64; 12] = [
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+fn run_duration_histogram() -> Histogram {
+    Histogram::new(RUN_DURATION_BUCKETS)
+}
+
+/// One histogram per label values, for observations such as run durations. Unlike [`Family`]
+/// it has no series limit: its label values come from the config (playbook names), which
+/// bounds them. Cheap to clone: clones share the series.
+#[derive(Clone, Debug)]
+pub struct Histograms {
+    name: &'static str,
+    labels: &'static [&'static str],
+    family: HistogramFamily,
+}
+
+type HistogramFamily = prometheus_client::metrics::family::Family<
+    Vec<(&'static str, String)>,
+    Histogram,
+    fn() -> Histogram,
+>;
+
+impl Histograms {
+    /// The exported name; the series are `NAME_bucket`, `NAME_sum` and `NAME_count`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Records one observation `v` (in the metric's unit, seconds for durations) in the series
+    /// of `labels` (one value per label name, in order).
+    pub fn observe(&self, labels: &[&str], v: f64) {
+        debug_assert_eq!(labels.len(), self.labels.len(), "{}", self.name);
+        self.family.get_or_create(&self.key(labels)).observe(v);
+    }
+
+    fn key(&self, labels: &[&str]) -> Vec<(&'static str, String)> {
+        self.labels
+            .iter()
+            .copied()
+            .zip(labels.iter().map(|v| v.to_string()))
+            .collect()
+    }
+}
+
 /// Every metric vigil exports. Each family is declared here and created (and registered) in
 /// [`Metrics::new`], once.
 pub struct Metrics {
     pub events_total: Family,
     pub events_dropped_total: Family,
     pub intents_total: Family,
+    pub intents_by_status: Family,
     pub source_up: Family,
     pub source_degraded: Family,
     pub lines_truncated_total: Family,
@@ -352,6 +403,7 @@ pub struct Metrics {
     pub playbook_runs_total: Family,
     pub gate_denials_total: Family,
     pub restore_failures_total: Family,
+    pub playbook_run_duration_seconds: Histograms,
     pub invariant_state: Family,
     pub invariant_violations: Family,
     pub invariant_checks_total: Family,
@@ -374,7 +426,7 @@ impl Metrics {
             max_series: config.max_series.get(),
             labelled: Vec::new(),
         };
-        Self {
+        let m = Self {
             events_total: r.counter(
                 "vigil_events_total",
                 "Events received, by source and type.",
@@ -389,6 +441,11 @@ impl Metrics {
                 "vigil_intents_total",
                 "Intents stored, by type.",
                 &["intent_type"],
+            ),
+            intents_by_status: r.gauge(
+                "vigil_intents_by_status",
+                "Intents in the store, by status (pending, running, done, ...).",
+                &["status"],
             ),
             source_up: r.gauge(
                 "vigil_source_up",
@@ -445,6 +502,12 @@ impl Metrics {
                 "Runs that did not restore production within the restore SLA.",
                 &["playbook"],
             ),
+            playbook_run_duration_seconds: r.histogram(
+                "vigil_playbook_run_duration_seconds",
+                "Duration of playbook runs, from start to their end (restored, failed or abandoned).",
+                &["playbook"],
+                run_duration_histogram,
+            ),
             invariant_state: r.gauge(
                 "vigil_invariant_state",
                 "1 when the invariant is red, 0 when green.",
@@ -476,7 +539,35 @@ impl Metrics {
                 &["result"],
             ),
             registry: r.finish(),
+        };
+        // The reasons are known: they start at 0, so the first drop is an increase (see above).
+        for reason in ["duplicate", "queue_full"] {
+            m.events_dropped_total.add(&[reason], 0.0);
         }
+        m
+    }
+
+    /// Exports 0 for a configured playbook's counters that alerts watch with `increase()`, so
+    /// the first restore failure after a start is an increase and not a new series.
+    pub fn init_playbook(&self, playbook: &str) {
+        self.restore_failures_total.add(&[playbook], 0.0);
+    }
+
+    /// Sets `vigil_intents_by_status` from counts by status name; a status missing from
+    /// `counts` is set to 0, so a gauge never keeps a count that went away.
+    pub fn set_intents_by_status(&self, counts: &BTreeMap<String, u64>) {
+        for status in IntentStatus::ALL {
+            let n = counts.get(status.as_str()).copied().unwrap_or(0);
+            self.intents_by_status.set(&[status.as_str()], n as f64);
+        }
+    }
+
+    /// Observes a run of `playbook` that started at `started_ms` and ends at `ended_ms` (both
+    /// Unix milliseconds on vigil's clock) in `vigil_playbook_run_duration_seconds`.
+    pub fn observe_run(&self, playbook: &str, started_ms: i64, ended_ms: i64) {
+        let seconds = (ended_ms - started_ms).max(0) as f64 / 1000.0;
+        self.playbook_run_duration_seconds
+            .observe(&[playbook], seconds);
     }
 
     /// Every family in the Prometheus text format (version 0.0.4).
@@ -510,6 +601,22 @@ impl Families {
         self.add(name, help, labels, MetricType::Gauge)
     }
 
+    fn histogram(
+        &mut self,
+        name: &'static str,
+        help: &str,
+        labels: &'static [&'static str],
+        new: fn() -> Histogram,
+    ) -> Histograms {
+        let family = HistogramFamily::new_with_constructor(new);
+        self.register(name, help, MetricType::Histogram, family.clone());
+        Histograms {
+            name,
+            labels,
+            family,
+        }
+    }
+
     fn add(
         &mut self,
         name: &'static str,
@@ -521,6 +628,10 @@ impl Families {
         self.register(name, help, kind, family.clone());
         if !labels.is_empty() {
             self.labelled.push(family.clone());
+        } else if kind == MetricType::Counter {
+            // Exported as 0 from the start: an alert on `increase()` sees the first count only
+            // when the series existed before it (a series born at 1 has increased by nothing).
+            family.add(&[], 0.0);
         }
         family
     }

@@ -356,6 +356,8 @@ impl Run {
             // too; a run another ending got to first has nothing to follow.
             let open = store.run(record.id)?.is_some_and(|r| r.ended_at.is_none());
             if open {
+                app.metrics
+                    .observe_run(&record.playbook, record.started_at, app.clock.now_ms());
                 app.metrics.playbook_runs_total.inc(&[
                     &record.playbook,
                     status.as_str(),

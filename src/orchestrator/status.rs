@@ -142,10 +142,12 @@ pub fn collect(app: &App) -> Result<OrchestratorStatus, StoreError> {
 pub fn refresh_metrics(app: &App) -> Result<(), StoreError> {
     let s = collect(app)?;
     let m = &app.metrics;
+    m.set_intents_by_status(&s.intents);
     for b in &s.budgets {
         m.budget_seconds_remaining.set(&[&b.name], b.remaining_s);
     }
     for p in &s.playbooks {
+        m.init_playbook(&p.name);
         m.cooldown_seconds.set(&[&p.name], p.cooldown_remaining_s);
     }
     for f in &s.flags {
