@@ -700,6 +700,55 @@ mod tests {
     }
 
     #[test]
+    fn run_durations_render_as_a_histogram() {
+        let m = Metrics::default();
+        m.observe_run("canary", 1_000, 4_500);
+        m.observe_run("canary", 1_000, 1_000 + 7_200_000);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE vigil_playbook_run_duration_seconds histogram\n"),
+            "{text}"
+        );
+        let series = |s: &str| format!("vigil_playbook_run_duration_seconds_{s}\n");
+        assert!(
+            text.contains(&series("sum{playbook=\"canary\"} 7203.5")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&series("count{playbook=\"canary\"} 2")),
+            "{text}"
+        );
+        // 3.5 s is in the 5 s bucket; two hours only in +Inf.
+        assert!(
+            text.contains(&series("bucket{playbook=\"canary\",le=\"5\"} 1")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&series("bucket{playbook=\"canary\",le=\"+Inf\"} 2")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn counters_alerts_watch_start_at_zero_and_statuses_that_went_away_read_zero() {
+        let m = Metrics::default();
+        let text = m.render();
+        assert!(text.contains("vigil_inbox_rejected_total 0\n"), "{text}");
+        assert!(text.contains("vigil_events_dropped_total{reason=\"queue_full\"} 0\n"));
+        m.init_playbook("gpu");
+        assert!(m
+            .render()
+            .contains("vigil_restore_failures_total{playbook=\"gpu\"} 0\n"));
+        let mut counts = BTreeMap::from([("pending".to_string(), 3)]);
+        m.set_intents_by_status(&counts);
+        assert_eq!(m.intents_by_status.get(&["pending"]), 3.0);
+        counts.clear();
+        m.set_intents_by_status(&counts);
+        assert_eq!(m.intents_by_status.get(&["pending"]), 0.0);
+        assert_eq!(m.intents_by_status.series(), IntentStatus::ALL.len());
+    }
+
+    #[test]
     fn get_set_add_total() {
         let m = Metrics::default();
         assert_eq!(m.gate_denials_total.get(&["window"]), 0.0);
