@@ -117,6 +117,18 @@ CREATE TABLE invariant_pending (
     PRIMARY KEY (id, key)
 );
 "#,
+    // Fencing: epochs of intent leases and locks (only grow), the lock a deferred intent
+    // waits for. Defaults keep rows of older stores valid: epoch 0 is a claim made before.
+    r#"
+ALTER TABLE intents ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE intents ADD COLUMN wait_lock TEXT;
+ALTER TABLE locks ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN lock_epoch INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE sequences (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"#,
 ];
 
 pub struct SqliteStore {
