@@ -1,6 +1,7 @@
 //! The `vigil` binary: symptoms, escalation and audit commands on the store, `status --json`,
 //! and `kill -9` of the daemon in the middle of a playbook, then a restart that ends the
-//! intent in a defined state with its budget and lock settled.
+//! intent in a defined state with its budget and lock settled; two daemons on one store,
+//! one stopped with SIGSTOP mid-step, and the fence that keeps it from acting once resumed.
 
 mod common;
 mod orchestrator_support;
@@ -305,4 +306,121 @@ fn dry_run_acts_on_nothing() {
     let intents = store.intents(&IntentQuery::default()).unwrap();
     assert_eq!(intents[0].status, IntentStatus::Pending);
     assert!(store.runs(None, i64::MIN, false).unwrap().is_empty());
+}
+
+/// Two daemons share one store with a 2 s lease. Daemon A is stopped (SIGSTOP) during step 1
+/// of intent 1, which holds lock gpu0; B recovers intent 1 (failed, gpu0 released) and starts
+/// intent 2 under gpu0. When A resumes it must not run step 2 of intent 1 (inside intent 2's
+/// lock), nor overwrite intent 1's status: it audits `lease_lost` and writes nothing more.
+#[test]
+fn a_daemon_stopped_mid_step_does_not_act_after_another_took_its_run_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = r#"
+[api]
+enabled = false
+
+[orchestrator]
+lease = "2s"
+workers = 1
+
+[playbooks.gpu]
+on = "trigger_*"
+lock = "gpu0"
+steps = [
+  { run = ["sh", "-c", "echo {intent}-1 >> {dir}/steps; touch {dir}/in-step-{intent}; sleep 1; while [ -f {dir}/hold-{intent} ]; do sleep 0.05; done"], timeout = "1m" },
+  { run = ["sh", "-c", "echo {intent}-2 >> {dir}/steps"] },
+]
+"#
+    .replace("{dir}", d.to_str().unwrap());
+    std::fs::write(d.join("vigil.toml"), text).unwrap();
+    let store = SqliteStore::open_dir(&d.join("data")).unwrap();
+    let submit = |kind: &str| {
+        let i = vigil::intent::NewIntent {
+            intent_type: kind.into(),
+            priority: 5,
+            reason: "fence test".into(),
+            data: Default::default(),
+            dedup_key: None,
+            origin: "test".into(),
+        };
+        let now = jiff::Timestamp::now().as_millisecond();
+        store.put_intent(&i, now, 0).unwrap().id()
+    };
+    let steps = || std::fs::read_to_string(d.join("steps")).unwrap_or_default();
+    let events = |name: &str| {
+        store
+            .audit_tail(1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event == name)
+            .collect::<Vec<_>>()
+    };
+
+    let mut a = daemon(d);
+    let first = submit("trigger_one");
+    wait_for("A to run step 1 of intent 1", 20, || {
+        d.join(format!("in-step-{first}")).exists()
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(a.id() as i32, libc::SIGSTOP) };
+    // Step 1's command ends on its own (its exit waits for A to reap it); then A holds a
+    // finished step it has not seen yet.
+
+    let mut b = daemon(d);
+    wait_for("B to recover intent 1", 30, || {
+        store.intent(first).unwrap().unwrap().status.is_finished()
+    });
+    let i1 = store.intent(first).unwrap().unwrap();
+    assert_eq!(i1.status, IntentStatus::Failed, "{:?}", i1.note);
+    let recovered_note = i1.note.clone().unwrap();
+    assert!(recovered_note.contains("not run again"), "{recovered_note}");
+
+    // B starts intent 2 under gpu0 and stays in its step 1.
+    std::fs::write(d.join("hold-2"), "").unwrap();
+    let second = submit("trigger_two");
+    assert_eq!(second, 2);
+    wait_for("B to run step 1 of intent 2", 20, || {
+        d.join(format!("in-step-{second}")).exists()
+    });
+    let locks = store.locks().unwrap();
+    assert_eq!(locks.len(), 1);
+    assert_eq!(locks[0].name, "gpu0");
+    assert!(locks[0].holder.ends_with("/2"), "{locks:?}");
+
+    // A resumes: it finds the run is no longer its own.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(a.id() as i32, libc::SIGCONT) };
+    // A audits lease_lost when it gives the run up, after the point where it would have run
+    // step 2 and settled.
+    wait_for("A to audit lease_lost", 20, || !events("lease_lost").is_empty());
+    assert_eq!(steps(), "1-1\n2-1\n", "A ran no step 2 of intent 1");
+    let i1 = store.intent(first).unwrap().unwrap();
+    assert_eq!(
+        (i1.status, i1.note.as_deref()),
+        (IntentStatus::Failed, Some(recovered_note.as_str())),
+        "intent 1 keeps B's ending"
+    );
+    let lost = &events("lease_lost")[0];
+    assert_eq!(lost.intent, Some(first));
+    assert_eq!(store.runs(None, i64::MIN, false).unwrap().len(), 2);
+    assert!(events("run_end_ignored").is_empty(), "A wrote no ending");
+
+    // Intent 2 is untouched by A and finishes under B.
+    std::fs::remove_file(d.join("hold-2")).unwrap();
+    wait_for("intent 2 to finish", 20, || {
+        store.intent(second).unwrap().unwrap().status.is_finished()
+    });
+    assert_eq!(
+        store.intent(second).unwrap().unwrap().status,
+        IntentStatus::Done
+    );
+    assert_eq!(steps(), "1-1\n2-1\n2-2\n");
+    assert!(store.locks().unwrap().is_empty());
+
+    for child in [&mut a, &mut b] {
+        // SAFETY: signalling our own children.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert!(child.wait().unwrap().success());
+    }
 }
