@@ -393,7 +393,9 @@ steps = [
     unsafe { libc::kill(a.id() as i32, libc::SIGCONT) };
     // A audits lease_lost when it gives the run up, after the point where it would have run
     // step 2 and settled.
-    wait_for("A to audit lease_lost", 20, || !events("lease_lost").is_empty());
+    wait_for("A to audit lease_lost", 20, || {
+        !events("lease_lost").is_empty()
+    });
     assert_eq!(steps(), "1-1\n2-1\n", "A ran no step 2 of intent 1");
     let i1 = store.intent(first).unwrap().unwrap();
     assert_eq!(

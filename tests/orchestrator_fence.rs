@@ -60,7 +60,10 @@ steps = [
     assert_eq!(i.status, IntentStatus::Running, "not settled: {:?}", i.note);
     let store = env.app.store().unwrap();
     let runs = store.runs(None, i64::MIN, false).unwrap();
-    assert_eq!(runs[0].ended_at, None, "the run was not ended by the holder");
+    assert_eq!(
+        runs[0].ended_at, None,
+        "the run was not ended by the holder"
+    );
     assert_eq!(store.locks().unwrap().len(), 1, "nor its lock released");
     let events = env.audit_events();
     assert_eq!(count(&events, "lease_lost"), 1, "{events:?}");
@@ -116,8 +119,9 @@ steps = [{{ run = ["sh", "-c", "echo $$ > {{dir}}/step.pid; exec sleep 60"], tim
     // 60 s sleep or 2 min timeout.
     assert!(task.await.unwrap().unwrap());
     assert!(started.elapsed() < Duration::from_secs(30));
-    let gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_or(true, |s| s.rsplit(')').next().unwrap().trim_start().starts_with('Z'));
+    let gone = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit(')').next().unwrap().trim_start().starts_with('Z')
+    });
     assert!(gone, "the step's process was killed");
     assert_eq!(env.status(id), IntentStatus::Running);
     assert_eq!(count(&env.audit_events(), "lease_lost"), 1);
@@ -204,7 +208,11 @@ async fn intents_waiting_for_a_lock_expire_past_their_ttl_with_a_note() {
         .is_ok());
     let ids: Vec<i64> = (0..3).map(|i| env.submit("trigger_x", i)).collect();
     let orch = env.orchestrator();
-    assert_eq!(orch.drain().await.unwrap(), 3, "each claimed once, then waits");
+    assert_eq!(
+        orch.drain().await.unwrap(),
+        3,
+        "each claimed once, then waits"
+    );
     for id in &ids {
         let i = env.intent(*id);
         assert_eq!(i.status, IntentStatus::Pending);
@@ -229,7 +237,10 @@ async fn intents_waiting_for_a_lock_expire_past_their_ttl_with_a_note() {
         assert_eq!(i.status, IntentStatus::Expired);
         let note = i.note.unwrap();
         assert!(note.contains("intent_ttl 1h"), "{note}");
-        assert!(note.contains("deferred: waiting for lock \"gpu0\""), "{note}");
+        assert!(
+            note.contains("deferred: waiting for lock \"gpu0\""),
+            "{note}"
+        );
     }
     assert!(!env.path("ran").exists());
 }

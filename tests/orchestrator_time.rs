@@ -98,7 +98,10 @@ async fn a_dry_run_sees_the_correction_and_keeps_nothing() {
     );
     let store = env.app.store().unwrap();
     let runs = store.runs(Some("tune"), i64::MIN, false).unwrap();
-    assert!(runs[0].started_at > env.clock.now_ms(), "a dry run writes nothing");
+    assert!(
+        runs[0].started_at > env.clock.now_ms(),
+        "a dry run writes nothing"
+    );
 }
 
 #[test]
@@ -110,11 +113,16 @@ fn a_for_timer_first_seen_in_the_future_restarts() {
     let keys = ["job j2".to_string()];
     // Seen while the clock was a year ahead.
     assert_eq!(
-        store.invariant_sightings("S-01", &keys, now + year).unwrap(),
+        store
+            .invariant_sightings("S-01", &keys, now + year)
+            .unwrap(),
         [now + year]
     );
     // The clock is corrected: the sighting counts as now, and `for = "2s"` runs from here.
-    assert_eq!(store.invariant_sightings("S-01", &keys, now).unwrap(), [now]);
+    assert_eq!(
+        store.invariant_sightings("S-01", &keys, now).unwrap(),
+        [now]
+    );
     assert_eq!(
         store
             .invariant_sightings("S-01", &keys, now + 2_000)

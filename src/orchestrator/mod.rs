@@ -180,11 +180,9 @@ impl Orchestrator {
             } => {
                 let note = format!("{DEFERRED} {lock:?}: {reason}");
                 let (a, l, n) = (app.clone(), lease.clone(), note.clone());
-                let deferred = blocking(move || {
-                    a.store()?
-                        .defer_intent(&l, &lock, &n, a.clock.now_ms())
-                })
-                .await?;
+                let deferred =
+                    blocking(move || a.store()?.defer_intent(&l, &lock, &n, a.clock.now_ms()))
+                        .await?;
                 match deferred {
                     None => lease_lost(&app, &lease, Some(&playbook), "deferral").await,
                     Some(true) => {
@@ -325,8 +323,10 @@ pub(crate) async fn lease_lost(
     let playbook = playbook.map(str::to_string);
     let details = json!({"holder": lease.holder, "epoch": lease.epoch, "ignored": what});
     let id = lease.intent;
-    blocking(move || crate::audit::record(&app, "lease_lost", Some(id), playbook.as_deref(), details))
-        .await
+    blocking(move || {
+        crate::audit::record(&app, "lease_lost", Some(id), playbook.as_deref(), details)
+    })
+    .await
 }
 
 /// Notes an intent as handled by this orchestrator until dropped.

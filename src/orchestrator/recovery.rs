@@ -37,34 +37,38 @@ impl Orchestrator {
         let app = self.app.clone();
         let me = self.holder.clone();
         let lease = self.lease_ms();
-        let taken = blocking(move || -> Result<Vec<(i64, Option<String>, i64)>, StoreError> {
-            let store = app.store()?;
-            let now = app.clock.now_ms();
-            let mut taken = Vec::new();
-            for Lease {
-                intent: id,
-                holder,
-                expires_at: expires,
-                ..
-            } in store.running_intents()?
-            {
-                // Our own but no worker has it: its handler failed and could not end it.
-                let mine = holder.as_deref() == Some(me.as_str());
-                if mine && inflight.contains(&id) {
-                    continue;
+        let taken = blocking(
+            move || -> Result<Vec<(i64, Option<String>, i64)>, StoreError> {
+                let store = app.store()?;
+                let now = app.clock.now_ms();
+                let mut taken = Vec::new();
+                for Lease {
+                    intent: id,
+                    holder,
+                    expires_at: expires,
+                    ..
+                } in store.running_intents()?
+                {
+                    // Our own but no worker has it: its handler failed and could not end it.
+                    let mine = holder.as_deref() == Some(me.as_str());
+                    if mine && inflight.contains(&id) {
+                        continue;
+                    }
+                    let stale = mine
+                        || expires.is_none_or(|e| e < now)
+                        || holder.as_deref().is_some_and(holder_dead);
+                    if !stale {
+                        continue;
+                    }
+                    if let Some(epoch) =
+                        store.take_over_intent(id, holder.as_deref(), &me, lease, now)?
+                    {
+                        taken.push((id, holder, epoch));
+                    }
                 }
-                let stale = mine
-                    || expires.is_none_or(|e| e < now)
-                    || holder.as_deref().is_some_and(holder_dead);
-                if !stale {
-                    continue;
-                }
-                if let Some(epoch) = store.take_over_intent(id, holder.as_deref(), &me, lease, now)? {
-                    taken.push((id, holder, epoch));
-                }
-            }
-            Ok(taken)
-        })
+                Ok(taken)
+            },
+        )
         .await?;
         drop(scanning);
         let n = taken.len();

@@ -213,21 +213,21 @@ impl Run {
         let app = self.app.clone();
         let settings = &app.config.orchestrator.settings;
         let run = self.record.id;
-        // Before anything of the step: is the run still ours? (Checked again with the
-        // progress record below, in its transaction.)
-        if !self.fence_holds().await {
+        let going_down = step.downtime && self.progress.down_since.is_none();
+        if going_down {
+            self.progress.down_since = Some(app.clock.now_ms());
+        }
+        // Before anything of the step, in the progress record's transaction: is the run still
+        // ours?
+        if !self.save_progress(index as i64).await {
             return Err(self.lose());
         }
-        if step.downtime && self.progress.down_since.is_none() {
-            self.progress.down_since = Some(app.clock.now_ms());
+        if going_down {
             self.audit(
                 "downtime_start",
                 json!({"run": run, "step": index + 1, "action": step.action.to_string()}),
             )
             .await;
-        }
-        if !self.save_progress(index as i64).await {
-            return Err(self.lose());
         }
         let mut timeout = step.timeout.unwrap_or(settings.step_timeout.0);
         let restoring = step.restore && self.progress.down_since.is_some();
@@ -327,15 +327,6 @@ impl Run {
             tracing::warn!("cannot record progress of run {run}: {e}");
             true
         })
-    }
-
-    /// Whether the run's fence still holds (a store error counts as held).
-    async fn fence_holds(&self) -> bool {
-        let app = self.app.clone();
-        let fence = self.fence.clone();
-        blocking(move || app.store()?.check_fence(&fence, app.clock.now_ms()))
-            .await
-            .unwrap_or(true)
     }
 
     /// Marks the run lost: nothing more runs or is written for it.

@@ -56,7 +56,11 @@ fn holds(conn: &Connection, fence: &Fence, now_ms: i64) -> rusqlite::Result<bool
 /// Sets run starts of `playbook` stamped after `now_ms` to `now_ms`: the clock was ahead when
 /// they were stamped. A start a year ahead would otherwise hold the cooldown for a year and
 /// fill the rate-limit window until then. Returns how many were corrected.
-fn correct_future_starts(conn: &Connection, playbook: &str, now_ms: i64) -> rusqlite::Result<usize> {
+fn correct_future_starts(
+    conn: &Connection,
+    playbook: &str,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
     conn.exec(
         "UPDATE runs SET started_at = ?2 WHERE playbook = ?1 AND started_at > ?2",
         params![playbook, now_ms],
