@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vigil::clock::ManualClock;
 use vigil::config::Config;
-use vigil::invariants::collectors::CollectorConfig;
+use vigil::invariants::collectors::sql::SqlConfig;
 use vigil::invariants::Harness;
 use vigil::metrics::Metrics;
 use vigil::store::SqliteStore;
@@ -100,10 +100,7 @@ fn main() {
         .invariants
         .collectors
         .values()
-        .filter_map(|c| match c {
-            CollectorConfig::Sql(s) => Some(s.tables.iter()),
-            _ => None,
-        })
+        .filter_map(|c| c.get::<SqlConfig>().map(|s| s.tables.iter()))
         .flatten()
         .map(|(name, q)| format!("CREATE TABLE main.\"{name}\" AS {q}"))
         .collect();

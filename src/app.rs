@@ -27,11 +27,12 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, data_dir: PathBuf, clock: SharedClock) -> Self {
+        let metrics = Arc::new(Metrics::new(&config.metrics));
         Self {
             config,
             data_dir,
             clock,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             stored: broadcast::channel(1024).0,
             api_addr: OnceLock::new(),
             store: OnceLock::new(),

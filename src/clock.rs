@@ -66,18 +66,6 @@ pub fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
-/// A span as people read it in messages: `42.0s`, `3.5m`, `4.2h`.
-pub fn human(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else if s < 3600.0 {
-        format!("{:.1}m", s / 60.0)
-    } else {
-        format!("{:.1}h", s / 3600.0)
-    }
-}
-
 /// Serde helpers: millisecond timestamps as RFC 3339 text (`rfc3339_ms`) in JSON.
 pub mod ms_as_rfc3339 {
     /// Serializes a millisecond timestamp as RFC 3339 text.

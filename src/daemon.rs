@@ -2,7 +2,8 @@
 //! cleanly: sources first, then the pipeline drains what they sent, then the summary.
 
 use crate::app::App;
-use crate::clock::{human, rfc3339_ms};
+use crate::clock::rfc3339_ms;
+use crate::config::human;
 use crate::event::Event;
 use crate::intent::{inbox, queue, NewIntent};
 use crate::rules::{Output, RuleEngine};

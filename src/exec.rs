@@ -65,6 +65,8 @@ pub struct Cmd {
     timeout: Duration,
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
+    /// Keep the first this many bytes of stdout instead of its tail.
+    stdout_head: Option<usize>,
 }
 
 /// How a command ended.
@@ -77,9 +79,13 @@ pub struct Output {
     /// True when vigil killed it for running past the timeout.
     pub timed_out: bool,
     pub duration: Duration,
-    /// The last `OUTPUT_TAIL` bytes of stdout and stderr, invalid UTF-8 replaced.
+    /// The last `OUTPUT_TAIL` bytes of stdout and stderr, invalid UTF-8 replaced (of stdout
+    /// the first bytes instead, with [`Cmd::stdout_head`]).
     pub stdout: String,
     pub stderr: String,
+    /// With [`Cmd::stdout_head`]: the command printed more than the limit, and `stdout` is
+    /// only its beginning.
+    pub stdout_cut: bool,
 }
 
 impl Output {
@@ -113,6 +119,7 @@ impl Cmd {
             timeout,
             env: Vec::new(),
             cwd: None,
+            stdout_head: None,
         }
     }
 
@@ -124,6 +131,14 @@ impl Cmd {
 
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Keeps stdout whole up to `limit` bytes instead of its last `OUTPUT_TAIL`, for commands
+    /// whose output is data (the command collector's JSON); past the limit the rest is read
+    /// and dropped, and `Output::stdout_cut` is set.
+    pub fn stdout_head(mut self, limit: usize) -> Self {
+        self.stdout_head = Some(limit);
         self
     }
 
@@ -157,7 +172,13 @@ impl Cmd {
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(|e| ExecError::spawn(&program, e))?;
         let mut group = GroupGuard(child.id().map(|p| p as i32));
-        let stdout = tokio::spawn(tail(child.stdout.take()));
+        let stdout = match self.stdout_head {
+            Some(limit) => tokio::spawn(head(child.stdout.take(), limit)),
+            None => {
+                let pipe = child.stdout.take();
+                tokio::spawn(async move { (tail(pipe).await, false) })
+            }
+        };
         let stderr = tokio::spawn(tail(child.stderr.take()));
 
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -187,7 +208,8 @@ impl Cmd {
             (o, e)
         };
         tokio::pin!(wait_out);
-        let (out, err) = match tokio::time::timeout_at(deadline, &mut wait_out).await {
+        let ((out, stdout_cut), err) = match tokio::time::timeout_at(deadline, &mut wait_out).await
+        {
             Ok(v) => v,
             Err(_) => {
                 group.kill();
@@ -204,6 +226,7 @@ impl Cmd {
             duration,
             stdout: String::from_utf8_lossy(&out).into_owned(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
+            stdout_cut,
         })
     }
 }
@@ -231,6 +254,27 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Reads a pipe to its end, keeping only its first `limit` bytes; true when there was more.
+async fn head<R: AsyncRead + Unpin>(pipe: Option<R>, limit: usize) -> (Vec<u8>, bool) {
+    let Some(mut pipe) = pipe else {
+        return (Vec::new(), false);
+    };
+    let mut kept = Vec::new();
+    let mut cut = false;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = limit - kept.len();
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                cut |= n > room;
+            }
+        }
+    }
+    (kept, cut)
 }
 
 /// Reads a pipe to its end, keeping only the last `OUTPUT_TAIL` bytes.

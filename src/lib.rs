@@ -20,4 +20,5 @@ pub mod orchestrator;
 pub mod rules;
 pub mod sources;
 pub mod store;
+pub mod template;
 pub mod watch;

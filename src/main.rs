@@ -143,7 +143,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(args) => run(app, args),
         Command::Check => {
-            for w in app.config.warnings() {
+            for w in app.config.warnings(app.clock.now()) {
                 eprintln!("{w}");
             }
             let c = &app.config;

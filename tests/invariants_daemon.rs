@@ -16,7 +16,7 @@ fn config(dir: &str, extra: &str) -> String {
     .unwrap();
     format!(
         r#"
-[snapshot.app]
+[collectors.app]
 type = "sql"
 url = "sqlite://{db}"
 tables = {{ jobs = "SELECT id, state FROM jobs" }}
@@ -42,7 +42,7 @@ async fn loop_transitions_reach_the_rule_engine_and_the_api_runs_cycles() {
     let dir = tempfile::tempdir().unwrap();
     let text = config(
         dir.path().to_str().unwrap(),
-        "[snapshot.slow]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 1; echo '[]'\"]\n[invariants.SLOW]\nname = \"slow\"\nseverity = \"minor\"\nquery = \"SELECT * FROM slow\"\n",
+        "[collectors.slow]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 1; echo '[]'\"]\n[invariants.SLOW]\nname = \"slow\"\nseverity = \"minor\"\nquery = \"SELECT * FROM slow\"\n",
     );
     let d = TestDaemon::start_in(
         dir,
@@ -94,7 +94,7 @@ async fn loop_transitions_reach_the_rule_engine_and_the_api_runs_cycles() {
         metrics.contains("vigil_invariant_state{invariant=\"J-01\",severity=\"critical\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("vigil_snapshot_source_up{source=\"app\"} 1"));
+    assert!(metrics.contains("vigil_collector_up{source=\"app\"} 1"));
     d.stop().await;
 }
 

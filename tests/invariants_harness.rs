@@ -46,7 +46,7 @@ impl Fixture {
 
     fn config(&self, extra: &str) -> String {
         format!(
-            "[snapshot.app]\ntype = \"sql\"\nurl = \"sqlite://{}\"\ntables = {{ jobs = \"SELECT id, state FROM jobs\" }}\n{extra}",
+            "[collectors.app]\ntype = \"sql\"\nurl = \"sqlite://{}\"\ntables = {{ jobs = \"SELECT id, state FROM jobs\" }}\n{extra}",
             self.db.display()
         )
     }
@@ -219,7 +219,7 @@ async fn for_needs_elapsed_time_and_survives_a_restart() {
 async fn prev_command_collector_and_bounded_state() {
     let f = Fixture::new();
     let extra = r#"
-[snapshot.list]
+[collectors.list]
 type = "command"
 command = ["sh", "-c", "printf '[{\"n\": 1, \"tags\": [\"a\"]}, {\"n\": 2}]'"]
 
@@ -271,10 +271,10 @@ query = "SELECT count(*) AS rows, (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SE
 async fn failing_command_and_timeouts_are_unavailable() {
     let f = Fixture::new();
     let extra = r#"
-[snapshot.bad]
+[collectors.bad]
 type = "command"
 command = ["sh", "-c", "echo nope >&2; exit 3"]
-[snapshot.slow]
+[collectors.slow]
 type = "command"
 command = ["sleep", "5"]
 timeout = "200ms"
@@ -315,7 +315,7 @@ async fn slow_sqlite_source_is_interrupted_and_lets_the_cycle_go_on() {
     // Far more work than 300 ms allows, even with an optimized SQLite.
     let extra = format!(
         r#"
-[snapshot.slow]
+[collectors.slow]
 type = "sql"
 url = "{}"
 timeout = "300ms"
@@ -366,7 +366,7 @@ async fn a_snapshot_over_its_limit_is_a_clear_error() {
         r#"
 [invariants]
 snapshot_max_mb = 1
-[snapshot.big]
+[collectors.big]
 type = "sql"
 url = "{}"
 tables = {{ big = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 30000) SELECT x, printf('%0100d', x) AS pad FROM c" }}
@@ -393,7 +393,7 @@ query = "SELECT x FROM big WHERE x < 0"
     let cmd = r#"
 [invariants]
 snapshot_max_mb = 1
-[snapshot.lines]
+[collectors.lines]
 type = "command"
 command = ["python3", "-c", "import json; print(json.dumps([{'x': i, 'pad': 'p' * 100} for i in range(30000)]))"]
 [invariants.C-01]
@@ -405,7 +405,7 @@ query = "SELECT x FROM lines WHERE x < 0"
     let r = h.run_cycle(None).await.unwrap();
     assert_eq!(r.checks_run, vec!["J-01"], "{r:?}");
     assert_eq!(r.skipped[0].invariant_id, "C-01");
-    assert_eq!(r.skipped[0].reason, "snapshot source lines unavailable");
+    assert_eq!(r.skipped[0].reason, "collector lines unavailable");
     let down = &r.sources_unavailable[0];
     assert_eq!(down.source, "lines");
     assert!(
@@ -430,7 +430,7 @@ query = "SELECT x FROM lines WHERE x < 0"
 #[tokio::test(flavor = "multi_thread")]
 async fn one_cycle_at_a_time() {
     let f = Fixture::new();
-    let extra = "[snapshot.slow]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.5; echo '[]'\"]\n[invariants.S]\nname = \"s\"\nseverity = \"minor\"\nquery = \"SELECT * FROM slow\"\n";
+    let extra = "[collectors.slow]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.5; echo '[]'\"]\n[invariants.S]\nname = \"s\"\nseverity = \"minor\"\nquery = \"SELECT * FROM slow\"\n";
     let h = Arc::new(f.harness(&f.config(extra), Arc::default()));
     let h2 = h.clone();
     let first = tokio::spawn(async move { h2.run_cycle(None).await });
@@ -481,26 +481,50 @@ fn bad_invariants_are_config_errors_with_locations() {
     );
     assert!(e.contains("bad.toml:7:") && e.contains("huge"), "{e}");
     let e = check(
-        "[snapshot.r]\ntype = \"redis\"\nurl = \"redis://x\"\nzset = \"a:{x}\"\nttl = \"b\"\n",
+        "[collectors.r]\ntype = \"redis\"\nurl = \"redis://x\"\nzset = \"a:{x}\"\nttl = \"b\"\n",
     );
     assert!(
         e.contains("bad.toml:1:1") && e.contains("exactly one key pattern"),
         "{e}"
     );
-    let e = check(
-        &f.config("[snapshot.again]\ntype = \"command\"\ncommand = [\"true\"]\ntable = \"jobs\"\n"),
-    );
+    let e = check(&f.config(
+        "[collectors.again]\ntype = \"command\"\ncommand = [\"true\"]\ntable = \"jobs\"\n",
+    ));
     assert!(
-        e.contains("bad.toml:1:1") && e.contains("makes table \"jobs\", which [snapshot.again]"),
+        e.contains("bad.toml:1:1") && e.contains("makes table \"jobs\", which [collectors.again]"),
         "{e}"
     );
-    let e = check("[snapshot.r]\ntype = \"rediss\"\n");
+    // Keys every collector shares are parsed once for all kinds, and hinted like its own.
+    let e = check(
+        "[collectors.r]\ntype = \"redis\"\nurl = \"redis://x\"\nttl = \"b\"\nnon_emtpy = true\n",
+    );
+    assert!(
+        e.contains("bad.toml:5:1")
+            && e.contains(
+                "unknown key \"non_emtpy\" in [collectors.r]; did you mean \"non_empty\"?"
+            ),
+        "{e}"
+    );
+    // sql names its tables in `tables`: the shared `table` is not one of its keys.
+    let e = check("[collectors.db]\ntype = \"sql\"\nurl = \"x.db\"\ntable = \"t\"\ntables = { a = \"SELECT 1 AS one\" }\n");
+    assert!(
+        e.contains("bad.toml:4:1")
+            && e.contains("unknown key \"table\" in [collectors.db]; did you mean \"tables\"?"),
+        "{e}"
+    );
+    // The section's old name says what it is called now, at its place.
+    let e = check("[invariants]\ninterval = \"5m\"\n[snapshot.app]\ntype = \"command\"\ncommand = [\"true\"]\n");
+    assert!(
+        e.contains("bad.toml:3:1") && e.contains("[snapshot.app] was renamed to [collectors.app]"),
+        "{e}"
+    );
+    let e = check("[collectors.r]\ntype = \"rediss\"\n");
     assert!(
         e.contains("bad.toml:2:8") && e.contains("did you mean \"redis\""),
         "{e}"
     );
     // Columns of command/http tables are known only at run time: names are not checked then.
-    let ok = "[snapshot.c]\ntype = \"command\"\ncommand = [\"true\"]\n[invariants.Q]\nname = \"q\"\nseverity = \"minor\"\nquery = \"SELECT whatever FROM c\"\n";
+    let ok = "[collectors.c]\ntype = \"command\"\ncommand = [\"true\"]\n[invariants.Q]\nname = \"q\"\nseverity = \"minor\"\nquery = \"SELECT whatever FROM c\"\n";
     let c = Config::parse("ok.toml", ok).unwrap();
     assert!(c.invariants.invariants["Q"].needs.contains("c"));
 }
@@ -543,4 +567,79 @@ async fn transitions_are_in_the_jsonl_audit_trail_and_the_store() {
         .map(|e| e.event)
         .collect();
     assert_eq!(stored, events);
+}
+
+/// Whether `pid` runs (a zombie does not count).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_collector_runs_like_every_command_bounded_and_in_its_own_group() {
+    // Far more stdout than a 1 MiB snapshot could load is cut, and said so.
+    let f = Fixture::new();
+    let flood = r#"
+[invariants]
+snapshot_max_mb = 1
+[collectors.flood]
+type = "command"
+command = ["sh", "-c", "head -c 6000000 /dev/zero | tr '\\0' x"]
+[invariants.F-01]
+name = "Flood"
+severity = "minor"
+query = "SELECT * FROM flood"
+"#;
+    let h = f.harness(&f.config(&format!("{flood}{BROKEN}")), Arc::default());
+    let r = h.run_cycle(None).await.unwrap();
+    assert_eq!(r.checks_run, vec!["J-01"], "{r:?}");
+    let down = &r.sources_unavailable[0];
+    assert_eq!(down.source, "flood");
+    assert!(
+        down.error.contains("printed more than 4 MiB") && down.error.contains("make it print less"),
+        "{down:?}"
+    );
+
+    // A collector past its timeout takes the children of its command with it.
+    let f = Fixture::new();
+    let pidfile = f.dir.path().join("child.pid");
+    let hang = format!(
+        r#"
+[collectors.hang]
+type = "command"
+timeout = "300ms"
+command = ["sh", "-c", "sleep 60 & echo $! > '{}'; wait"]
+[invariants.H-01]
+name = "Hang"
+severity = "minor"
+query = "SELECT * FROM hang"
+"#,
+        pidfile.display()
+    );
+    let h = f.harness(&f.config(&format!("{hang}{BROKEN}")), Arc::default());
+    let r = h.run_cycle(None).await.unwrap();
+    assert_eq!(r.sources_unavailable[0].source, "hang", "{r:?}");
+    assert!(
+        r.sources_unavailable[0].error.contains("timed out"),
+        "{r:?}"
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The kill is sent as the collection is dropped; the kernel may take a moment to finish it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(
+        !alive(pid),
+        "the command's child {pid} outlived its collector"
+    );
 }

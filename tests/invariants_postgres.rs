@@ -43,12 +43,12 @@ async fn sql_collector_reads_postgres() {
 
     let text = format!(
         r#"
-[snapshot.pg]
+[collectors.pg]
 type = "sql"
 url = "{url}"
 tables = {{ agents = "SELECT name, max_parallel_tasks, weight FROM {s}.agents" }}
 
-[snapshot.gone]
+[collectors.gone]
 type = "sql"
 url = "postgres://vigil_test:vigil_test@127.0.0.1:{closed}/vigil_test"
 tables = {{ others = "SELECT 1 AS one" }}

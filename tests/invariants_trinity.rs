@@ -199,7 +199,7 @@ async fn baseline_is_green_and_b01_is_skipped_without_an_api() {
     assert!(
         r.skipped[0]
             .reason
-            .contains("snapshot source queue_api is not configured: its `url` is empty"),
+            .contains("collector queue_api is not configured: its `url` is empty"),
         "{r:?}"
     );
     let list = w.harness.list().unwrap();
@@ -522,8 +522,8 @@ async fn redis_down_is_unavailable_not_a_violation() {
             "{id} did not run: {r:#?}"
         );
     }
-    assert_eq!(w.metrics.snapshot_source_up.get(&["slots"]), 0.0);
-    assert_eq!(w.metrics.snapshot_source_up.get(&["roster"]), 1.0);
+    assert_eq!(w.metrics.collector_up.get(&["slots"]), 0.0);
+    assert_eq!(w.metrics.collector_up.get(&["roster"]), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,8 @@ use std::path::Path;
 use vigil::config::Config;
 use vigil::event::Event;
 use vigil::rules::{Output, Proposal, RuleEngine};
-use vigil::sources::SourceConfig;
+use vigil::sources::file::FileConfig;
+use vigil::sources::journald::JournaldConfig;
 
 const MIN: i64 = 60_000;
 const T0: i64 = 1_764_000_000_000;
@@ -30,10 +31,11 @@ impl Observer {
 
     /// The event the named source makes of a log or journal line, as the source would.
     fn line(&self, source: &str, ts: i64, line: &str) -> Option<Event> {
-        let matches = match &self.config.sources[source] {
-            SourceConfig::File(c) => &c.matches,
-            SourceConfig::Journald(c) => &c.matches,
-            other => panic!("{source} is a {} source, not a line source", other.kind()),
+        let s = &self.config.sources[source];
+        let matches = match (s.get::<FileConfig>(), s.get::<JournaldConfig>()) {
+            (Some(c), _) => &c.matches,
+            (_, Some(c)) => &c.matches,
+            _ => panic!("{source} is a {} source, not a line source", s.kind()),
         };
         matches
             .classify(line)
@@ -91,7 +93,11 @@ fn assert_one(p: &[Proposal], intent: &str, priority: u8) -> String {
 fn the_example_is_valid_and_its_sources_emit_every_rule_event() {
     let c = config();
     assert_eq!(c.rules.len(), 7);
-    let warnings: Vec<String> = c.warnings().iter().map(|d| d.to_string()).collect();
+    let warnings: Vec<String> = c
+        .warnings("2026-01-01T00:00:00Z".parse().unwrap())
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
     assert!(warnings.is_empty(), "{warnings:#?}");
 }
 

@@ -2,7 +2,7 @@
 //! `file:line:col` with what to write instead.
 
 use vigil::config::Config;
-use vigil::orchestrator::config::Action;
+use vigil::orchestrator::actions::systemd::Systemd;
 
 const ISSUE: &str = r#"
 [windows.maintenance]
@@ -55,12 +55,14 @@ fn the_issue_example_parses_as_written() {
     assert_eq!(pb.max_runs.unwrap().count, 3);
     assert_eq!(pb.steps.len(), 5);
     assert_eq!(
-        pb.steps[1].action,
-        Action::Systemd {
+        pb.steps[1].action.get::<Systemd>(),
+        Some(&Systemd {
             verb: "stop".into(),
             unit: "judge.service".into()
-        }
+        })
     );
+    assert_eq!(pb.steps[1].action.kind(), "systemd");
+    assert_eq!(pb.steps[1].action.to_string(), "systemd stop judge.service");
     assert!(pb.steps[1].downtime && pb.steps[3].restore);
     assert_eq!(
         pb.steps[2].timeout,
@@ -139,6 +141,33 @@ fn a_step_is_checked_at_its_place() {
         ),
         "{e}"
     );
+}
+
+#[test]
+fn a_step_has_one_action_and_only_its_keys() {
+    let step = |s: &str| {
+        error(&format!(
+            "[playbooks.p]\non = \"a\"\nsteps = [\n  {s},\n]\n"
+        ))
+    };
+    assert_eq!(
+        step("{ timeout = \"5s\" }"),
+        "vigil.toml:4:3: step in [playbooks.p]: no action; a step has one of: run, webhook, systemd, symptom, clear_escalation, log"
+    );
+    assert_eq!(
+        step("{ run = [\"/bin/true\"], unit = \"x.service\" }"),
+        "vigil.toml:4:3: step in [playbooks.p]: `unit` belongs to `systemd` steps; remove it"
+    );
+    assert_eq!(
+        step("{ webhook = \"ftp://x\" }"),
+        "vigil.toml:4:3: step in [playbooks.p]: webhook \"ftp://x\" is not an http:// or https:// URL"
+    );
+    let e = step("{ log = \"x\", mdoe = \"canary\" }");
+    assert!(
+        e.starts_with("vigil.toml:4:16: unknown key \"mdoe\""),
+        "{e}"
+    );
+    assert!(e.contains("did you mean \"mode\"?"), "{e}");
 }
 
 #[test]

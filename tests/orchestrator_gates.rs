@@ -526,3 +526,36 @@ fn a_run_and_its_intent_end_together_or_not_at_all() {
     );
     assert_eq!(store.audit_tail(1).unwrap()[0].event, "playbook_end");
 }
+
+/// `02:00-03:00` is exactly the spring-forward gap of 2026-03-08 in New York. It used to say
+/// "opens in 0.0h" at 01:59:30 EST, "opens in 23.0h" at 03:00:30 EDT, and never open that
+/// night; it opens at the transition, as cron runs jobs in the gap, for its length.
+#[tokio::test]
+async fn a_window_inside_the_spring_forward_gap_opens_that_night() {
+    let config = format!(
+        "{BASE}\n[windows.nightly]\nat = \"02:00-03:00\"\n[playbooks.tune]\non = \"alert_*\"\nwindow = \"nightly\"\nsteps = [{{ log = \"tuning\" }}]\n"
+    );
+    let env = Env::new(&config, "2026-03-08T06:59:30Z"); // 01:59:30 EST
+    let note = |id| env.intent(id).note.unwrap_or_default();
+    let id = env.submit("alert_gpu_oom", 1);
+    env.orchestrator().drain().await.unwrap();
+    assert!(
+        note(id).contains(
+            "Outside maintenance window nightly (02:00-03:00 America/New_York): opens in 30.0s"
+        ),
+        "{}",
+        note(id)
+    );
+    env.clock.set("2026-03-08T07:00:30Z".parse().unwrap()); // 03:00:30 EDT
+    let id = env.submit("alert_gpu_oom", 2);
+    env.orchestrator().drain().await.unwrap();
+    assert_eq!(env.status(id), IntentStatus::Done, "{}", note(id));
+    env.clock.set("2026-03-08T08:00:30Z".parse().unwrap()); // 04:00:30 EDT: an hour later
+    let id = env.submit("alert_gpu_oom", 3);
+    env.orchestrator().drain().await.unwrap();
+    assert!(
+        note(id).contains("opens in 22.0h"),
+        "the next night's 02:00 EDT: {}",
+        note(id)
+    );
+}

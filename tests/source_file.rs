@@ -237,10 +237,21 @@ async fn lines_written_to_the_rotated_file_after_the_new_one_appeared_are_read()
     append(&old, &oom("1.4"));
     assert_eq!(s.next().await.data["alloc_gib"], "1.3");
     assert_eq!(s.next().await.data["alloc_gib"], "1.4");
-    // Idle for the grace period: released. Its later lines are not read, the new file's are.
+    // Idle for the grace period: released (closed), while the new file is still followed.
+    let holds = |path: &Path| {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .any(|p| p == path)
+    };
+    assert!(
+        holds(&old),
+        "the rotated file is held open within the grace"
+    );
     clock.advance(std::time::Duration::from_secs(6));
     append(&log, &oom("2.2"));
     assert_eq!(s.next().await.data["alloc_gib"], "2.2");
+    common::wait_until("the rotated file released", &mut || !holds(&old)).await;
     append(&old, &oom("1.5"));
     s.quiet().await;
     s.stop().await;

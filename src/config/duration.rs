@@ -1,4 +1,5 @@
-//! Durations as people write them in config: `500ms`, `30s`, `10m`, `24h`, `7d`.
+//! Durations as people write them in config (`500ms`, `30s`, `10m`, `24h`, `7d`: [`Dur`]) and
+//! as messages show them ([`human`]: `15.0s`, `2.5m`, `4.2h remaining`).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -55,6 +56,20 @@ impl fmt::Display for Dur {
     }
 }
 
+/// A duration for messages and logs, to one decimal in the largest unit that keeps it at least
+/// 1: `0.4s`, `15.0s`, `2.5m`, `4.2h` (hours have no ceiling: `24.0h`, `720.0h`). The one
+/// formatter for "how long" in words; [`Dur`]'s `Display` is for echoing config, exactly.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{:.1}m", s / 60.0)
+    } else {
+        format!("{:.1}h", s / 3600.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -94,6 +109,24 @@ mod tests {
                 Duration::from_millis(ms),
                 "{shown}"
             );
+        }
+    }
+
+    #[test]
+    fn human_picks_the_unit_and_keeps_one_decimal() {
+        for (ms, text) in [
+            (0, "0.0s"),
+            (400, "0.4s"),
+            (15_000, "15.0s"),
+            (59_900, "59.9s"),
+            (60_000, "1.0m"),
+            (150_000, "2.5m"),
+            (3_600_000, "1.0h"),
+            (15_120_000, "4.2h"),
+            (86_400_000, "24.0h"),
+            (30 * 86_400_000, "720.0h"),
+        ] {
+            assert_eq!(human(Duration::from_millis(ms)), text, "{ms} ms");
         }
     }
 

@@ -72,13 +72,19 @@ impl Source<'_> {
     }
 
     fn explain(&self, msg: &str, offset: usize) -> String {
+        self.explain_with(msg, offset, &[])
+    }
+
+    /// [`Self::explain`], where an unknown key may also be one of `also`.
+    fn explain_with(&self, msg: &str, offset: usize, also: &[&str]) -> String {
         let place = self
             .table_at(offset)
             .map(|t| format!(" in [{t}]"))
             .unwrap_or_default();
         if let Some(rest) = msg.strip_prefix("unknown field `") {
             let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
-            let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            let mut valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            valid.extend(also.iter().copied());
             return match closest(key, &valid) {
                 Some(best) => format!("unknown key {key:?}{place}; did you mean {best:?}?"),
                 None if valid.is_empty() => format!("unknown key {key:?}{place}; remove it"),
@@ -96,29 +102,15 @@ impl Source<'_> {
     }
 }
 
-/// The valid name nearest to `got`, if it is near enough to be a typo.
+/// The valid name nearest to `got`, if it is near enough to be a typo: at most 2 edits, or a
+/// third of the candidate's length for long names (Levenshtein distance, from `strsim`).
 pub fn closest<'a>(got: &str, valid: &[&'a str]) -> Option<&'a str> {
     valid
         .iter()
-        .map(|v| (edit_distance(got, v), *v))
+        .map(|v| (strsim::levenshtein(got, v), *v))
         .filter(|(d, v)| *d <= 2.max(v.len() / 3))
         .min()
         .map(|(_, v)| v)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 /// Deserializes a spanned TOML value into `T`, keeping the locations of its errors.
@@ -130,47 +122,38 @@ pub fn deserialize<T: DeserializeOwned>(
     T::deserialize(value.into_deserializer()).map_err(|e| src.from_toml(&e, start))
 }
 
-/// A family of config entries tagged by `type`, such as `[sources.NAME]`.
-pub trait Tagged: Sized {
-    /// The section's name, as in `[sources.NAME]`.
-    const SECTION: &'static str;
-    /// The valid `type` values, for messages.
-    const KINDS: &'static [&'static str];
-    /// Deserialize an entry whose `type` (already removed from `table`) is `kind`.
-    fn deserialize_kind(
-        kind: &str,
-        src: &Source,
-        table: Spanned<DeValue<'_>>,
-    ) -> Result<Self, Diagnostic>;
-}
+/// Parses one entry of a family whose `type` (already removed from the table) is `kind`: the
+/// family's wrapper instantiated for one kind, as listed in the family's `KINDS`.
+pub type ParseKind<T> =
+    for<'a, 'b, 'i> fn(&'static str, &'a Source<'b>, Spanned<DeValue<'i>>) -> Result<T, Diagnostic>;
 
-/// Takes the `[SECTION.NAME]` tables out of `root` and deserializes each by its `type`.
-pub fn take_tagged<T: Tagged>(
+/// Takes the `[SECTION.NAME]` tables out of `root` and parses each by its `type`, one of
+/// `kinds` (a family's registry, like `sources::KINDS`).
+pub fn take_tagged<T>(
     src: &Source,
     root: &mut DeTable<'_>,
+    section: &str,
+    kinds: &[(&'static str, ParseKind<T>)],
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<(String, usize, T)> {
-    let Some(section) = take_key(root, T::SECTION) else {
+    let Some(value) = take_key(root, section) else {
         return Vec::new();
     };
-    let section_start = section.span().start;
-    let DeValue::Table(entries) = section.into_inner() else {
+    let section_start = value.span().start;
+    let DeValue::Table(entries) = value.into_inner() else {
         errors.push(src.at(
             section_start,
-            format!(
-                "`{}` must be a table of named entries, like [{}.NAME]",
-                T::SECTION,
-                T::SECTION
-            ),
+            format!("`{section}` must be a table of named entries, like [{section}.NAME]"),
         ));
         return Vec::new();
     };
-    let kinds = T::KINDS.join(", ");
+    let names: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
+    let one_of = names.join(", ");
     let mut out = Vec::new();
     for (name, value) in entries {
         let name = name.into_inner().into_owned();
         let span = value.span();
-        let header = format!("[{}.{name}]", T::SECTION);
+        let header = format!("[{section}.{name}]");
         let DeValue::Table(mut table) = value.into_inner() else {
             errors.push(src.at(
                 span.start,
@@ -181,7 +164,7 @@ pub fn take_tagged<T: Tagged>(
         let Some(kind) = take_key(&mut table, "type") else {
             errors.push(src.at(
                 span.start,
-                format!("{header} has no `type`; add `type = \"...\"` (one of: {kinds})"),
+                format!("{header} has no `type`; add `type = \"...\"` (one of: {one_of})"),
             ));
             continue;
         };
@@ -189,27 +172,106 @@ pub fn take_tagged<T: Tagged>(
         let Some(kind) = kind.get_ref().as_str().map(str::to_owned) else {
             errors.push(src.at(
                 kind_span.start,
-                format!("`type` in {header} must be a string (one of: {kinds})"),
+                format!("`type` in {header} must be a string (one of: {one_of})"),
             ));
             continue;
         };
-        if !T::KINDS.contains(&kind.as_str()) {
-            let hint = closest(&kind, T::KINDS)
+        let Some((kind, parse)) = kinds.iter().find(|(k, _)| *k == kind) else {
+            let hint = closest(&kind, &names)
                 .map(|k| format!("did you mean {k:?}? "))
                 .unwrap_or_default();
             errors.push(src.at(
                 kind_span.start,
-                format!("unknown type {kind:?} in {header}; {hint}(one of: {kinds})"),
+                format!("unknown type {kind:?} in {header}; {hint}(one of: {one_of})"),
             ));
             continue;
-        }
+        };
         let table = Spanned::new(span.clone(), DeValue::Table(table));
-        match T::deserialize_kind(&kind, src, table) {
+        match parse(kind, src, table) {
             Ok(entry) => out.push((name, span.start, entry)),
             Err(d) => errors.push(d),
         }
     }
     out
+}
+
+/// Moves the `keys` present in `table` into a table of their own, which keeps the outer span:
+/// how a family's wrapper takes out the fields every kind shares before the kind parses the
+/// rest.
+pub fn split_off<'i>(table: &mut Spanned<DeValue<'i>>, keys: &[&str]) -> Spanned<DeValue<'i>> {
+    let span = table.span();
+    let mut shared = DeTable::new();
+    if let DeValue::Table(t) = table.get_mut() {
+        for key in keys {
+            let found = t.keys().find(|k| k.get_ref() == key).cloned();
+            if let Some(k) = found {
+                if let Some(v) = t.remove(&k) {
+                    shared.insert(k, v);
+                }
+            }
+        }
+    }
+    Spanned::new(span, DeValue::Table(shared))
+}
+
+/// Like [`deserialize`], for the part of a table left after [`split_off`]: an unknown key is
+/// also matched against `shared` (the keys taken out), so a typo of a shared key still gets
+/// its "did you mean".
+pub fn deserialize_rest<T: DeserializeOwned>(
+    src: &Source,
+    value: Spanned<DeValue<'_>>,
+    shared: &[&str],
+) -> Result<T, Diagnostic> {
+    let start = value.span().start;
+    T::deserialize(value.into_deserializer()).map_err(|e| {
+        let offset = e.span().map_or(start, |s| s.start);
+        let message = src.explain_with(e.message().trim(), offset, shared);
+        src.at(offset, message)
+    })
+}
+
+/// The keys a struct accepts, as its `Deserialize` names them (renames applied): for messages
+/// that say which kind a key belongs to. Empty for types that are not structs.
+pub fn fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+    #[derive(Debug)]
+    struct Found(&'static [&'static str]);
+    impl fmt::Display for Found {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("fields found")
+        }
+    }
+    impl std::error::Error for Found {}
+    impl de::Error for Found {
+        fn custom<M: fmt::Display>(_: M) -> Self {
+            Found(&[])
+        }
+    }
+    /// Answers only `deserialize_struct`, by giving up with the field list.
+    struct Fields;
+    impl<'de> de::Deserializer<'de> for Fields {
+        type Error = Found;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Found> {
+            Err(Found(&[]))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Found> {
+            Err(Found(fields))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    match T::deserialize(Fields) {
+        Ok(_) => &[],
+        Err(Found(fields)) => fields,
+    }
 }
 
 /// Removes `key` from a table, with its span.
@@ -292,6 +354,47 @@ mod tests {
         );
         let e = expand("${NOPE}", env).unwrap_err();
         assert!(e.contains("NOPE is not set"), "{e}");
+    }
+
+    #[test]
+    fn fields_are_the_keys_a_struct_takes() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Step {
+            #[serde(rename = "systemd")]
+            verb: String,
+            unit: Option<String>,
+        }
+        assert_eq!(fields::<Step>(), ["systemd", "unit"]);
+        assert!(fields::<String>().is_empty());
+    }
+
+    #[test]
+    fn shared_keys_split_off_and_still_get_hints() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Own {
+            url: String,
+        }
+        let text = "url = \"x\"\ntimeout = \"5s\"\ntimout = 1\n";
+        let src = Source {
+            file: "t.toml",
+            text,
+        };
+        let doc = DeTable::parse(text).unwrap();
+        let span = doc.span();
+        let mut table = Spanned::new(span, DeValue::Table(doc.into_inner()));
+        let shared = split_off(&mut table, &["timeout", "table"]);
+        let DeValue::Table(t) = shared.get_ref() else {
+            panic!()
+        };
+        assert_eq!(t.len(), 1);
+        let e = deserialize_rest::<Own>(&src, table, &["timeout", "table"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:3:1: unknown key \"timout\"; did you mean \"timeout\"?"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 mod duration;
 pub mod load;
 
-pub use duration::{parse_duration, Dur};
+pub use duration::{human, parse_duration, Dur};
 pub use load::Diagnostic;
 
 use crate::rules::RuleConfig;
@@ -29,11 +29,13 @@ pub struct Config {
     pub timezone: Tz,
     pub api: ApiConfig,
     pub intents: IntentsConfig,
+    /// `[metrics]`: bounds on the exported series.
+    pub metrics: crate::metrics::MetricsConfig,
     pub sources: BTreeMap<String, SourceConfig>,
     pub rules: BTreeMap<String, RuleConfig>,
     /// Windows, budgets, escalation, playbooks and the orchestrator's settings.
     pub orchestrator: crate::orchestrator::config::OrchestratorConfig,
-    /// `[invariants]`, `[invariants.ID]` and the `[snapshot.NAME]` collectors.
+    /// `[invariants]`, `[invariants.ID]` and the `[collectors.NAME]` that feed them.
     pub invariants: crate::invariants::InvariantsConfig,
     /// Where each `[section.NAME]` starts, for validation messages.
     locations: BTreeMap<String, usize>,
@@ -51,6 +53,8 @@ struct Plain {
     api: ApiConfig,
     #[serde(default)]
     intents: IntentsConfig,
+    #[serde(default)]
+    metrics: crate::metrics::MetricsConfig,
     #[serde(default)]
     rules: BTreeMap<String, Spanned<RuleConfig>>,
 }
@@ -229,9 +233,21 @@ impl Config {
 
         let mut locations = BTreeMap::new();
         let mut sources = BTreeMap::new();
-        for (name, at, entry) in load::take_tagged::<SourceConfig>(&src, &mut table, &mut errors) {
+        for (name, at, entry) in load::take_tagged(
+            &src,
+            &mut table,
+            "sources",
+            crate::sources::KINDS,
+            &mut errors,
+        ) {
             locations.insert(format!("sources.{name}"), at);
             sources.insert(name, entry);
+        }
+        // Windows are checked again by `warnings`, which points at their place.
+        if let Some(DeValue::Table(windows)) = table.get("windows").map(|w| w.get_ref()) {
+            for (name, w) in windows.iter() {
+                locations.insert(format!("windows.{}", name.get_ref()), w.span().start);
+            }
         }
         let orchestrator = crate::orchestrator::config::take(&src, &mut table, &mut errors);
         let invariants = crate::invariants::config::take(&src, &mut table, &mut errors);
@@ -261,6 +277,7 @@ impl Config {
             timezone: plain.timezone,
             api: plain.api,
             intents: plain.intents,
+            metrics: plain.metrics,
             sources,
             rules,
             orchestrator,
@@ -302,8 +319,9 @@ impl Config {
     }
 
     /// Things that are allowed but probably wrong, such as a rule waiting for an event no
-    /// configured source emits. `vigil check` prints them; they do not fail it.
-    pub fn warnings(&self) -> Vec<Diagnostic> {
+    /// configured source emits, or a maintenance window that a DST change moves or stretches
+    /// within the year from `now`. `vigil check` prints them; they do not fail it.
+    pub fn warnings(&self, now: jiff::Timestamp) -> Vec<Diagnostic> {
         let emitted: std::collections::BTreeSet<String> = self
             .sources
             .values()
@@ -326,6 +344,16 @@ impl Config {
                         format!("warning: [rules.{name}] waits for event {ty:?}, which no configured source emits{hint}"),
                     ));
                 }
+            }
+        }
+        for (name, w) in &self.orchestrator.windows {
+            let tz = w.timezone.as_ref().unwrap_or(&self.timezone);
+            for msg in crate::orchestrator::window::dst_warnings(w.at, &tz.0, now) {
+                out.push(self.diagnostic(
+                    "windows",
+                    name,
+                    format!("warning: [windows.{name}] {msg}"),
+                ));
             }
         }
         out

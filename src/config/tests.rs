@@ -1,4 +1,6 @@
 use super::*;
+use crate::sources::dir::DirConfig;
+use crate::sources::file::FileConfig;
 
 fn errors(text: &str) -> String {
     Config::parse("vigil.toml", text).unwrap_err().to_string()
@@ -74,8 +76,10 @@ priority = 6
 fn the_issue_example_parses_as_written() {
     let c = Config::parse("vigil.toml", ISSUE_EXAMPLE).unwrap();
     assert_eq!(c.sources.len(), 5);
-    assert!(matches!(c.sources["vllm_log"], SourceConfig::File(_)));
-    assert!(matches!(c.sources["api_health"], SourceConfig::Probe(_)));
+    assert_eq!(c.sources["vllm_log"].kind(), "file");
+    assert!(c.sources["vllm_log"].get::<FileConfig>().is_some());
+    assert_eq!(c.sources["api_health"].kind(), "probe");
+    assert!(c.sources["api_health"].get::<FileConfig>().is_none());
     assert_eq!(c.rules["promotion_cluster"].count, Some(3));
     assert_eq!(
         c.rules["phase_too_long"].where_["duration_s"].above,
@@ -84,7 +88,7 @@ fn the_issue_example_parses_as_written() {
     assert_eq!(c.timezone.0.iana_name(), Some("America/New_York"));
     assert_eq!(c.api.listen.port(), 9108);
     // Two rules wait for events no source here emits; that is a warning, not an error.
-    let w = c.warnings();
+    let w = c.warnings("2026-01-01T00:00:00Z".parse().unwrap());
     assert_eq!(w.len(), 2, "{w:?}");
     assert!(w[0].to_string().contains("\"dream_heartbeat\""), "{}", w[0]);
 }
@@ -170,13 +174,9 @@ fn environment_variables_expand_in_strings() {
         "[sources.a]\ntype = \"file\"\npath = \"${VIGIL_TEST_LOG_DIR}/a.log\"\n[sources.b]\ntype = \"dir\"\npath = \"${VIGIL_TEST_UNSET_DIR:-/srv/b}\"\nevent = \"x\"\n",
     )
     .unwrap();
-    let SourceConfig::File(a) = &c.sources["a"] else {
-        panic!()
-    };
+    let a = c.sources["a"].get::<FileConfig>().unwrap();
     assert_eq!(a.path, std::path::Path::new("/tmp/logs/a.log"));
-    let SourceConfig::Dir(b) = &c.sources["b"] else {
-        panic!()
-    };
+    let b = c.sources["b"].get::<DirConfig>().unwrap();
     assert_eq!(b.path, std::path::Path::new("/srv/b"));
     let e = errors("data_dir = \"${VIGIL_TEST_SURELY_UNSET}\"\n");
     assert_eq!(
@@ -195,4 +195,19 @@ fn toml_syntax_errors_have_a_location() {
 fn builtin_default_is_valid() {
     let c = Config::builtin();
     assert_eq!(c.origin, "(built-in default)");
+}
+
+#[test]
+fn check_warns_about_a_window_a_dst_change_moves() {
+    let text = "timezone = \"America/New_York\"\n[windows.nightly]\nat = \"02:00-03:00\"\n";
+    let c = Config::parse("vigil.toml", text).unwrap();
+    let w: Vec<String> = c
+        .warnings("2026-01-01T00:00:00Z".parse().unwrap())
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(
+        w,
+        ["vigil.toml:2:1: warning: [windows.nightly] on 2026-03-08 02:00-03:00: its start falls in a DST gap or repeated hour; the window opens at 03:00 EDT and stays open 1.0h"]
+    );
 }

@@ -1,4 +1,5 @@
-//! `[invariants]` (settings plus `[invariants.ID]` entries) and `[snapshot.NAME]` collectors.
+//! `[invariants]` (settings plus `[invariants.ID]` entries) and the `[collectors.NAME]` that
+//! fill the snapshot they query.
 //!
 //! `[invariants]` mixes settings (`interval`, `enabled`, `alert`, `timeout`) with invariant
 //! tables, so it is taken out of the document by hand: known keys are settings, every other key
@@ -118,7 +119,7 @@ pub struct Invariant {
     pub needs: BTreeSet<String>,
 }
 
-/// Takes `[invariants]` and `[snapshot]` out of the document.
+/// Takes `[invariants]` and `[collectors]` out of the document.
 pub fn take(
     src: &Source,
     root: &mut DeTable<'_>,
@@ -127,10 +128,12 @@ pub fn take(
     let mut out = InvariantsConfig::default();
     // Table → the collector that makes it: two collectors cannot fill one table.
     let mut makers: BTreeMap<String, String> = BTreeMap::new();
-    for (name, at, c) in load::take_tagged::<CollectorConfig>(src, root, errors) {
-        for d in c.collector().declared(&name) {
+    renamed_section(src, root, errors);
+    let collectors = load::take_tagged(src, root, "collectors", super::collectors::KINDS, errors);
+    for (name, at, c) in collectors {
+        for d in c.declared(&name) {
             if let Some(other) = makers.insert(d.name.clone(), name.clone()) {
-                errors.push(src.at(at, format!("[snapshot.{name}] makes table {:?}, which [snapshot.{other}] makes too; give one of them another name (`table = \"...\"`, or another key in `tables`)", d.name)));
+                errors.push(src.at(at, format!("[collectors.{name}] makes table {:?}, which [collectors.{other}] makes too; give one of them another name (`table = \"...\"`, or another key in `tables`)", d.name)));
             }
         }
         out.collectors.insert(name, c);
@@ -190,7 +193,7 @@ pub fn take(
                     .filter(|n| !out.collectors.contains_key(*n))
                     .collect();
                 if !unknown.is_empty() {
-                    errors.push(src.at(at, format!("[invariants.{id}] needs unknown collectors {unknown:?}; name [snapshot.NAME] sections")));
+                    errors.push(src.at(at, format!("[invariants.{id}] needs unknown collectors {unknown:?}; name [collectors.NAME] sections")));
                     continue;
                 }
                 explicit.into_iter().collect()
@@ -217,4 +220,30 @@ pub fn take(
         );
     }
     out
+}
+
+/// `[snapshot.NAME]` is what `[collectors.NAME]` was called before; each such table is an error
+/// at its place that says so, rather than a section silently ignored.
+fn renamed_section(src: &Source, root: &mut DeTable<'_>, errors: &mut Vec<Diagnostic>) {
+    let Some(old) = load::take_key(root, "snapshot") else {
+        return;
+    };
+    let at = old.span().start;
+    match old.into_inner() {
+        DeValue::Table(entries) if !entries.is_empty() => {
+            for (name, value) in entries {
+                let name = name.get_ref();
+                errors.push(src.at(
+                    value.span().start,
+                    format!(
+                        "[snapshot.{name}] was renamed to [collectors.{name}]; rename the section"
+                    ),
+                ));
+            }
+        }
+        _ => errors.push(src.at(
+            at,
+            "[snapshot] was renamed to [collectors]: write collectors as [collectors.NAME]",
+        )),
+    }
 }

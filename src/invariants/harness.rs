@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::task::JoinHandle;
 
 /// Lists longer than this in an observed state are cut, with a count of the rest.
@@ -269,28 +269,25 @@ impl Harness {
             let Some(c) = self.config.collectors.get(name).cloned() else {
                 continue;
             };
-            if let Some(why) = c.collector().unconfigured() {
+            if let Some(why) = c.unconfigured() {
                 unset.insert(name.clone(), why);
                 continue;
             }
             let name = name.clone();
-            let limit = c
-                .collector()
-                .timeout()
-                .unwrap_or(self.config.settings.timeout.0);
+            let limit = c.timeout().unwrap_or(self.config.settings.timeout.0);
             let cx = cx.clone();
             set.spawn(async move {
-                let r = tokio::time::timeout(limit, c.collector().collect(&name, &cx)).await;
+                let r = tokio::time::timeout(limit, c.collect(&name, &cx)).await;
                 let r = match r {
                     Ok(Ok(t)) => {
-                        if c.collector().non_empty() && t.iter().all(Table::is_empty) {
+                        if c.non_empty() && t.iter().all(Table::is_empty) {
                             Err("source blind: it returned no rows and is declared non_empty; check that it reads the right database or keys".to_string())
                         } else {
                             Ok(t)
                         }
                     }
                     Ok(Err(e)) => Err(e.0),
-                    Err(_) => Err(format!("timed out after {}", humantime(limit))),
+                    Err(_) => Err(format!("timed out after {}", crate::config::Dur(limit))),
                 };
                 (name, r)
             });
@@ -305,7 +302,7 @@ impl Harness {
             tracing::debug!(source = %name, ms = started.elapsed().as_secs_f64() * 1000.0, "collected");
             match r {
                 Ok(t) => {
-                    self.metrics.snapshot_source_up.set(&[&name], 1.0);
+                    self.metrics.collector_up.set(&[&name], 1.0);
                     owner.extend(t.iter().map(|t| (t.name.clone(), name.clone())));
                     tables.extend(t);
                 }
@@ -433,8 +430,8 @@ impl Harness {
     }
 
     fn source_down(&self, source: &str, error: &str) {
-        self.metrics.snapshot_source_up.set(&[source], 0.0);
-        tracing::warn!(source, error, "snapshot source unavailable");
+        self.metrics.collector_up.set(&[source], 0.0);
+        tracing::warn!(source, error, "collector unavailable");
     }
 
     fn skip(&self, result: &mut CycleResult, inv: &Invariant, reason: String) {
@@ -488,7 +485,7 @@ fn skip_reason(
         .filter_map(|n| {
             unset
                 .get(n)
-                .map(|why| format!("snapshot source {n} is not configured: {why}"))
+                .map(|why| format!("collector {n} is not configured: {why}"))
         })
         .collect();
     let missing: Vec<&str> = inv
@@ -498,20 +495,9 @@ fn skip_reason(
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {
-        reasons.push(format!(
-            "snapshot source {} unavailable",
-            missing.join(", ")
-        ));
+        reasons.push(format!("collector {} unavailable", missing.join(", ")));
     }
     (!reasons.is_empty()).then(|| reasons.join("; "))
-}
-
-fn humantime(d: Duration) -> String {
-    if d.as_millis().is_multiple_of(1000) {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
 }
 
 fn declared_columns(
@@ -519,7 +505,7 @@ fn declared_columns(
 ) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for (name, c) in collectors {
-        for d in c.collector().declared(name) {
+        for d in c.declared(name) {
             if let Some(cols) = d.columns {
                 out.insert(d.name, cols);
             }
@@ -630,17 +616,10 @@ fn text_value(t: &str) -> Value {
     Value::from(t)
 }
 
-/// `{column}` placeholders filled from a violation.
+/// `{column}` placeholders filled from a violation ([`crate::template`]; a message, so an unknown
+/// column stays `{column}`).
 pub fn fill_signal(template: &str, state: &Map<String, Value>) -> String {
-    let mut out = template.to_string();
-    for (k, v) in state {
-        let text = match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        out = out.replace(&format!("{{{k}}}"), &text);
-    }
-    out
+    crate::template::Template::parse(template).message(|name| crate::template::field(state, name))
 }
 
 #[derive(Default)]

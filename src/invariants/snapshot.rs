@@ -252,7 +252,7 @@ impl Schema {
     pub fn declared(collectors: &BTreeMap<String, CollectorConfig>) -> Schema {
         let mut tables = BTreeMap::new();
         for (name, c) in collectors {
-            for d in c.collector().declared(name) {
+            for d in c.declared(name) {
                 tables.insert(d.name, (name.clone(), d.columns));
             }
         }
@@ -306,7 +306,7 @@ impl Schema {
                     .any(|t| matches!(self.tables.get(t), Some((_, None))));
                 if msg.contains("no such table") {
                     let known: Vec<&str> = self.tables.keys().map(String::as_str).collect();
-                    return Err(format!("{msg}; the snapshot's tables are: {} (declare it in a [snapshot.NAME] collector)", known.join(", ")));
+                    return Err(format!("{msg}; the snapshot's tables are: {} (declare it in a [collectors.NAME] collector)", known.join(", ")));
                 }
                 if !(msg.contains("no such column") && unknown_cols) {
                     return Err(msg);

@@ -1,14 +1,15 @@
 //! `[windows.NAME]`, `[budgets.NAME]`, `[escalation]`, `[playbooks.NAME]` and `[orchestrator]`.
 //!
-//! These sections are taken out of the document before the rest is parsed, so steps (keyed by
-//! which action key is present) and cross references (a playbook's window and budget exist)
-//! report their errors at the right `file:line:col`.
+//! These sections are taken out of the document before the rest is parsed, so steps (parsed by
+//! `actions::parse_step`) and cross references (a playbook's window and budget exist) report
+//! their errors at the right `file:line:col`.
 
+use super::actions;
+pub use super::actions::Step;
 use crate::config::load::{self, Diagnostic, Source};
 use crate::config::{Dur, Tz};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -22,16 +23,6 @@ pub const SECTIONS: [&str; 5] = [
     "escalation",
     "playbooks",
     "orchestrator",
-];
-
-/// The action keys a step may have; exactly one per step.
-pub const ACTIONS: [&str; 6] = [
-    "run",
-    "webhook",
-    "systemd",
-    "symptom",
-    "clear_escalation",
-    "log",
 ];
 
 #[derive(Debug, Clone, Default)]
@@ -307,81 +298,6 @@ pub struct MaxRuns {
     pub within: Dur,
 }
 
-#[derive(Debug, Clone)]
-pub struct Step {
-    pub action: Action,
-    /// Runs only in this mode (every mode when `None`).
-    pub mode: Option<String>,
-    pub timeout: Option<Duration>,
-    /// Production goes down with this step: downtime is charged to the budget from here ...
-    pub downtime: bool,
-    /// ... until this step succeeds.
-    pub restore: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// argv; `{data.KEY}`, `{mode}`, `{reason}`, `{intent}`, `{playbook}` fill in within an
-    /// element, never splitting it: there is no shell.
-    Run(Vec<String>),
-    Webhook {
-        url: String,
-        body: Option<Value>,
-    },
-    Systemd {
-        verb: String,
-        unit: String,
-    },
-    Symptom(String),
-    ClearEscalation(String),
-    Log(String),
-}
-
-impl Action {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Action::Run(_) => "run",
-            Action::Webhook { .. } => "webhook",
-            Action::Systemd { .. } => "systemd",
-            Action::Symptom(_) => "symptom",
-            Action::ClearEscalation(_) => "clear_escalation",
-            Action::Log(_) => "log",
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Action::Run(argv) => write!(f, "run {argv:?}"),
-            Action::Webhook { url, .. } => write!(f, "webhook POST {url}"),
-            Action::Systemd { verb, unit } => write!(f, "systemd {verb} {unit}"),
-            Action::Symptom(k) => write!(f, "record symptom {k}"),
-            Action::ClearEscalation(k) => write!(f, "clear escalation {k}"),
-            Action::Log(t) => write!(f, "log {t:?}"),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStep {
-    run: Option<Vec<String>>,
-    webhook: Option<String>,
-    systemd: Option<String>,
-    symptom: Option<String>,
-    clear_escalation: Option<String>,
-    log: Option<String>,
-    unit: Option<String>,
-    body: Option<toml::Value>,
-    mode: Option<String>,
-    timeout: Option<Dur>,
-    #[serde(default)]
-    downtime: bool,
-    #[serde(default)]
-    restore: bool,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlaybook {
@@ -395,10 +311,10 @@ struct RawPlaybook {
     lock: Option<String>,
     expected_downtime: Option<Dur>,
     restore_sla: Option<Dur>,
-    steps: Vec<Spanned<RawStep>>,
-    #[serde(default)]
-    on_failure: Vec<Spanned<RawStep>>,
 }
+
+/// The keys of a playbook that hold steps, parsed by `actions::parse_step`.
+const STEP_LISTS: [&str; 2] = ["steps", "on_failure"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -409,8 +325,6 @@ struct Raw {
     budgets: BTreeMap<String, BudgetConfig>,
     #[serde(default)]
     escalation: EscalationConfig,
-    #[serde(default)]
-    playbooks: BTreeMap<String, Spanned<RawPlaybook>>,
     #[serde(default)]
     orchestrator: Settings,
 }
@@ -423,16 +337,22 @@ pub fn take(
     errors: &mut Vec<Diagnostic>,
 ) -> OrchestratorConfig {
     let mut mine = DeTable::new();
+    let mut playbooks = None;
     let mut start = usize::MAX;
     let mut end = 0;
     for key in SECTIONS {
         if let Some(v) = load::take_key(root, key) {
             start = start.min(v.span().start);
             end = end.max(v.span().end);
-            mine.insert(Spanned::new(0..0, key.into()), v);
+            // Playbooks are parsed one by one below, so their steps keep their places.
+            if key == "playbooks" {
+                playbooks = Some(v);
+            } else {
+                mine.insert(Spanned::new(0..0, key.into()), v);
+            }
         }
     }
-    if mine.is_empty() {
+    if mine.is_empty() && playbooks.is_none() {
         return OrchestratorConfig::default();
     }
     let raw: Raw = match load::deserialize(src, Spanned::new(start..end, DeValue::Table(mine))) {
@@ -461,10 +381,36 @@ pub fn take(
             "[orchestrator] systemctl must name a command, like [\"systemctl\"] or [\"sudo\", \"systemctl\"]",
         ));
     }
-    for (name, raw) in raw.playbooks {
-        let at = raw.span().start;
-        let raw = raw.into_inner();
+    let entries = match playbooks.map(|p| (p.span().start, p.into_inner())) {
+        None => DeTable::new(),
+        Some((_, DeValue::Table(t))) => t,
+        Some((at, _)) => {
+            errors.push(src.at(
+                at,
+                "`playbooks` must be a table of named entries, like [playbooks.NAME]",
+            ));
+            DeTable::new()
+        }
+    };
+    for (name, mut value) in entries {
+        let name = name.into_inner().into_owned();
+        let at = value.span().start;
         let header = format!("[playbooks.{name}]");
+        if !matches!(value.get_ref(), DeValue::Table(_)) {
+            errors.push(src.at(at, format!("{header} must be a table")));
+            continue;
+        }
+        let DeValue::Table(mut lists) = load::split_off(&mut value, &STEP_LISTS).into_inner()
+        else {
+            unreachable!("split_off makes a table")
+        };
+        let raw: RawPlaybook = match load::deserialize_rest(src, value, &STEP_LISTS) {
+            Ok(r) => r,
+            Err(d) => {
+                errors.push(d);
+                continue;
+            }
+        };
         let mut check_ref = |r: &Option<Spanned<String>>, kind: &str, known: Vec<&str>| {
             if let Some(r) = r {
                 if !known.contains(&r.get_ref().as_str()) {
@@ -493,9 +439,22 @@ pub fn take(
             "budget",
             out.budgets.keys().map(String::as_str).collect(),
         );
-        let steps = convert_steps(src, &header, raw.steps, errors);
-        let on_failure = convert_steps(src, &header, raw.on_failure, errors);
-        if steps.is_empty() {
+        let before = errors.len();
+        let Some(steps) = load::take_key(&mut lists, "steps") else {
+            errors.push(src.at(
+                at,
+                format!("missing key \"steps\" in {header}; add `steps = ...`"),
+            ));
+            continue;
+        };
+        let steps = convert_steps(src, &header, "steps", steps, errors);
+        let on_failure = match load::take_key(&mut lists, "on_failure") {
+            Some(v) => convert_steps(src, &header, "on_failure", v, errors),
+            None => Vec::new(),
+        };
+        // A step that did not parse would only add noise to the checks over all steps.
+        let steps_ok = errors.len() == before;
+        if steps_ok && steps.is_empty() {
             errors.push(src.at(
                 at,
                 format!("{header} has no steps; add `steps = [{{ log = \"...\" }}]`"),
@@ -522,7 +481,10 @@ pub fn take(
             steps,
             on_failure,
         };
-        for mode in [&pb.mode.default, &pb.mode.escalated] {
+        for mode in [&pb.mode.default, &pb.mode.escalated]
+            .into_iter()
+            .filter(|_| steps_ok)
+        {
             let mut down = false;
             for s in pb.steps_for(&pb.steps, mode) {
                 down = (down || s.downtime) && !s.restore;
@@ -533,7 +495,8 @@ pub fn take(
                 )));
             }
         }
-        if (pb.has_downtime(&pb.mode.default) || pb.has_downtime(&pb.mode.escalated))
+        if steps_ok
+            && (pb.has_downtime(&pb.mode.default) || pb.has_downtime(&pb.mode.escalated))
             && pb.budget.is_none()
         {
             errors.push(src.at(at, format!(
@@ -545,99 +508,26 @@ pub fn take(
     out
 }
 
+/// A playbook's `steps` or `on_failure` list, each step parsed by `actions::parse_step`.
 fn convert_steps(
     src: &Source,
     header: &str,
-    raw: Vec<Spanned<RawStep>>,
+    key: &str,
+    list: Spanned<DeValue<'_>>,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<Step> {
-    let mut out = Vec::new();
-    for s in raw {
-        let at = s.span().start;
-        let r = s.into_inner();
-        let present: Vec<&str> = [
-            r.run.is_some(),
-            r.webhook.is_some(),
-            r.systemd.is_some(),
-            r.symptom.is_some(),
-            r.clear_escalation.is_some(),
-            r.log.is_some(),
-        ]
-        .iter()
-        .zip(ACTIONS)
-        .filter(|(p, _)| **p)
-        .map(|(_, a)| a)
-        .collect();
-        let mut bad = |msg: String| errors.push(src.at(at, format!("step in {header}: {msg}")));
-        match present.len() {
-            0 => {
-                bad(format!(
-                    "no action; a step has one of: {}",
-                    ACTIONS.join(", ")
-                ));
-                continue;
-            }
-            1 => {}
-            _ => {
-                bad(format!(
-                    "has both `{}` and `{}`; write one action per step",
-                    present[0], present[1]
-                ));
-                continue;
-            }
-        }
-        if r.unit.is_some() && r.systemd.is_none() {
-            bad("`unit` belongs to `systemd` steps; remove it".into());
-        }
-        if r.body.is_some() && r.webhook.is_none() {
-            bad("`body` belongs to `webhook` steps; remove it".into());
-        }
-        let action = if let Some(argv) = r.run {
-            if argv.is_empty() {
-                bad("`run` needs a program, like run = [\"/usr/bin/true\"]".into());
-                continue;
-            }
-            Action::Run(argv)
-        } else if let Some(url) = r.webhook {
-            if !url.starts_with("http://") && !url.starts_with("https://") {
-                bad(format!("webhook {url:?} is not an http:// or https:// URL"));
-                continue;
-            }
-            let body = r
-                .body
-                .map(|b| serde_json::to_value(b).expect("TOML is JSON-able"));
-            Action::Webhook { url, body }
-        } else if let Some(verb) = r.systemd {
-            if !["start", "stop", "restart", "reload"].contains(&verb.as_str()) {
-                bad(format!(
-                    "systemd {verb:?} is not start, stop, restart or reload"
-                ));
-                continue;
-            }
-            let Some(unit) = r.unit else {
-                bad("a `systemd` step needs `unit = \"NAME.service\"`".into());
-                continue;
-            };
-            Action::Systemd { verb, unit }
-        } else if let Some(k) = r.symptom {
-            Action::Symptom(k)
-        } else if let Some(k) = r.clear_escalation {
-            Action::ClearEscalation(k)
-        } else {
-            Action::Log(r.log.expect("one action is present"))
-        };
-        if r.downtime && r.restore {
-            bad("a step is either `downtime = true` or `restore = true`, not both".into());
-        }
-        out.push(Step {
-            action,
-            mode: r.mode,
-            timeout: r.timeout.map(|d| d.0),
-            downtime: r.downtime,
-            restore: r.restore,
-        });
-    }
-    out
+    let at = list.span().start;
+    let DeValue::Array(items) = list.into_inner() else {
+        errors.push(src.at(
+            at,
+            format!("`{key}` in {header} must be a list of steps, like [{{ log = \"...\" }}]"),
+        ));
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| actions::parse_step(src, header, item, errors))
+        .collect()
 }
 
 /// `*` matches any run of characters, `?` one; everything else literally.

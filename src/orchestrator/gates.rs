@@ -5,7 +5,7 @@
 use super::config::Playbook;
 use super::window;
 use crate::app::App;
-use crate::clock::human;
+use crate::config::human;
 use crate::escalation::Flag;
 use crate::intent::Intent;
 use crate::store::{
@@ -254,10 +254,10 @@ pub fn evaluate_fenced(
             return denied(Denial {
                 gate: Gate::Window,
                 reason: format!(
-                    "Outside maintenance window {name} ({} {}): opens in {:.1}h",
+                    "Outside maintenance window {name} ({} {}): opens in {}",
                     w.at,
                     tz.iana_name().unwrap_or("local"),
-                    opens.as_secs_f64() / 3600.0
+                    human(opens.unsigned_abs())
                 ),
             });
         }

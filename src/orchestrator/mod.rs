@@ -6,6 +6,7 @@
 //! Here: claiming and deciding. `run` is one run from start to settle, `recovery` takes over
 //! stopped runs, `plan` is the dry run, `task` the loop the daemon spawns.
 
+pub mod actions;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -15,7 +16,6 @@ pub mod plan;
 mod recovery;
 pub mod run;
 pub mod status;
-pub mod steps;
 mod task;
 pub mod window;
 

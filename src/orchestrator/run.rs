@@ -12,8 +12,8 @@
 //! which kills its process group, no further step runs, nothing more is written for the run,
 //! and `lease_lost` is audited.
 
+use super::actions::{self, StepContext};
 use super::config::{Playbook, Step};
-use super::steps::{self, StepContext};
 use super::{blocking, orphans};
 use crate::app::App;
 use crate::audit::Audit;
@@ -268,7 +268,7 @@ impl Run {
         // The step races the fence: when the run is lost mid-step, dropping the step's future
         // kills its process group (crate::exec) or abandons its request.
         let outcome = tokio::select! {
-            r = steps::execute(step, timeout, &ctx) => Some(r),
+            r = actions::execute(step, timeout, &ctx) => Some(r),
             () = watch_fence(&app, &self.fence) => None,
         };
         let Some(outcome) = outcome else {

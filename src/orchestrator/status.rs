@@ -5,11 +5,13 @@
 use super::gates;
 use crate::app::App;
 use crate::clock::rfc3339_ms;
+use crate::config::human;
 use crate::escalation::{self, FlagStatus};
 use crate::store::{EscalationStore, IntentStore, RunStore, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::time::Duration;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -162,7 +164,10 @@ pub fn render(s: &OrchestratorStatus) -> String {
     }
     for p in &s.playbooks {
         let cooldown = if p.cooldown_remaining_s > 0.0 {
-            format!("cooldown {:.1}h", p.cooldown_remaining_s / 3600.0)
+            format!(
+                "cooldown {}",
+                human(Duration::from_secs_f64(p.cooldown_remaining_s.max(0.0)))
+            )
         } else {
             "ready".into()
         };
@@ -187,9 +192,9 @@ pub fn render(s: &OrchestratorStatus) -> String {
             (true, Some(r), Some(left)) => {
                 let _ = writeln!(
                     out,
-                    "  {:<20} ARMED  {r}; expires in {:.1}h",
+                    "  {:<20} ARMED  {r}; expires in {}",
                     f.kind,
-                    left / 3600.0
+                    human(Duration::from_secs_f64(left.max(0.0)))
                 );
             }
             _ => {

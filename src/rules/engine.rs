@@ -2,12 +2,13 @@
 
 use super::dedup::Dedup;
 use super::predicate::Condition;
-use super::template::Template;
 use super::window::Groups;
 use super::{Output, Proposal, RuleConfig, SymptomSeen};
 use crate::config::Dur;
-use crate::event::{value_text, Data, Event};
+use crate::event::{Data, Event};
+use crate::template::{self, Template};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -298,7 +299,7 @@ impl Rule {
             data.entry(k).or_insert(v);
         }
         let reason = match &self.reason {
-            Some(t) => t.render(|name| self.lookup(name, count, &data)),
+            Some(t) => t.message(|name| self.lookup(name, count, &data)),
             None if count > 1 => {
                 let within = Dur(Duration::from_millis(within_ms.max(0) as u64));
                 format!(
@@ -337,8 +338,8 @@ impl Rule {
         );
         let for_text = Dur(Duration::from_millis(for_ms.max(0) as u64)).to_string();
         let reason = match &self.reason {
-            Some(t) => t.render(|name| match name {
-                "for" => Some(for_text.clone()),
+            Some(t) => t.message(|name| match name {
+                "for" => Some(Cow::Borrowed(for_text.as_str())),
                 other => self.lookup(other, 0, &data),
             }),
             None => format!(
@@ -350,13 +351,13 @@ impl Rule {
     }
 
     /// Template names: `{count}`, `{rule}`, `{type}` first, then the proposal data (event
-    /// fields, `source`, `event_type`).
-    fn lookup(&self, name: &str, count: usize, data: &Data) -> Option<String> {
+    /// fields, `source`, `event_type`), borrowed where they are text already.
+    fn lookup<'a>(&'a self, name: &str, count: usize, data: &'a Data) -> Option<Cow<'a, str>> {
         match name {
-            "count" => Some(count.to_string()),
-            "rule" => Some(self.name.clone()),
-            "type" => Some(self.event_type.clone()),
-            _ => data.get(name).map(value_text),
+            "count" => Some(Cow::Owned(count.to_string())),
+            "rule" => Some(Cow::Borrowed(&self.name)),
+            "type" => Some(Cow::Borrowed(&self.event_type)),
+            _ => template::field(data, name),
         }
     }
 

@@ -13,14 +13,15 @@
 //! - Proposal data: the event's data plus `count`, `rule`, `event_type`, `source`; an event
 //!   field of the same name wins. Absence proposals carry `rule`, `event_type`,
 //!   `last_seen_ms`, `silent_s`.
-//! - `reason`: `{count}`, `{rule}`, `{type}` (and `{for}` for absence) first, then the
-//!   proposal data; an unknown `{name}` is left as written.
+//! - `reason`: a [`crate::template`] parsed once when the engine is built: `{count}`, `{rule}`,
+//!   `{type}` (and `{for}` for absence) first, then the proposal data (dotted paths reach into
+//!   nested data); it is a message, so an unknown `{name}` is left as written
+//!   ([`crate::template::Missing::Placeholder`]).
 
 mod config;
 mod dedup;
 mod engine;
 mod predicate;
-mod template;
 mod window;
 
 pub use config::{Predicate, RuleConfig};

@@ -3,7 +3,7 @@
 //! atomic writers do, counts as created). Hidden files (a leading `.`, the usual temp names) are
 //! ignored. A missing directory is an error, retried with backoff.
 
-use super::{BoxFuture, Source, SourceContext, SourceError};
+use super::{BoxFuture, Source, SourceContext, SourceError, SourceKind};
 use crate::event::Data;
 use crate::watch::DirWatch;
 use notify::event::{CreateKind, MetadataKind, ModifyKind, RenameMode};
@@ -22,6 +22,16 @@ pub struct DirConfig {
     /// Watch subdirectories too.
     #[serde(default)]
     pub recursive: bool,
+}
+
+impl SourceKind for DirConfig {
+    fn event_types(&self) -> Vec<String> {
+        vec![self.event.clone()]
+    }
+
+    fn build(&self) -> Box<dyn Source> {
+        Box::new(DirSource::new(self.clone()))
+    }
 }
 
 pub struct DirSource {

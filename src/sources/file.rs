@@ -13,7 +13,7 @@
 //! ...") until it appears; a missing directory is an error, retried with backoff.
 
 use super::lines::{decode_line, Matches, DEFAULT_MAX_LINE};
-use super::{BoxFuture, Source, SourceContext, SourceError};
+use super::{BoxFuture, Source, SourceContext, SourceError, SourceKind};
 use crate::config::Dur;
 use crate::watch::DirWatch;
 use serde::Deserialize;
@@ -47,6 +47,16 @@ fn default_max_line() -> usize {
 
 fn default_rotate_grace() -> Dur {
     Dur::secs(5)
+}
+
+impl SourceKind for FileConfig {
+    fn event_types(&self) -> Vec<String> {
+        self.matches.event_types()
+    }
+
+    fn build(&self) -> Box<dyn Source> {
+        Box::new(FileSource::new(self.clone()))
+    }
 }
 
 /// Bytes read per system call.
@@ -304,7 +314,9 @@ impl FileSource {
                 match drain(&mut r.tail, &self.config.matches, &path, ctx).await? {
                     None => return Ok(()),
                     Some(0) => {}
-                    Some(_) => r.last_data_ms = ctx.clock.now_ms(),
+                    // The time this pass began, before the lines went out: stamping after
+                    // emitting could see a clock moved on by whoever took them.
+                    Some(_) => r.last_data_ms = now,
                 }
                 if ctx.clock.now_ms() - r.last_data_ms >= grace_ms {
                     self.rotated = None;

@@ -3,7 +3,7 @@
 //! re-arms when the reading is back on the good side, so a full disk is one event, not one per
 //! interval.
 
-use super::{BoxFuture, Source, SourceContext, SourceError};
+use super::{BoxFuture, Source, SourceContext, SourceError, SourceKind};
 use crate::config::Dur;
 use crate::event::Data;
 use serde::Deserialize;
@@ -28,6 +28,16 @@ pub struct HostConfig {
     /// `load_high` when the 1-minute load average per CPU is above this.
     #[serde(default = "default_load")]
     pub load_above: f64,
+}
+
+impl SourceKind for HostConfig {
+    fn event_types(&self) -> Vec<String> {
+        EVENTS.iter().map(|e| e.to_string()).collect()
+    }
+
+    fn build(&self) -> Box<dyn Source> {
+        Box::new(HostSource::new(self.clone()))
+    }
 }
 
 fn default_interval() -> Dur {

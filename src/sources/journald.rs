@@ -2,7 +2,7 @@
 //! files (`file`) or a directory of them (`directory`), through `journalctl -o json`.
 
 use super::lines::{decode_line, Matches, DEFAULT_MAX_LINE};
-use super::{BoxFuture, Source, SourceContext, SourceError};
+use super::{BoxFuture, Source, SourceContext, SourceError, SourceKind};
 use crate::event::Data;
 use crate::exec::ExecError;
 use serde::Deserialize;
@@ -32,6 +32,23 @@ pub struct JournaldConfig {
     pub command: Vec<String>,
     #[serde(default = "default_max_line")]
     pub max_line: usize,
+}
+
+impl SourceKind for JournaldConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.command.is_empty() {
+            return Err("`command` is empty; leave it out for [\"journalctl\"] or give the program, like [\"/usr/bin/journalctl\"]".into());
+        }
+        Ok(())
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        self.matches.event_types()
+    }
+
+    fn build(&self) -> Box<dyn Source> {
+        Box::new(JournaldSource::new(self.clone()))
+    }
 }
 
 fn default_command() -> Vec<String> {

@@ -1,7 +1,7 @@
 //! `type = "metrics"`: scrape a Prometheus text endpoint on an interval; thresholds become
 //! events.
 
-use super::{BoxFuture, Source, SourceContext, SourceError};
+use super::{BoxFuture, Source, SourceContext, SourceError, SourceKind};
 use crate::config::Dur;
 use crate::event::Data;
 use serde::Deserialize;
@@ -30,6 +30,16 @@ pub struct Threshold {
     pub above: Option<f64>,
     pub below: Option<f64>,
     pub event: String,
+}
+
+impl SourceKind for MetricsConfig {
+    fn event_types(&self) -> Vec<String> {
+        self.threshold.iter().map(|t| t.event.clone()).collect()
+    }
+
+    fn build(&self) -> Box<dyn Source> {
+        Box::new(MetricsSource::new(self.clone()))
+    }
 }
 
 fn default_interval() -> Dur {

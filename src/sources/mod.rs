@@ -1,7 +1,7 @@
-//! Sources turn what happens on the host into events. Each kind is one module behind the
-//! `Source` trait and runs in its own task; a source that cannot start or breaks is reported
-//! (log, `vigil_source_up`, reason in `vigil status`) and restarted with backoff. The daemon
-//! never dies for a source.
+//! Sources turn what happens on the host into events. Each kind is one module: a config that
+//! implements [`SourceKind`], listed in [`KINDS`], and a [`Source`] that runs in its own task.
+//! A source that cannot start or breaks is reported (log, `vigil_source_up`, reason in
+//! `vigil status`) and restarted with backoff. The daemon never dies for a source.
 
 pub mod dir;
 pub mod file;
@@ -12,10 +12,13 @@ pub mod metrics;
 pub mod probe;
 
 use crate::clock::SharedClock;
-use crate::config::load::{self, Diagnostic, Tagged};
+use crate::config::load::{self, Diagnostic, ParseKind};
 use crate::event::{Data, Event};
 use crate::metrics::Metrics;
+use serde::de::DeserializeOwned;
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -29,84 +32,73 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Event types that vigil itself emits, whatever sources are configured.
 pub const BUILTIN_EVENTS: &[&str] = &["invariant_red", "invariant_green"];
 
-/// One configured source, by its `type`.
-#[derive(Debug, Clone)]
-pub enum SourceConfig {
-    File(file::FileConfig),
-    Dir(dir::DirConfig),
-    Journald(journald::JournaldConfig),
-    Metrics(metrics::MetricsConfig),
-    Probe(probe::ProbeConfig),
-    Host(host::HostConfig),
+/// Every kind of source, by its `type`: a reader sees them all here. Adding a kind is one file
+/// (a config struct that implements [`SourceKind`]) and one line here.
+pub const KINDS: &[(&str, ParseKind<SourceConfig>)] = &[
+    ("file", parse::<file::FileConfig>),
+    ("dir", parse::<dir::DirConfig>),
+    ("journald", parse::<journald::JournaldConfig>),
+    ("metrics", parse::<metrics::MetricsConfig>),
+    ("probe", parse::<probe::ProbeConfig>),
+    ("host", parse::<host::HostConfig>),
+];
+
+/// What each kind of source is, implemented by its config struct (the `[sources.NAME]` table
+/// minus `type`, deserialized with serde): how it is checked, what it emits, how it starts.
+pub trait SourceKind: fmt::Debug + Send + Sync + Any {
+    /// Rules serde cannot express; the message is reported at the source's table.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// The event types this source can emit, so `vigil check` can spot rules that wait in vain.
+    fn event_types(&self) -> Vec<String>;
+    /// The running source, started by the daemon after the whole config validated.
+    fn build(&self) -> Box<dyn Source>;
 }
 
-/// The registry of source kinds: a reader sees every kind here.
-impl Tagged for SourceConfig {
-    const SECTION: &'static str = "sources";
-    const KINDS: &'static [&'static str] = &["file", "dir", "journald", "metrics", "probe", "host"];
+/// The one parse-then-check path of every `[sources.NAME]` table; sources share no fields
+/// besides `type`, which `load::take_tagged` has taken out.
+fn parse<T: SourceKind + DeserializeOwned>(
+    kind: &'static str,
+    src: &load::Source,
+    table: Spanned<DeValue<'_>>,
+) -> Result<SourceConfig, Diagnostic> {
+    let start = table.span().start;
+    let config: T = load::deserialize(src, table)?;
+    config.check().map_err(|m| src.at(start, m))?;
+    Ok(SourceConfig {
+        kind,
+        config: Arc::new(config),
+    })
+}
 
-    fn deserialize_kind(
-        kind: &str,
-        src: &load::Source,
-        table: Spanned<DeValue<'_>>,
-    ) -> Result<Self, Diagnostic> {
-        Ok(match kind {
-            "file" => SourceConfig::File(load::deserialize(src, table)?),
-            "dir" => SourceConfig::Dir(load::deserialize(src, table)?),
-            "journald" => {
-                let start = table.span().start;
-                let j: journald::JournaldConfig = load::deserialize(src, table)?;
-                if j.command.is_empty() {
-                    return Err(src.at(start, "`command` is empty; leave it out for [\"journalctl\"] or give the program, like [\"/usr/bin/journalctl\"]"));
-                }
-                SourceConfig::Journald(j)
-            }
-            "metrics" => SourceConfig::Metrics(load::deserialize(src, table)?),
-            "host" => SourceConfig::Host(load::deserialize(src, table)?),
-            "probe" => {
-                let start = table.span().start;
-                let probe: probe::ProbeConfig = load::deserialize(src, table)?;
-                probe.check().map_err(|m| src.at(start, m))?;
-                SourceConfig::Probe(probe)
-            }
-            _ => unreachable!("take_tagged checks KINDS"),
-        })
-    }
+/// One configured source: its `type` and its kind's config.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    kind: &'static str,
+    config: Arc<dyn SourceKind>,
 }
 
 impl SourceConfig {
+    /// Its `type`, as listed in [`KINDS`].
     pub fn kind(&self) -> &'static str {
-        match self {
-            SourceConfig::File(_) => "file",
-            SourceConfig::Dir(_) => "dir",
-            SourceConfig::Journald(_) => "journald",
-            SourceConfig::Metrics(_) => "metrics",
-            SourceConfig::Probe(_) => "probe",
-            SourceConfig::Host(_) => "host",
-        }
+        self.kind
     }
 
-    /// The event types this source can emit, so `vigil check` can spot rules that wait in vain.
+    /// The kind's own config, when it is a `T` (`None` otherwise).
+    pub fn get<T: SourceKind>(&self) -> Option<&T> {
+        let any: &dyn Any = self.config.as_ref();
+        any.downcast_ref()
+    }
+
+    /// The event types this source can emit.
     pub fn event_types(&self) -> Vec<String> {
-        match self {
-            SourceConfig::File(c) => c.matches.event_types(),
-            SourceConfig::Journald(c) => c.matches.event_types(),
-            SourceConfig::Dir(c) => vec![c.event.clone()],
-            SourceConfig::Metrics(c) => c.threshold.iter().map(|t| t.event.clone()).collect(),
-            SourceConfig::Probe(_) => vec!["probe_failed".into(), "probe_ok".into()],
-            SourceConfig::Host(_) => host::EVENTS.iter().map(|e| e.to_string()).collect(),
-        }
+        self.config.event_types()
     }
 
+    /// The running source, for the daemon to supervise.
     pub fn build(&self) -> Box<dyn Source> {
-        match self {
-            SourceConfig::File(c) => Box::new(file::FileSource::new(c.clone())),
-            SourceConfig::Dir(c) => Box::new(dir::DirSource::new(c.clone())),
-            SourceConfig::Journald(c) => Box::new(journald::JournaldSource::new(c.clone())),
-            SourceConfig::Metrics(c) => Box::new(metrics::MetricsSource::new(c.clone())),
-            SourceConfig::Probe(c) => Box::new(probe::ProbeSource::new(c.clone())),
-            SourceConfig::Host(c) => Box::new(host::HostSource::new(c.clone())),
-        }
+        self.config.build()
     }
 }
 
@@ -282,6 +274,9 @@ impl Health {
             state.reason = reason;
             if let Some(m) = &self.metrics {
                 m.source_up.set(&[name], if up { 1.0 } else { 0.0 });
+                let degraded = up && state.reason.is_some();
+                m.source_degraded
+                    .set(&[name], if degraded { 1.0 } else { 0.0 });
             }
             self.changed.notify_one();
         }

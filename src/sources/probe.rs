@@ -1,7 +1,7 @@
 //! `type = "probe"`: check an HTTP URL, a TCP address or a command on an interval; emits
 //! `probe_failed` and `probe_ok`.
 
-use super::{BoxFuture, Source, SourceContext, SourceError};
+use super::{BoxFuture, Source, SourceContext, SourceError, SourceKind};
 use crate::config::Dur;
 use crate::event::Data;
 use crate::exec::Cmd;
@@ -31,9 +31,9 @@ fn default_timeout() -> Dur {
     Dur::secs(2)
 }
 
-impl ProbeConfig {
+impl SourceKind for ProbeConfig {
     /// Exactly one of `http`, `tcp`, `command`.
-    pub fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), String> {
         if self.command.as_ref().is_some_and(Vec::is_empty) {
             return Err("`command` is empty; give the program and its arguments, like [\"pg_isready\", \"-q\"]".into());
         }
@@ -47,6 +47,14 @@ impl ProbeConfig {
             0 => Err("a probe needs one target: add `http = \"http://...\"`, `tcp = \"host:port\"` or `command = [\"prog\", \"arg\"]`".into()),
             _ => Err("a probe checks one target: keep only one of `http`, `tcp` and `command`".into()),
         }
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        vec!["probe_failed".into(), "probe_ok".into()]
+    }
+
+    fn build(&self) -> Box<dyn Source> {
+        Box::new(ProbeSource::new(self.clone()))
     }
 }
 

@@ -1,10 +1,8 @@
 //! `type = "http"`: GET a URL returning JSON; an array of objects (or one object) is the table.
 
 use super::{json_table, CollectError, Collector, Cycle, Declared, Table};
-use crate::config::Dur;
 use crate::sources::BoxFuture;
 use serde::Deserialize;
-use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -12,24 +10,19 @@ pub struct HttpConfig {
     /// An empty URL (e.g. an unset `${VAR:-}`) skips the invariants that need this table, and
     /// the source is not reported unavailable.
     pub url: String,
-    /// Table name (default: the collector's name).
-    pub table: Option<String>,
-    pub timeout: Option<Dur>,
-    #[serde(default)]
-    pub non_empty: bool,
 }
 
 impl Collector for HttpConfig {
-    fn declared(&self, name: &str) -> Vec<Declared> {
+    fn declared(&self, table: &str) -> Vec<Declared> {
         vec![Declared {
-            name: self.table.clone().unwrap_or_else(|| name.to_string()),
+            name: table.to_string(),
             columns: None,
         }]
     }
 
     fn collect<'a>(
         &'a self,
-        name: &'a str,
+        table: &'a str,
         _cycle: &'a Cycle,
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
         Box::pin(async move {
@@ -37,17 +30,8 @@ impl Collector for HttpConfig {
             let resp = reqwest::get(&self.url).await.map_err(err)?;
             let resp = resp.error_for_status().map_err(err)?;
             let doc: serde_json::Value = resp.json().await.map_err(err)?;
-            let table = self.table.clone().unwrap_or_else(|| name.to_string());
-            Ok(vec![json_table(&table, &doc)?])
+            Ok(vec![json_table(table, &doc)?])
         })
-    }
-
-    fn timeout(&self) -> Option<Duration> {
-        self.timeout.map(|d| d.0)
-    }
-
-    fn non_empty(&self) -> bool {
-        self.non_empty
     }
 
     fn unconfigured(&self) -> Option<String> {

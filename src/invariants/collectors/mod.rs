@@ -1,4 +1,5 @@
-//! Collectors: each reads one system and returns tables for the snapshot.
+//! Collectors, `[collectors.NAME]`: each reads one system and returns tables for the
+//! invariant harness's snapshot. Each kind is one module, listed in [`KINDS`].
 
 pub mod command;
 pub mod http;
@@ -6,9 +7,14 @@ pub mod processes;
 pub mod redis;
 pub mod sql;
 
-use crate::config::load::{self, Diagnostic, Tagged};
+use crate::config::load::{self, Diagnostic, ParseKind};
+use crate::config::Dur;
 use crate::sources::BoxFuture;
 use rusqlite::types::Value;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::any::Any;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use toml::de::DeValue;
@@ -68,77 +74,143 @@ pub struct Declared {
 #[error("{0}")]
 pub struct CollectError(pub String);
 
-/// What every collector does.
-pub trait Collector: Send + Sync {
-    /// The tables it makes.
-    fn declared(&self, name: &str) -> Vec<Declared>;
+/// Every kind of collector, by its `type`: a reader sees them all here. Adding a kind is one
+/// file (a config struct that implements [`Collector`]) and one line here.
+pub const KINDS: &[(&str, ParseKind<CollectorConfig>)] = &[
+    ("sql", parse::<sql::SqlConfig>),
+    ("redis", parse::<redis::RedisConfig>),
+    ("processes", parse::<processes::ProcessesConfig>),
+    ("http", parse::<http::HttpConfig>),
+    ("command", parse::<command::CommandConfig>),
+];
+
+/// What each kind of collector is, implemented by its config struct (the `[collectors.NAME]`
+/// table minus `type` and the [`Shared`] keys, deserialized with serde).
+pub trait Collector: fmt::Debug + Send + Sync + Any {
+    /// Rules serde cannot express; the message is reported at the collector's table.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// The tables it makes. `table` names its one table, for kinds that make one: the shared
+    /// `table` key, or else the collector's name.
+    fn declared(&self, table: &str) -> Vec<Declared>;
     /// Reads its system.
     fn collect<'a>(
         &'a self,
-        name: &'a str,
+        table: &'a str,
         cycle: &'a Cycle,
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>>;
-    /// Its own timeout, if set.
-    fn timeout(&self) -> Option<Duration>;
-    /// Zero rows means the source is blind, not that all is well.
-    fn non_empty(&self) -> bool;
     /// Why it is left unset on purpose (an empty `${VAR:-}`), if it is: the invariants that
     /// need it are skipped, and it is not reported unavailable.
     fn unconfigured(&self) -> Option<String> {
         None
     }
-}
-
-/// One configured collector, by its `type`.
-#[derive(Debug, Clone)]
-pub enum CollectorConfig {
-    Sql(sql::SqlConfig),
-    Redis(redis::RedisConfig),
-    Processes(processes::ProcessesConfig),
-    Http(http::HttpConfig),
-    Command(command::CommandConfig),
-}
-
-impl Tagged for CollectorConfig {
-    const SECTION: &'static str = "snapshot";
-    const KINDS: &'static [&'static str] = &["sql", "redis", "processes", "http", "command"];
-
-    fn deserialize_kind(
-        kind: &str,
-        src: &load::Source,
-        table: Spanned<DeValue<'_>>,
-    ) -> Result<Self, Diagnostic> {
-        let start = table.span().start;
-        Ok(match kind {
-            "sql" => CollectorConfig::Sql(load::deserialize(src, table)?),
-            "redis" => {
-                let r: redis::RedisConfig = load::deserialize(src, table)?;
-                r.check().map_err(|m| src.at(start, m))?;
-                CollectorConfig::Redis(r)
-            }
-            "processes" => CollectorConfig::Processes(load::deserialize(src, table)?),
-            "http" => CollectorConfig::Http(load::deserialize(src, table)?),
-            "command" => {
-                let c: command::CommandConfig = load::deserialize(src, table)?;
-                if c.command.is_empty() {
-                    return Err(src.at(start, "`command` is empty; give the program and its arguments, like [\"curl\", \"-s\", \"http://...\"]"));
-                }
-                CollectorConfig::Command(c)
-            }
-            _ => unreachable!("take_tagged checks KINDS"),
-        })
+    /// Whether the shared `table` key applies. Kinds that name their tables themselves (`sql`,
+    /// with `tables`) say no, and `table` is then an unknown key to them.
+    fn one_table() -> bool
+    where
+        Self: Sized,
+    {
+        true
     }
 }
 
+/// The keys every collector may have, whatever its `type`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shared {
+    /// Name of its one table (default: the collector's name).
+    pub table: Option<String>,
+    /// Its own timeout; `[invariants] timeout` otherwise.
+    pub timeout: Option<Dur>,
+    /// Zero rows means the collector is blind, not that all is well: it is then unavailable.
+    #[serde(default)]
+    pub non_empty: bool,
+}
+
+const SHARED: [&str; 3] = ["table", "timeout", "non_empty"];
+
+/// The one parse-then-check path of every `[collectors.NAME]` table: the shared keys first,
+/// then the kind's own, then the kind's check.
+fn parse<T: Collector + DeserializeOwned>(
+    kind: &'static str,
+    src: &load::Source,
+    mut table: Spanned<DeValue<'_>>,
+) -> Result<CollectorConfig, Diagnostic> {
+    let start = table.span().start;
+    let keys = if T::one_table() {
+        &SHARED[..]
+    } else {
+        &SHARED[1..]
+    };
+    let shared: Shared = load::deserialize(src, load::split_off(&mut table, keys))?;
+    let collector: T = load::deserialize_rest(src, table, keys)?;
+    collector.check().map_err(|m| src.at(start, m))?;
+    Ok(CollectorConfig {
+        kind,
+        shared,
+        collector: Arc::new(collector),
+    })
+}
+
+/// One configured collector: its `type`, the keys every collector has, and its kind's config.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    kind: &'static str,
+    /// `table`, `timeout`, `non_empty`.
+    pub shared: Shared,
+    collector: Arc<dyn Collector>,
+}
+
 impl CollectorConfig {
-    pub fn collector(&self) -> &dyn Collector {
-        match self {
-            CollectorConfig::Sql(c) => c,
-            CollectorConfig::Redis(c) => c,
-            CollectorConfig::Processes(c) => c,
-            CollectorConfig::Http(c) => c,
-            CollectorConfig::Command(c) => c,
-        }
+    /// Its `type`, as listed in [`KINDS`].
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The kind's own config, when it is a `T` (`None` otherwise).
+    pub fn get<T: Collector>(&self) -> Option<&T> {
+        let any: &dyn Any = self.collector.as_ref();
+        any.downcast_ref()
+    }
+
+    fn table(&self, name: &str) -> String {
+        self.shared
+            .table
+            .clone()
+            .unwrap_or_else(|| name.to_string())
+    }
+
+    /// The tables the collector called `name` makes.
+    pub fn declared(&self, name: &str) -> Vec<Declared> {
+        self.collector.declared(&self.table(name))
+    }
+
+    /// Reads its system, for the collector called `name`.
+    pub fn collect<'a>(
+        &'a self,
+        name: &'a str,
+        cycle: &'a Cycle,
+    ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
+        Box::pin(async move {
+            let table = self.table(name);
+            self.collector.collect(&table, cycle).await
+        })
+    }
+
+    /// Its own timeout, if set.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.shared.timeout.map(|d| d.0)
+    }
+
+    /// Zero rows means the collector is blind, not that all is well.
+    pub fn non_empty(&self) -> bool {
+        self.shared.non_empty
+    }
+
+    /// Why it is left unset on purpose, if it is.
+    pub fn unconfigured(&self) -> Option<String> {
+        self.collector.unconfigured()
     }
 }
 

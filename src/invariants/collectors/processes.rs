@@ -3,26 +3,19 @@
 //! /proc also shows the processes of its containers.
 
 use super::{CollectError, Collector, Cycle, Declared, Rows, Table};
-use crate::config::Dur;
 use crate::sources::BoxFuture;
 use rusqlite::types::Value;
 use serde::Deserialize;
 use std::path::PathBuf;
-use std::time::Duration;
 
 const COLUMNS: [&str; 6] = ["pid", "ppid", "state", "comm", "cmdline", "started_at"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessesConfig {
-    /// Table name (default: the collector's name).
-    pub table: Option<String>,
     /// Where procfs is mounted.
     #[serde(default = "default_proc")]
     pub proc: PathBuf,
-    pub timeout: Option<Dur>,
-    #[serde(default)]
-    pub non_empty: bool,
 }
 
 fn default_proc() -> PathBuf {
@@ -30,16 +23,16 @@ fn default_proc() -> PathBuf {
 }
 
 impl Collector for ProcessesConfig {
-    fn declared(&self, name: &str) -> Vec<Declared> {
+    fn declared(&self, table: &str) -> Vec<Declared> {
         vec![Declared {
-            name: self.table.clone().unwrap_or_else(|| name.to_string()),
+            name: table.to_string(),
             columns: Some(COLUMNS.iter().map(|s| s.to_string()).collect()),
         }]
     }
 
     fn collect<'a>(
         &'a self,
-        name: &'a str,
+        table: &'a str,
         _cycle: &'a Cycle,
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
         Box::pin(async move {
@@ -48,19 +41,11 @@ impl Collector for ProcessesConfig {
                 .await
                 .map_err(|e| CollectError(format!("processes collector panicked: {e}")))??;
             Ok(vec![Table {
-                name: self.table.clone().unwrap_or_else(|| name.to_string()),
+                name: table.to_string(),
                 columns: COLUMNS.iter().map(|s| s.to_string()).collect(),
                 rows: Rows::Values(rows),
             }])
         })
-    }
-
-    fn timeout(&self) -> Option<Duration> {
-        self.timeout.map(|d| d.0)
-    }
-
-    fn non_empty(&self) -> bool {
-        self.non_empty
     }
 }
 

@@ -5,11 +5,9 @@
 //! (never KEYS) and read in one pipeline.
 
 use super::{CollectError, Collector, Cycle, Declared, Rows, Table};
-use crate::config::Dur;
 use crate::sources::BoxFuture;
 use rusqlite::types::Value;
 use serde::Deserialize;
-use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,11 +18,6 @@ pub struct RedisConfig {
     pub ttl: Option<String>,
     pub get: Option<String>,
     pub set: Option<String>,
-    /// Table name (default: the collector's name).
-    pub table: Option<String>,
-    pub timeout: Option<Dur>,
-    #[serde(default)]
-    pub non_empty: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,18 +30,6 @@ enum Kind {
 }
 
 impl RedisConfig {
-    pub fn check(&self) -> Result<(), String> {
-        let n = [&self.zset, &self.hash, &self.ttl, &self.get, &self.set]
-            .iter()
-            .filter(|o| o.is_some())
-            .count();
-        if n != 1 {
-            return Err("a redis collector reads exactly one key pattern: set one of `zset`, `hash`, `ttl`, `get`, `set` (use several [snapshot.NAME] sections for more)".into());
-        }
-        let (_, p) = self.pattern();
-        Pattern::parse(p).map(|_| ())
-    }
-
     fn pattern(&self) -> (Kind, &str) {
         if let Some(p) = &self.zset {
             (Kind::Zset, p)
@@ -132,16 +113,28 @@ fn glob_escape(s: &str) -> String {
 }
 
 impl Collector for RedisConfig {
-    fn declared(&self, name: &str) -> Vec<Declared> {
+    fn check(&self) -> Result<(), String> {
+        let n = [&self.zset, &self.hash, &self.ttl, &self.get, &self.set]
+            .iter()
+            .filter(|o| o.is_some())
+            .count();
+        if n != 1 {
+            return Err("a redis collector reads exactly one key pattern: set one of `zset`, `hash`, `ttl`, `get`, `set` (use several [collectors.NAME] sections for more)".into());
+        }
+        let (_, p) = self.pattern();
+        Pattern::parse(p).map(|_| ())
+    }
+
+    fn declared(&self, table: &str) -> Vec<Declared> {
         vec![Declared {
-            name: self.table.clone().unwrap_or_else(|| name.to_string()),
+            name: table.to_string(),
             columns: Some(self.columns()),
         }]
     }
 
     fn collect<'a>(
         &'a self,
-        name: &'a str,
+        table: &'a str,
         _cycle: &'a Cycle,
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
         Box::pin(async move {
@@ -256,19 +249,11 @@ impl Collector for RedisConfig {
                 }
             }
             Ok(vec![Table {
-                name: self.table.clone().unwrap_or_else(|| name.to_string()),
+                name: table.to_string(),
                 columns: self.columns(),
                 rows: Rows::Values(rows),
             }])
         })
-    }
-
-    fn timeout(&self) -> Option<Duration> {
-        self.timeout.map(|d| d.0)
-    }
-
-    fn non_empty(&self) -> bool {
-        self.non_empty
     }
 }
 

@@ -9,7 +9,6 @@
 //! text, so any column type works without a mapping.
 
 use super::{CollectError, Collector, Cycle, Declared, Rows, Table};
-use crate::config::Dur;
 use crate::invariants::snapshot::{explain, file_uri, quote};
 use crate::sources::BoxFuture;
 use rusqlite::types::Value;
@@ -25,9 +24,6 @@ pub struct SqlConfig {
     pub url: String,
     /// Snapshot table name → query that fills it.
     pub tables: BTreeMap<String, String>,
-    pub timeout: Option<Dur>,
-    #[serde(default)]
-    pub non_empty: bool,
 }
 
 impl SqlConfig {
@@ -42,7 +38,7 @@ impl SqlConfig {
 }
 
 impl Collector for SqlConfig {
-    fn declared(&self, _name: &str) -> Vec<Declared> {
+    fn declared(&self, _table: &str) -> Vec<Declared> {
         self.tables
             .iter()
             .map(|(t, q)| Declared {
@@ -54,7 +50,7 @@ impl Collector for SqlConfig {
 
     fn collect<'a>(
         &'a self,
-        _name: &'a str,
+        _table: &'a str,
         cycle: &'a Cycle,
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
         Box::pin(async move {
@@ -74,12 +70,9 @@ impl Collector for SqlConfig {
         })
     }
 
-    fn timeout(&self) -> Option<Duration> {
-        self.timeout.map(|d| d.0)
-    }
-
-    fn non_empty(&self) -> bool {
-        self.non_empty
+    /// Its tables are the keys of `tables`.
+    fn one_table() -> bool {
+        false
     }
 }
 

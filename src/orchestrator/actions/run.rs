@@ -1,0 +1,43 @@
+//! `{ run = ["prog", "arg", ...] }`: run a command (argv, never a shell string) through
+//! `crate::exec`; templates fill in within an element, never splitting it.
+
+use super::{command, fill, Action, StepContext};
+use crate::sources::BoxFuture;
+use serde::Deserialize;
+use serde_json::Value;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    /// The argv; `{data.KEY}`, `{mode}`, `{reason}`, `{intent}`, `{playbook}` fill in.
+    pub run: Vec<String>,
+}
+
+impl Action for Run {
+    fn check(&self) -> Result<(), String> {
+        if self.run.is_empty() {
+            return Err("`run` needs a program, like run = [\"/usr/bin/true\"]".into());
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("run {:?}", self.run)
+    }
+
+    fn execute<'a>(
+        &'a self,
+        timeout: Duration,
+        ctx: &'a StepContext<'a>,
+    ) -> BoxFuture<'a, Result<Value, String>> {
+        Box::pin(async move {
+            let argv: Vec<String> = self
+                .run
+                .iter()
+                .map(|a| fill(a, ctx))
+                .collect::<Result<_, _>>()?;
+            command(&argv, timeout, ctx).await
+        })
+    }
+}
