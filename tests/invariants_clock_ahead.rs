@@ -22,7 +22,7 @@ async fn a_for_timer_first_seen_a_year_ahead_restarts_when_the_clock_is_correcte
         .unwrap();
     let text = format!(
         r#"
-[snapshot.app]
+[collectors.app]
 type = "sql"
 url = "sqlite://{}"
 tables = {{ jobs = "SELECT id, state FROM jobs" }}

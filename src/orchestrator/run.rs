@@ -285,7 +285,9 @@ impl Run {
                         .expect("restoring means down");
                     let ms = app.clock.now_ms() - since;
                     self.progress.downtime_ms += ms;
-                    self.save_progress(index as i64).await;
+                    if !self.save_progress(index as i64).await {
+                        return Err(self.lose());
+                    }
                     self.audit("restored", json!({"run": run, "downtime_s": ms as f64 / 1000.0, "restore_s": started.elapsed().as_secs_f64()})).await;
                 }
                 Ok(())
