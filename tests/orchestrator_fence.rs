@@ -274,3 +274,131 @@ async fn a_deferred_intent_runs_once_the_lock_is_released() {
     assert_eq!(orch.drain().await.unwrap(), 1);
     env.assert_status(id, IntentStatus::Done);
 }
+
+#[test]
+fn a_lock_is_fenced_by_its_epoch_not_only_its_holder_name() {
+    use vigil::store::{Fence, LeaseFence, LockFence, RunEnd, RunRequest, Settled, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_dir(dir.path()).unwrap();
+    let intent = vigil::intent::NewIntent {
+        intent_type: "trigger_x".into(),
+        priority: 5,
+        reason: "r".into(),
+        data: Default::default(),
+        dedup_key: None,
+        origin: "test".into(),
+    };
+    let id = store.put_intent(&intent, 0, 0).unwrap().id();
+    let claim = store
+        .claim_intent("h:1:0", 30_000, 3_600_000, 0)
+        .unwrap()
+        .unwrap();
+    let lease = LeaseFence {
+        intent: id,
+        holder: "h:1:0".into(),
+        epoch: claim.epoch,
+    };
+    let req = RunRequest {
+        intent_id: id,
+        playbook: "gpu".into(),
+        mode: "default".into(),
+        holder: format!("h:1:0/{id}"),
+        cooldown_ms: None,
+        max_runs: None,
+        lock: Some("gpu0".into()),
+        lease_ms: 30_000,
+        budget: None,
+        lease: Some(lease.clone()),
+    };
+    let run = store.begin_run(&req, 0, true).unwrap().unwrap();
+    let fence = Fence {
+        lease: lease.clone(),
+        lock: Some(LockFence {
+            name: "gpu0".into(),
+            holder: run.holder.clone(),
+            epoch: run.lock_epoch,
+        }),
+    };
+    assert!(store.check_fence(&fence, 10_000).unwrap());
+
+    // The lease ran out (the holder was stopped); the lock was taken again under the same
+    // holder name: a different acquisition.
+    assert!(store
+        .acquire_lock("gpu0", &run.holder, 30_000, 31_000)
+        .unwrap()
+        .is_ok());
+    assert!(!store.check_fence(&fence, 31_000).unwrap());
+    assert!(!store.run_progress(run.id, 1, None, &fence, 31_000).unwrap());
+    assert_eq!(
+        store.run(run.id).unwrap().unwrap().step,
+        0,
+        "nothing written"
+    );
+    let audit = vigil::audit::AuditEntry {
+        ts: 31_000,
+        event: "playbook_end".into(),
+        intent: Some(id),
+        playbook: Some("gpu".into()),
+        details: serde_json::json!({}),
+    };
+    let mut end = RunEnd {
+        run_id: run.id,
+        downtime_ms: 0,
+        intent_id: id,
+        status: IntentStatus::Done,
+        note: "ran",
+        now_ms: 31_000,
+        fence: Some(&fence),
+    };
+    assert_eq!(store.settle_run(&end, &audit).unwrap(), Settled::LeaseLost);
+    assert_eq!(
+        store.intent(id).unwrap().unwrap().status,
+        IntentStatus::Running
+    );
+
+    // Ended without a fence (as a recovery would, under its own lease): the run's own
+    // acquisition is gone already, the newer one stays.
+    end.fence = None;
+    assert_eq!(store.settle_run(&end, &audit).unwrap(), Settled::Ended);
+    let locks = store.locks().unwrap();
+    assert_eq!(locks.len(), 1, "the newer acquisition is not released");
+    assert!(locks[0].epoch > run.lock_epoch);
+    // And a begin_run under a lease that was taken over records nothing.
+    let id2 = store
+        .put_intent(
+            &vigil::intent::NewIntent {
+                reason: "second".into(),
+                dedup_key: Some("2".into()),
+                ..intent
+            },
+            40_000,
+            0,
+        )
+        .unwrap()
+        .id();
+    let c2 = store
+        .claim_intent("h:1:0", 30_000, 3_600_000, 40_000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(c2.id, id2);
+    let epoch = store
+        .take_over_intent(id2, Some("h:1:0"), "other:2:0", 30_000, 41_000)
+        .unwrap()
+        .unwrap();
+    assert!(epoch > c2.epoch);
+    let stale = RunRequest {
+        intent_id: id2,
+        lock: None,
+        lease: Some(LeaseFence {
+            intent: id2,
+            holder: "h:1:0".into(),
+            epoch: c2.epoch,
+        }),
+        ..req
+    };
+    assert_eq!(
+        store.begin_run(&stale, 41_000, true).unwrap().unwrap_err(),
+        vigil::store::Refusal::LeaseLost
+    );
+    assert_eq!(store.runs(None, i64::MIN, false).unwrap().len(), 1);
+}
