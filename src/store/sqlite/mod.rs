@@ -117,6 +117,16 @@ CREATE TABLE invariant_pending (
     PRIMARY KEY (id, key)
 );
 "#,
+    // Alert messages not yet delivered: one per invariant, retried until delivered.
+    r#"
+CREATE TABLE alert_outbox (
+    invariant       TEXT PRIMARY KEY,
+    resolved        INTEGER NOT NULL,
+    payload         TEXT NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL
+);
+"#,
     // Fencing: epochs of intent leases and locks (only grow), the lock a deferred intent
     // waits for. Defaults keep rows of older stores valid: epoch 0 is a claim made before.
     r#"
@@ -304,14 +314,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vigil.db");
         {
-            // A store as the previous schema (three migrations) left it, with a claimed
-            // intent and a lock.
+            // A store as the schema before fencing left it, with a claimed intent and a lock.
+            let before = MIGRATIONS
+                .iter()
+                .position(|m| m.contains("lease_epoch"))
+                .unwrap();
             let c = Connection::open(&path).unwrap();
-            for sql in &MIGRATIONS[..3] {
+            for sql in &MIGRATIONS[..before] {
                 c.execute_batch(sql).unwrap();
             }
+            c.execute_batch(&format!("PRAGMA user_version = {before};"))
+                .unwrap();
             c.execute_batch(
-                "PRAGMA user_version = 3;
+                "
                  INSERT INTO intents (intent_type, priority, reason, data, dedup_key, origin, status, created_at, updated_at, lease_holder, lease_expires)
                  VALUES ('trigger_x', 5, 'r', '{}', 'k', 'test', 'running', 0, 0, 'old:1:0', 30000);
                  INSERT INTO intents (intent_type, priority, reason, data, dedup_key, origin, status, created_at, updated_at)
