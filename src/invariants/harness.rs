@@ -32,6 +32,10 @@ pub struct CycleResult {
     pub sources_unavailable: Vec<Unavailable>,
     pub violations: Vec<Violation>,
     pub transitions: Vec<Transition>,
+    /// What collectors left out of their tables, and why (a Redis key of another type than
+    /// its pattern reads); the rest of those tables was read and their invariants ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items_skipped: Vec<ItemSkipped>,
     pub cycle_duration_ms: u64,
     /// Collection and evaluation, separately (benchmarks).
     #[serde(skip)]
@@ -44,6 +48,14 @@ pub struct CycleResult {
 pub struct Skipped {
     pub invariant_id: String,
     pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ItemSkipped {
+    pub collector: String,
+    pub table: String,
+    /// The item and why, like "agent:slots:a1:lock: not a zset".
+    pub item: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -297,14 +309,25 @@ impl Harness {
         // Table → the collector that made it.
         let mut owner: BTreeMap<String, String> = BTreeMap::new();
         let mut down: BTreeMap<String, String> = BTreeMap::new();
+        let mut items_skipped = Vec::new();
         while let Some(j) = set.join_next().await {
             let (name, r) =
                 j.map_err(|e| HarnessError::Snapshot(format!("collector task: {e}")))?;
             tracing::debug!(source = %name, ms = started.elapsed().as_secs_f64() * 1000.0, "collected");
             match r {
-                Ok(t) => {
+                Ok(mut t) => {
                     self.metrics.collector_up.set(&[&name], 1.0);
                     owner.extend(t.iter().map(|t| (t.name.clone(), name.clone())));
+                    for table in &mut t {
+                        for item in std::mem::take(&mut table.skipped) {
+                            tracing::warn!(collector = %name, table = %table.name, "left out {item}");
+                            items_skipped.push(ItemSkipped {
+                                collector: name.clone(),
+                                table: table.name.clone(),
+                                item,
+                            });
+                        }
+                    }
                     tables.extend(t);
                 }
                 Err(e) => {
@@ -324,6 +347,7 @@ impl Harness {
                 })
                 .collect(),
             collect_ms,
+            items_skipped,
             ..Default::default()
         };
         let mut runnable = Vec::new();

@@ -3,6 +3,7 @@
 
 mod audit;
 mod escalation;
+mod health;
 mod intents;
 mod invariants;
 mod runs;
@@ -144,6 +145,8 @@ CREATE TABLE sequences (
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// The last health problem seen (`health.rs`), so each change is logged once.
+    last_health: Mutex<Option<String>>,
 }
 
 impl SqliteStore {
@@ -172,6 +175,7 @@ impl SqliteStore {
         let store = Self {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            last_health: Mutex::new(None),
         };
         store.migrate()?;
         Ok(store)
