@@ -21,7 +21,7 @@ pub struct TestDaemon {
     pub app: Arc<App>,
     pub dir: tempfile::TempDir,
     stop: watch::Sender<bool>,
-    handle: tokio::task::JoinHandle<anyhow::Result<Summary>>,
+    handle: tokio::task::JoinHandle<Result<Summary, daemon::DaemonError>>,
 }
 
 impl TestDaemon {
