@@ -336,6 +336,31 @@ pub fn prune_spool(dir: &std::path::Path, now_ms: i64) -> usize {
     n
 }
 
+/// Deletes the audit trail's day files (`YYYYMMDD.jsonl`) older than `keep` before `today`,
+/// as the store prunes its audit entries past `[orchestrator] retention`: vigil keeps its own
+/// files bounded, so no logrotate is needed. Other names are left alone.
+pub fn prune_audit_files(dir: &std::path::Path, today: jiff::civil::Date, keep: Duration) -> usize {
+    let days = keep.as_secs().div_ceil(86_400) as i64;
+    let Ok(cutoff) = today.checked_sub(jiff::Span::new().days(days)) else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let day = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|d| jiff::civil::Date::strptime("%Y%m%d", d).ok());
+        if day.is_some_and(|d| d < cutoff) && std::fs::remove_file(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Mirrors source health into the store whenever it changes, for `vigil status`.
 async fn persist_health(
     store: Arc<crate::store::SqliteStore>,
@@ -386,6 +411,12 @@ async fn housekeeping(
             }
             if spool {
                 prune_spool(&a.events_dir(), now);
+            }
+            let keep = a.config.orchestrator.settings.retention.0;
+            let today = a.clock.now().to_zoned(a.config.timezone.0.clone()).date();
+            let n = prune_audit_files(&a.audit_dir(), today, keep);
+            if n > 0 {
+                tracing::info!("deleted {n} audit files older than {}", human(keep));
             }
         })
         .await;
