@@ -101,9 +101,7 @@ impl ApiConfig {
     fn default_max_body_size() -> usize {
         1 << 20
     }
-}
 
-impl ApiConfig {
     /// What is wrong with the token settings: both kinds of token, or an address other than
     /// loopback without a configured one (a generated token is printed once, on one host's
     /// log; an API reachable from elsewhere is set up on purpose, with a token on purpose).
