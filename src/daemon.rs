@@ -418,6 +418,10 @@ async fn housekeeping(
             if n > 0 {
                 tracing::info!("deleted {n} audit files older than {}", human(keep));
             }
+            // Logs once when the store goes bad (or recovers), even if nobody asks /healthz.
+            if let Ok(store) = a.store() {
+                let _ = store.health();
+            }
         })
         .await;
         if last_stats.elapsed() >= STATS_EVERY {
