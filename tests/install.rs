@@ -94,8 +94,14 @@ fn a_daemon_keeps_its_data_private_announces_its_token_once_and_status_names_its
     assert_eq!(code, 0, "{err}");
 
     assert_eq!(mode(&data), 0o700, "data dir");
-    for f in ["vigil.db", "vigil.db-wal", "api.token", "daemon.json"] {
+    for f in ["vigil.db", "api.token", "daemon.json"] {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    // SQLite gives its WAL and shared-memory files the store's mode.
+    for f in ["vigil.db-wal", "vigil.db-shm"] {
+        if data.join(f).exists() {
+            assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+        }
     }
     let audit: Vec<_> = std::fs::read_dir(data.join("audit"))
         .unwrap()
