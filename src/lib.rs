@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod error;
 pub mod escalation;
 pub mod event;
+pub mod http;
 pub mod exec;
 pub mod intent;
 pub mod invariants;
