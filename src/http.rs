@@ -50,7 +50,9 @@ fn env_proxies(env: &dyn Fn(&str) -> Option<String>) -> Vec<reqwest::Proxy> {
     let no = no_proxy_list(env);
     let wanted: [(&[&str], fn(&str) -> reqwest::Result<reqwest::Proxy>); 3] = [
         (&["HTTP_PROXY", "http_proxy"], |u| reqwest::Proxy::http(u)),
-        (&["HTTPS_PROXY", "https_proxy"], |u| reqwest::Proxy::https(u)),
+        (&["HTTPS_PROXY", "https_proxy"], |u| {
+            reqwest::Proxy::https(u)
+        }),
         (&["ALL_PROXY", "all_proxy"], |u| reqwest::Proxy::all(u)),
     ];
     let mut out = Vec::new();
@@ -83,10 +85,7 @@ mod tests {
         let none = |_: &str| None;
         assert_eq!(no_proxy_list(&none), LOOPBACK);
         let some = |k: &str| (k == "no_proxy").then(|| "internal.example".to_string());
-        assert_eq!(
-            no_proxy_list(&some),
-            format!("internal.example,{LOOPBACK}")
-        );
+        assert_eq!(no_proxy_list(&some), format!("internal.example,{LOOPBACK}"));
     }
 
     #[test]

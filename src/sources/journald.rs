@@ -46,6 +46,12 @@ impl SourceKind for JournaldConfig {
         self.matches.event_types()
     }
 
+    fn event_fields(&self, event: &str) -> Option<Vec<String>> {
+        let mut fields = self.matches.event_fields(event);
+        fields.extend(["unit".to_string(), "priority".to_string()]);
+        Some(fields)
+    }
+
     fn build(&self) -> Box<dyn Source> {
         Box::new(JournaldSource::new(self.clone()))
     }

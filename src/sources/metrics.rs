@@ -33,6 +33,10 @@ pub struct Threshold {
 }
 
 impl SourceKind for MetricsConfig {
+    fn positive(&self) -> Vec<(&'static str, Dur)> {
+        vec![("interval", self.interval), ("timeout", self.timeout)]
+    }
+
     fn event_types(&self) -> Vec<String> {
         self.threshold.iter().map(|t| t.event.clone()).collect()
     }
@@ -287,7 +291,12 @@ pub fn parse(text: &str) -> (Vec<Sample>, Vec<(usize, String)>) {
 /// so are exemplars; reading stops at `# EOF`. A malformed line is skipped too and reported
 /// as (1-based line number, why), never fatal.
 pub fn parse_as(text: &str, format: Format) -> (Vec<Sample>, Vec<(usize, String)>) {
-    let eof = text.lines().rev().find(|l| !l.trim().is_empty()).map(str::trim) == Some("# EOF");
+    let eof = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(str::trim)
+        == Some("# EOF");
     let format = if eof { Format::OpenMetrics } else { format };
     let mut samples = Vec::new();
     let mut bad = Vec::new();

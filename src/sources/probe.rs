@@ -56,6 +56,18 @@ impl SourceKind for ProbeConfig {
         vec!["probe_failed".into(), "probe_ok".into()]
     }
 
+    fn positive(&self) -> Vec<(&'static str, Dur)> {
+        vec![("interval", self.interval), ("timeout", self.timeout)]
+    }
+
+    fn event_fields(&self, event: &str) -> Option<Vec<String>> {
+        let fields: &[&str] = match event {
+            "probe_failed" => &["probe", "error", "consecutive"],
+            _ => &["probe", "after_failures"],
+        };
+        Some(fields.iter().map(|f| f.to_string()).collect())
+    }
+
     fn build(&self) -> Box<dyn Source> {
         Box::new(ProbeSource::new(self.clone()))
     }
