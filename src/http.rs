@@ -21,8 +21,13 @@ pub const LOOPBACK: &str = "127.0.0.0/8,::1,localhost";
 /// A client whose every request, body included, ends within `timeout` (unless the request sets
 /// its own), with proxies from the environment except for loopback and `NO_PROXY` hosts.
 pub fn client(timeout: Duration) -> reqwest::Client {
+    client_with(timeout, &|k| std::env::var(k).ok())
+}
+
+/// [`client`] with the environment passed in, so it is testable.
+fn client_with(timeout: Duration, env: &dyn Fn(&str) -> Option<String>) -> reqwest::Client {
     let mut builder = reqwest::Client::builder().timeout(timeout).no_proxy();
-    for proxy in env_proxies(&|k| std::env::var(k).ok()) {
+    for proxy in env_proxies(env) {
         builder = builder.proxy(proxy);
     }
     builder.build().unwrap_or_else(|e| {
@@ -86,6 +91,53 @@ mod tests {
         assert_eq!(no_proxy_list(&none), LOOPBACK);
         let some = |k: &str| (k == "no_proxy").then(|| "internal.example".to_string());
         assert_eq!(no_proxy_list(&some), format!("internal.example,{LOOPBACK}"));
+    }
+
+    /// A proxy that answers 502 to everything, and how many requests it got.
+    async fn proxy() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        (url, hits)
+    }
+
+    /// Other hosts go through the proxy unless `NO_PROXY` names them. (`.invalid` never
+    /// resolves, so a direct request fails at DNS and a proxied one gets the proxy's 502.)
+    #[tokio::test]
+    async fn no_proxy_is_honoured_and_other_hosts_are_proxied() {
+        let (url, hits) = proxy().await;
+        let env = |no: &'static str| {
+            let url = url.clone();
+            move |k: &str| match k {
+                "HTTP_PROXY" => Some(url.clone()),
+                "NO_PROXY" if !no.is_empty() => Some(no.to_string()),
+                _ => None,
+            }
+        };
+        let proxied = client_with(Duration::from_secs(5), &env(""));
+        let resp = proxied
+            .get("http://service.invalid/x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 502);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let direct = client_with(Duration::from_secs(5), &env("other.example, .invalid"));
+        assert!(direct.get("http://service.invalid/x").send().await.is_err());
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

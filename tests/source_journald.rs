@@ -255,9 +255,8 @@ async fn missing_journal_file_reports_journalctl_stderr() {
 
 /// One export-format entry with exactly these text fields.
 fn raw_entry(usec: u64, fields: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = format!(
-        "__REALTIME_TIMESTAMP={usec}\n__MONOTONIC_TIMESTAMP={usec}\n_BOOT_ID={BOOT}\n"
-    );
+    let mut out =
+        format!("__REALTIME_TIMESTAMP={usec}\n__MONOTONIC_TIMESTAMP={usec}\n_BOOT_ID={BOOT}\n");
     for (k, v) in fields {
         out.push_str(&format!("{k}={v}\n"));
     }
@@ -307,7 +306,10 @@ async fn systemd_messages_about_a_unit_carry_that_unit() {
                     ("_UID", "1000"),
                     ("_SYSTEMD_UNIT", "app.service"),
                     ("UNIT", "nginx.service"),
-                    ("MESSAGE", "app.service: Main process exited, code=killed (a lie)"),
+                    (
+                        "MESSAGE",
+                        "app.service: Main process exited, code=killed (a lie)",
+                    ),
                 ],
             ),
             raw_entry(
@@ -360,7 +362,12 @@ async fn systemd_messages_about_a_unit_carry_that_unit() {
     .collect();
     assert_eq!(
         units,
-        ["nginx.service", "other.service", "app.service", "nginx.service"]
+        [
+            "nginx.service",
+            "other.service",
+            "app.service",
+            "nginx.service"
+        ]
     );
     run.stop().await;
 }
