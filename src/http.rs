@@ -53,7 +53,8 @@ pub fn no_proxy_list(env: &dyn Fn(&str) -> Option<String>) -> String {
 /// does not parse is skipped with a warning rather than failing every request.
 fn env_proxies(env: &dyn Fn(&str) -> Option<String>) -> Vec<reqwest::Proxy> {
     let no = no_proxy_list(env);
-    let wanted: [(&[&str], fn(&str) -> reqwest::Result<reqwest::Proxy>); 3] = [
+    type Make = fn(&str) -> reqwest::Result<reqwest::Proxy>;
+    let wanted: [(&[&str], Make); 3] = [
         (&["HTTP_PROXY", "http_proxy"], |u| reqwest::Proxy::http(u)),
         (&["HTTPS_PROXY", "https_proxy"], |u| {
             reqwest::Proxy::https(u)
