@@ -342,6 +342,10 @@ async fn housekeeping(
             if spool {
                 prune_spool(&a.events_dir(), now);
             }
+            // Logs once when the store goes bad (or recovers), even if nobody asks /healthz.
+            if let Ok(store) = a.store() {
+                let _ = store.health();
+            }
         })
         .await;
         if last_stats.elapsed() >= STATS_EVERY {

@@ -1,5 +1,10 @@
 //! The one way vigil runs an external command: argv (never a shell string), a timeout, its own
-//! process group (so a timeout kills the children too), and the tail of its output captured.
+//! process group (so a timeout kills the children too), and a bounded tail of its output.
+//!
+//! A command ends when its direct child exits: what its output pipes hold then is collected
+//! without waiting for them to close, because a background helper that inherited them (`setsid
+//! sleep 60 &`) may keep them open for as long as it likes. At the timeout at the latest the
+//! whole process group is killed.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), vigil::exec::ExecError> {
@@ -17,11 +22,21 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes of stdout and of stderr kept: the last ones, where the error usually is.
 pub const OUTPUT_TAIL: usize = 64 * 1024;
+
+/// After the direct child exits, how long its pipes may take to deliver what is left in them.
+/// A command whose pipes close with it never waits; one with a helper holding them waits this
+/// long and no more.
+const DRAIN_GRACE: Duration = Duration::from_millis(50);
+
+/// The environment a command gets with [`Cmd::clear_env`]: enough to find programs and
+/// behave, none of the daemon's secrets (values given to the config through `${ENV}`).
+pub const BASE_ENV: [&str; 7] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -67,6 +82,8 @@ pub struct Cmd {
     cwd: Option<PathBuf>,
     /// Keep the first this many bytes of stdout instead of its tail.
     stdout_head: Option<usize>,
+    /// Start from [`BASE_ENV`] instead of the daemon's whole environment.
+    clear_env: bool,
 }
 
 /// How a command ended.
@@ -120,10 +137,18 @@ impl Cmd {
             env: Vec::new(),
             cwd: None,
             stdout_head: None,
+            clear_env: false,
         }
     }
 
-    /// Adds a variable to the inherited environment.
+    /// Starts the command's environment from [`BASE_ENV`] (taken from the daemon's) rather than
+    /// the daemon's whole environment; variables added with [`Cmd::env`] come on top.
+    pub fn clear_env(mut self) -> Self {
+        self.clear_env = true;
+        self
+    }
+
+    /// Adds a variable to the environment.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -163,6 +188,14 @@ impl Cmd {
             // Own group: a timeout must take the command's children with it.
             .process_group(0)
             .kill_on_drop(true);
+        if self.clear_env {
+            cmd.env_clear();
+            for k in BASE_ENV {
+                if let Some(v) = std::env::var_os(k) {
+                    cmd.env(k, v);
+                }
+            }
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -172,22 +205,21 @@ impl Cmd {
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(|e| ExecError::spawn(&program, e))?;
         let mut group = GroupGuard(child.id().map(|p| p as i32));
-        let stdout = match self.stdout_head {
-            Some(limit) => tokio::spawn(head(child.stdout.take(), limit)),
-            None => {
-                let pipe = child.stdout.take();
-                tokio::spawn(async move { (tail(pipe).await, false) })
-            }
-        };
-        let stderr = tokio::spawn(tail(child.stderr.take()));
+        // Readers append to shared buffers, so what they have is there even when they are
+        // stopped before their pipe closes.
+        let out_buf = Arc::new(Mutex::new(Kept::new(self.stdout_head)));
+        let err_buf = Arc::new(Mutex::new(Kept::new(None)));
+        let mut readers = tokio::task::JoinSet::new();
+        readers.spawn(read_into(child.stdout.take(), out_buf.clone()));
+        readers.spawn(read_into(child.stderr.take(), err_buf.clone()));
 
         let deadline = tokio::time::Instant::now() + self.timeout;
         let (status, timed_out) = match tokio::time::timeout_at(deadline, child.wait()).await {
             Ok(status) => (
-                Some(status.map_err(|source| ExecError::Wait {
+                status.map_err(|source| ExecError::Wait {
                     program: program.clone(),
                     source,
-                })?),
+                })?,
                 false,
             ),
             Err(_) => {
@@ -196,29 +228,27 @@ impl Cmd {
                     program: program.clone(),
                     source,
                 })?;
-                (Some(status), true)
+                (status, true)
             }
         };
         let duration = started.elapsed();
-        // A background child left in the group keeps the pipes open; give it until the
-        // deadline, then kill the group so reading the output always ends.
-        let wait_out = async {
-            let o = stdout.await.unwrap_or_default();
-            let e = stderr.await.unwrap_or_default();
-            (o, e)
-        };
-        tokio::pin!(wait_out);
-        let ((out, stdout_cut), err) = match tokio::time::timeout_at(deadline, &mut wait_out).await
-        {
-            Ok(v) => v,
-            Err(_) => {
-                group.kill();
-                wait_out.await
-            }
-        };
+        // The direct child has exited: take what the pipes hold. A helper that inherited them
+        // may keep them open forever; it does not hold the command, or vigil, up.
+        let drained = async { while readers.join_next().await.is_some() {} };
+        if tokio::time::timeout(DRAIN_GRACE, drained).await.is_err() {
+            readers.abort_all();
+            while readers.join_next().await.is_some() {}
+            // Children it left in its group still hold the pipes: they end with it, as they
+            // did at the deadline before. A helper in a session of its own is out of reach.
+            group.kill();
+        }
+        if timed_out {
+            group.kill();
+        }
         group.disarm();
+        let (out, stdout_cut) = out_buf.lock().unwrap().take();
+        let (err, _) = err_buf.lock().unwrap().take();
 
-        let status = status.expect("status set above");
         Ok(Output {
             code: status.code(),
             signal: status.signal(),
@@ -256,48 +286,60 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Reads a pipe to its end, keeping only its first `limit` bytes; true when there was more.
-async fn head<R: AsyncRead + Unpin>(pipe: Option<R>, limit: usize) -> (Vec<u8>, bool) {
-    let Some(mut pipe) = pipe else {
-        return (Vec::new(), false);
-    };
-    let mut kept = Vec::new();
-    let mut cut = false;
-    let mut buf = vec![0u8; 8192];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = limit - kept.len();
-                kept.extend_from_slice(&buf[..n.min(room)]);
-                cut |= n > room;
-            }
-        }
-    }
-    (kept, cut)
+/// Output kept from one pipe: its first `head` bytes when set (data), else its last
+/// [`OUTPUT_TAIL`] (messages). Bounded either way, however much the command prints.
+struct Kept {
+    bytes: Vec<u8>,
+    head: Option<usize>,
+    cut: bool,
 }
 
-/// Reads a pipe to its end, keeping only the last `OUTPUT_TAIL` bytes.
-async fn tail<R: AsyncRead + Unpin>(pipe: Option<R>) -> Vec<u8> {
-    let Some(mut pipe) = pipe else {
-        return Vec::new();
-    };
-    let mut kept = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                kept.extend_from_slice(&buf[..n]);
+impl Kept {
+    fn new(head: Option<usize>) -> Self {
+        Self {
+            bytes: Vec::new(),
+            head,
+            cut: false,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        match self.head {
+            Some(limit) => {
+                let room = limit - self.bytes.len();
+                self.bytes
+                    .extend_from_slice(&chunk[..chunk.len().min(room)]);
+                self.cut |= chunk.len() > room;
+            }
+            None => {
+                self.bytes.extend_from_slice(chunk);
                 // Trim in batches so a chatty command costs amortized O(1) per byte.
-                if kept.len() > 2 * OUTPUT_TAIL {
-                    kept.drain(..kept.len() - OUTPUT_TAIL);
+                if self.bytes.len() > 2 * OUTPUT_TAIL {
+                    self.bytes.drain(..self.bytes.len() - OUTPUT_TAIL);
                 }
             }
         }
     }
-    if kept.len() > OUTPUT_TAIL {
-        kept.drain(..kept.len() - OUTPUT_TAIL);
+
+    fn take(&mut self) -> (Vec<u8>, bool) {
+        let mut bytes = std::mem::take(&mut self.bytes);
+        if self.head.is_none() && bytes.len() > OUTPUT_TAIL {
+            bytes.drain(..bytes.len() - OUTPUT_TAIL);
+        }
+        (bytes, self.cut)
     }
-    kept
+}
+
+/// Reads a pipe until it closes (or the task is aborted), keeping what `kept` keeps.
+async fn read_into<R: AsyncRead + Unpin>(pipe: Option<R>, kept: Arc<Mutex<Kept>>) {
+    let Some(mut pipe) = pipe else {
+        return;
+    };
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => kept.lock().unwrap().push(&buf[..n]),
+        }
+    }
 }

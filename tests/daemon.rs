@@ -288,3 +288,48 @@ priority = 9
     let summary = d.stop().await;
     assert_eq!((summary.events, summary.intents), (3, 2));
 }
+
+/// A store deleted or corrupted under the daemon used to leave /healthz saying ok while writes
+/// failed (or went into a file nobody would open again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_notices_a_store_deleted_or_corrupted_under_the_daemon() {
+    let health = |d: &TestDaemon| {
+        let url = d.api("/healthz");
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let d = TestDaemon::start("").await;
+    assert_eq!(health(&d).await.0, 200);
+    std::fs::remove_file(d.app.data_dir().join("vigil.db")).unwrap();
+    let (status, body) = health(&d).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "degraded");
+    assert!(
+        body["store"]
+            .as_str()
+            .unwrap()
+            .contains("was deleted or replaced while vigil ran"),
+        "{body}"
+    );
+    d.stop().await;
+
+    let d = TestDaemon::start("").await;
+    let db = d.app.data_dir().join("vigil.db");
+    let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"garbage, not SQL", 0).unwrap();
+    let (status, body) = health(&d).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["store"]
+            .as_str()
+            .unwrap()
+            .contains("is not a SQLite database any more"),
+        "{body}"
+    );
+    d.stop().await;
+}

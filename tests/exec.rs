@@ -132,3 +132,49 @@ async fn background_child_holding_pipes_does_not_hang() {
     assert_eq!(out.code, Some(0));
     assert_eq!(out.stdout, "started\n");
 }
+
+#[tokio::test]
+async fn a_helper_in_its_own_session_holding_the_pipes_does_not_hold_the_command() {
+    // `setsid` takes the helper out of the group, so no group kill reaches it: the command used
+    // to stay "running" for as long as the helper held its output pipe (25 s and more).
+    let started = std::time::Instant::now();
+    let out = sh("setsid sleep 60 & echo $!", Duration::from_secs(3))
+        .run()
+        .await
+        .unwrap();
+    assert!(!out.timed_out, "{}", out.describe());
+    assert_eq!(out.code, Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "ended with its direct child, not at the timeout"
+    );
+    let helper: i32 = out.stdout.trim().parse().unwrap();
+    assert!(alive(helper), "the helper is the command's business");
+    unsafe { libc::kill(helper, libc::SIGKILL) };
+}
+
+#[tokio::test]
+async fn a_cleared_environment_keeps_the_base_and_what_is_given() {
+    let out = Cmd::new(["env"], Duration::from_secs(5))
+        .clear_env()
+        .env("STEP_VAR", "1")
+        .run()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert!(
+        keys.contains(&"PATH") && keys.contains(&"STEP_VAR"),
+        "{keys:?}"
+    );
+    // cargo gives the test process CARGO_* variables: the daemon's environment stays out.
+    assert!(std::env::var("CARGO_MANIFEST_DIR").is_ok());
+    assert!(
+        keys.iter()
+            .all(|k| vigil::exec::BASE_ENV.contains(k) || *k == "STEP_VAR"),
+        "{keys:?}"
+    );
+}

@@ -643,3 +643,183 @@ query = "SELECT * FROM hang"
         "the command's child {pid} outlived its collector"
     );
 }
+
+/// A Slack stand-in whose answer to the n-th post (0-based) is `answer(n, body)`: a status,
+/// optional `Retry-After` seconds. Every body posted is recorded.
+async fn scripted_receiver(
+    answer: impl Fn(usize, &Value) -> (u16, Option<u64>) + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let g = got.clone();
+    let answer = Arc::new(answer);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let (g, answer) = (g.clone(), answer.clone());
+            async move {
+                let n = {
+                    let mut g = g.lock().unwrap();
+                    g.push(body.clone());
+                    g.len() - 1
+                };
+                let (status, retry_after) = answer(n, &body);
+                let mut r =
+                    axum::response::Response::new(axum::body::Body::from(if status == 400 {
+                        "invalid_blocks"
+                    } else {
+                        "ok"
+                    }));
+                *r.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+                if let Some(s) = retry_after {
+                    r.headers_mut()
+                        .insert("retry-after", s.to_string().parse().unwrap());
+                }
+                r
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), got)
+}
+
+fn alerting(f: &Fixture, url: &str, metrics: Arc<Metrics>) -> Harness {
+    f.harness(
+        &f.config(&format!(
+            "[invariants]\nalert = {{ slack = \"{url}\" }}\n{BROKEN}"
+        )),
+        metrics,
+    )
+}
+
+/// Slack answers 429 with Retry-After: 3. vigil used to retry at 0, 0.2 and 1.0 s, give up,
+/// and never announce the episode; it now waits as told and delivers on a later cycle.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limited_alert_waits_as_told_and_is_delivered_later() {
+    let f = Fixture::new();
+    let (url, got) =
+        scripted_receiver(|n, _| if n == 0 { (429, Some(3)) } else { (200, None) }).await;
+    let metrics = Arc::new(Metrics::default());
+    let h = alerting(&f, &url, metrics.clone());
+    f.sql("INSERT INTO jobs VALUES ('j2','broken');");
+    h.run_cycle(None).await.unwrap();
+    h.flush_alerts().await;
+    assert_eq!(got.lock().unwrap().len(), 1, "one try, then it waits");
+    f.clock.advance(Duration::from_secs(2));
+    h.run_cycle(None).await.unwrap();
+    h.flush_alerts().await;
+    assert_eq!(got.lock().unwrap().len(), 1, "not before Retry-After");
+    f.clock.advance(Duration::from_secs(1));
+    h.run_cycle(None).await.unwrap();
+    h.flush_alerts().await;
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(block_texts(&got[1]).contains("violated"), "{}", got[1]);
+    assert_eq!(metrics.invariant_alerts_total.get(&["sent"]), 1.0);
+    assert_eq!(metrics.invariant_alerts_total.get(&["failed"]), 1.0);
+}
+
+/// An episode that ends before its message went out sends nothing stale: no "violated" for
+/// what holds again, and no all-clear for an episode nobody heard of.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_episode_that_ended_undelivered_sends_nothing_stale() {
+    let f = Fixture::new();
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let d = down.clone();
+    let (url, got) = scripted_receiver(move |_, _| {
+        if d.load(std::sync::atomic::Ordering::SeqCst) {
+            (503, None)
+        } else {
+            (200, None)
+        }
+    })
+    .await;
+    let h = alerting(&f, &url, Arc::new(Metrics::default()));
+    f.sql("INSERT INTO jobs VALUES ('j2','broken');");
+    h.run_cycle(None).await.unwrap();
+    h.flush_alerts().await;
+    let tries = got.lock().unwrap().len();
+    assert_eq!(tries, 3, "three tries in the round");
+    f.sql("DELETE FROM jobs WHERE state = 'broken';");
+    f.clock.advance(Duration::from_secs(60));
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    h.run_cycle(None).await.unwrap();
+    h.flush_alerts().await;
+    f.clock.advance(Duration::from_secs(60));
+    h.run_cycle(None).await.unwrap();
+    h.flush_alerts().await;
+    assert_eq!(got.lock().unwrap().len(), tries, "nothing more was sent");
+}
+
+/// 15 errors of about 340 characters made a 5,170-character section; Slack answered 400
+/// invalid_blocks and the same payload was sent three times and lost. Messages now keep within
+/// Block Kit's limits, and one refused as invalid falls back to plain text.
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_keep_within_block_kit_and_an_invalid_one_falls_back_to_text() {
+    let within_limits = |body: &Value| {
+        let blocks = body["blocks"].as_array().unwrap();
+        blocks.len() <= 50
+            && blocks.iter().all(|b| {
+                let t = b["text"]["text"].as_str().unwrap_or("");
+                let max = if b["type"] == "header" { 150 } else { 3000 };
+                t.chars().count() <= max
+            })
+    };
+    let f = Fixture::new();
+    let (url, got) = scripted_receiver(move |_, body| {
+        if body.get("blocks").is_some() && !within_limits(body) {
+            (400, None)
+        } else {
+            (200, None)
+        }
+    })
+    .await;
+    let h = f.harness(
+        &f.config(&format!(
+            "[invariants]\nalert = {{ slack = \"{url}\" }}\n{}",
+            BROKEN.replace(
+                "name = \"No broken jobs\"",
+                &format!("name = \"{}\"", "N".repeat(200))
+            )
+        )),
+        Arc::new(Metrics::default()),
+    );
+    // The observed state holds 15 errors of about 340 characters.
+    let errors: Vec<String> = (0..15)
+        .map(|i| format!("error {i}: {}", "e".repeat(330)))
+        .collect();
+    f.sql(&format!(
+        "INSERT INTO jobs VALUES ('{}', 'broken');",
+        serde_json::to_string(&errors).unwrap()
+    ));
+    h.run_cycle(None).await.unwrap();
+    h.flush_alerts().await;
+    {
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 1, "accepted at once: {got:?}");
+        assert!(within_limits(&got[0]));
+        assert!(block_texts(&got[0]).contains('…'), "cut with an ellipsis");
+    }
+
+    // A receiver that refuses every block: the payload changes (plain text), never resent as is.
+    let f = Fixture::new();
+    let (url, got) = scripted_receiver(|_, body| {
+        if body.get("blocks").is_some() {
+            (400, None)
+        } else {
+            (200, None)
+        }
+    })
+    .await;
+    let metrics = Arc::new(Metrics::default());
+    let h = alerting(&f, &url, metrics.clone());
+    f.sql("INSERT INTO jobs VALUES ('j2','broken');");
+    h.run_cycle(None).await.unwrap();
+    h.flush_alerts().await;
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].get("blocks").is_some() && got[1].get("blocks").is_none());
+    assert!(got[1]["text"].as_str().unwrap().contains("No broken jobs"));
+    assert_eq!(metrics.invariant_alerts_total.get(&["sent"]), 1.0);
+}

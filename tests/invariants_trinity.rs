@@ -539,3 +539,28 @@ async fn empty_roster_is_source_blind() {
         .unwrap();
     assert!(blind.error.contains("source blind"), "{}", blind.error);
 }
+
+/// A string `agent:slots:a1:lock` also matches `agent:slots:{agent}`: the batched read failed
+/// with WRONGTYPE, the whole `slots` table was unavailable, and a real overbooking of a1 was
+/// skipped. The key is now left out, named, and the rest of the table is read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_of_another_type_is_skipped_and_the_table_still_read() {
+    let w = World::new("");
+    w.redis.cmd(&["SET", "agent:slots:a1:lock", "held"]);
+    w.run_execution("a1", "e2", 10);
+    w.run_execution("a1", "e3", 10);
+    let r = w.cycle().await;
+    assert!(r.sources_unavailable.is_empty(), "{r:#?}");
+    assert!(
+        r.violations.iter().any(|v| v.invariant_id == "S-02"),
+        "the overbooking is seen: {r:#?}"
+    );
+    assert_eq!(r.items_skipped.len(), 1, "{r:#?}");
+    assert_eq!(r.items_skipped[0].item, "agent:slots:a1:lock: not a zset");
+    assert_eq!(r.items_skipped[0].table, "slots");
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        json["items_skipped"][0]["collector"],
+        r.items_skipped[0].collector.as_str()
+    );
+}

@@ -341,3 +341,68 @@ steps = [
         1.0
     );
 }
+
+/// Data from outside that would be read as an option (`systemctl restart --help`) is refused,
+/// unless it follows a `--`; the operator's own `--flags` stay.
+#[tokio::test]
+async fn outside_data_that_would_be_an_option_is_refused() {
+    let config = format!(
+        "{BASE}\n[playbooks.restart]\non = \"alert_unit\"\nsteps = [{{ systemd = \"restart\", unit = \"{{data.unit}}\" }}]\n\
+         [playbooks.fit]\non = \"alert_fit\"\nsteps = [{{ run = [\"{{dir}}/args\", \"--alloc\", \"--\", \"{{data.alloc}}\"] }}]\n"
+    );
+    let env = Env::new(&config, IN_WINDOW);
+    let calls = env.path("systemctl.log");
+    let id = env.submit_data("alert_unit", json!({"unit": "--help"}));
+    env.orchestrator().drain().await.unwrap();
+    let i = env.intent(id);
+    assert_eq!(i.status, IntentStatus::Failed);
+    let note = i.note.unwrap();
+    assert!(
+        note.contains("\"{data.unit}\" filled in as \"--help\", which the program would read as an option; refused"),
+        "{note}"
+    );
+    assert!(!calls.exists(), "systemctl never ran");
+
+    let out = env.path("args.out");
+    script(
+        &env.path("args"),
+        &format!(
+            "for a in \"$@\"; do echo \"[$a]\" >> {}; done",
+            out.display()
+        ),
+    );
+    let id = env.submit_data("alert_fit", json!({"alloc": "-1"}));
+    env.orchestrator().drain().await.unwrap();
+    env.assert_status(id, IntentStatus::Done);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "[--alloc]\n[--]\n[-1]\n",
+        "after `--` a leading dash is data"
+    );
+}
+
+/// Steps get a minimal environment plus their `env`, not the daemon's (which may hold secrets
+/// given to the config through `${ENV}`); `inherit_env = true` passes it all on.
+#[tokio::test]
+async fn steps_run_with_an_explicit_environment() {
+    let config = format!(
+        "{BASE}\n[playbooks.plain]\non = \"alert_plain\"\nsteps = [{{ run = [\"sh\", \"-c\", \"env > {{dir}}/plain.env\"], env = {{ STEP_VAR = \"1\" }} }}]\n\
+         [playbooks.all]\non = \"alert_all\"\nsteps = [{{ run = [\"sh\", \"-c\", \"env > {{dir}}/all.env\"], inherit_env = true }}]\n"
+    );
+    let env = Env::new(&config, IN_WINDOW);
+    for kind in ["alert_plain", "alert_all"] {
+        let id = env.submit(kind, 1);
+        env.orchestrator().drain().await.unwrap();
+        env.assert_status(id, IntentStatus::Done);
+    }
+    // cargo gives this process (the daemon here) CARGO_MANIFEST_DIR: a stand-in for a secret.
+    let plain = std::fs::read_to_string(env.path("plain.env")).unwrap();
+    assert!(
+        plain.contains("STEP_VAR=1\n") && plain.contains("VIGIL_INTENT="),
+        "{plain}"
+    );
+    assert!(plain.contains("PATH="), "{plain}");
+    assert!(!plain.contains("CARGO_MANIFEST_DIR="), "{plain}");
+    let all = std::fs::read_to_string(env.path("all.env")).unwrap();
+    assert!(all.contains("CARGO_MANIFEST_DIR="), "{all}");
+}

@@ -166,6 +166,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `{"status": "ok", "sources_down": [...]}`, or 503 with `"status": "degraded"` and `store`
+/// saying what is wrong when the store cannot keep what it is given (deleted, replaced,
+/// corrupt, read-only).
 async fn healthz(State(s): State<ApiState>) -> Response {
     let sources = s.health.snapshot();
     let down: Vec<_> = sources
@@ -173,7 +176,19 @@ async fn healthz(State(s): State<ApiState>) -> Response {
         .filter(|s| !s.up)
         .map(|s| s.source.clone())
         .collect();
-    Json(json!({"status": "ok", "sources_down": down})).into_response()
+    let app = s.app.clone();
+    let store =
+        tokio::task::spawn_blocking(move || app.store().map_err(|e| e.to_string())?.health())
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+    match store {
+        Ok(()) => Json(json!({"status": "ok", "sources_down": down})).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded", "store": why, "sources_down": down})),
+        )
+            .into_response(),
+    }
 }
 
 /// 200 once every source and the inbox have attached, 503 with the ones still starting before:

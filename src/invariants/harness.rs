@@ -1,6 +1,7 @@
 //! One cycle: collect concurrently → snapshot → each invariant's query → violations, `for`,
 //! state, transitions, alerts, metrics. One cycle at a time.
 
+use super::alert::Delivery;
 use super::collectors::{CollectorConfig, Cycle, Table};
 use super::config::{Invariant, InvariantsConfig};
 use super::snapshot::{explain, is_full, Snapshot};
@@ -8,7 +9,7 @@ use crate::audit::{Audit, AuditEntry};
 use crate::clock::{rfc3339_ms, SharedClock};
 use crate::event::{Data, Event};
 use crate::metrics::Metrics;
-use crate::store::{InvariantState, InvariantStore, StoreError};
+use crate::store::{InvariantState, InvariantStore, PendingAlert, StoreError};
 use rusqlite::types::ValueRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -31,6 +32,10 @@ pub struct CycleResult {
     pub sources_unavailable: Vec<Unavailable>,
     pub violations: Vec<Violation>,
     pub transitions: Vec<Transition>,
+    /// What collectors left out of their tables, and why (a Redis key of another type than
+    /// its pattern reads); the rest of those tables was read and their invariants ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items_skipped: Vec<ItemSkipped>,
     pub cycle_duration_ms: u64,
     /// Collection and evaluation, separately (benchmarks).
     #[serde(skip)]
@@ -43,6 +48,14 @@ pub struct CycleResult {
 pub struct Skipped {
     pub invariant_id: String,
     pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ItemSkipped {
+    pub collector: String,
+    pub table: String,
+    /// The item and why, like "agent:slots:a1:lock: not a zset".
+    pub item: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -296,14 +309,25 @@ impl Harness {
         // Table → the collector that made it.
         let mut owner: BTreeMap<String, String> = BTreeMap::new();
         let mut down: BTreeMap<String, String> = BTreeMap::new();
+        let mut items_skipped = Vec::new();
         while let Some(j) = set.join_next().await {
             let (name, r) =
                 j.map_err(|e| HarnessError::Snapshot(format!("collector task: {e}")))?;
             tracing::debug!(source = %name, ms = started.elapsed().as_secs_f64() * 1000.0, "collected");
             match r {
-                Ok(t) => {
+                Ok(mut t) => {
                     self.metrics.collector_up.set(&[&name], 1.0);
                     owner.extend(t.iter().map(|t| (t.name.clone(), name.clone())));
+                    for table in &mut t {
+                        for item in std::mem::take(&mut table.skipped) {
+                            tracing::warn!(collector = %name, table = %table.name, "left out {item}");
+                            items_skipped.push(ItemSkipped {
+                                collector: name.clone(),
+                                table: table.name.clone(),
+                                item,
+                            });
+                        }
+                    }
                     tables.extend(t);
                 }
                 Err(e) => {
@@ -323,6 +347,7 @@ impl Harness {
                 })
                 .collect(),
             collect_ms,
+            items_skipped,
             ..Default::default()
         };
         let mut runnable = Vec::new();
@@ -420,7 +445,7 @@ impl Harness {
                 details: serde_json::json!({"invariant": t.invariant_id, "from": t.from, "severity": t.severity, "tier": t.tier}),
             });
         }
-        self.send_alerts(alerts, now_ms);
+        self.send_alerts(alerts, now_ms).await;
         let elapsed = started.elapsed();
         self.metrics
             .invariant_cycle_duration_seconds
@@ -444,12 +469,13 @@ impl Harness {
         });
     }
 
-    fn send_alerts(&self, alerts: Alerts, now_ms: i64) {
+    /// Queues this cycle's transitions in the store's outbox, then starts a delivery round
+    /// for what is due (one round at a time; what it cannot deliver waits for a later cycle).
+    async fn send_alerts(&self, alerts: Alerts, now_ms: i64) {
         let Some(cfg) = &self.config.settings.alert else {
             return;
         };
-        let mut handles = self.alerts.lock().unwrap();
-        handles.retain(|h| !h.is_finished());
+        let mut queue = Vec::new();
         for (id, violations, resolved) in alerts {
             let inv = &self.config.invariants[&id];
             if inv.severity < cfg.min_severity {
@@ -462,13 +488,64 @@ impl Harness {
                 &self.host,
                 &rfc3339_ms(now_ms),
             );
-            handles.push(tokio::spawn(super::alert::deliver(
-                self.http.clone(),
-                cfg.slack.clone(),
-                payload,
-                self.metrics.clone(),
-            )));
+            queue.push(PendingAlert {
+                invariant: id,
+                resolved,
+                payload: payload.to_string(),
+                created_ms: now_ms,
+                next_attempt_ms: now_ms,
+            });
         }
+        let store = self.store.clone();
+        let due = tokio::task::spawn_blocking(move || {
+            for pending in &queue {
+                store.queue_alert(pending)?;
+            }
+            store.due_alerts(now_ms)
+        })
+        .await;
+        let due = match due {
+            Ok(Ok(due)) if !due.is_empty() => due,
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => {
+                tracing::error!("invariants: alert outbox: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("invariants: alert outbox: {e}");
+                return;
+            }
+        };
+        let mut handles = self.alerts.lock().unwrap();
+        handles.retain(|h| !h.is_finished());
+        if !handles.is_empty() {
+            return;
+        }
+        let (http, url, metrics) = (self.http.clone(), cfg.slack.clone(), self.metrics.clone());
+        let (store, clock) = (self.store.clone(), self.clock.clone());
+        handles.push(tokio::spawn(async move {
+            for a in due {
+                let payload = serde_json::from_str(&a.payload).unwrap_or_default();
+                let outcome = super::alert::deliver(&http, &url, payload, &metrics).await;
+                let store = store.clone();
+                let now = clock.now_ms();
+                let written = tokio::task::spawn_blocking(move || match outcome {
+                    Delivery::Sent | Delivery::GaveUp => {
+                        store.alert_done(&a.invariant, a.created_ms)
+                    }
+                    Delivery::Later(after, payload) => store.alert_later(
+                        &a.invariant,
+                        a.created_ms,
+                        &payload.to_string(),
+                        now.saturating_add(after.as_millis() as i64),
+                    ),
+                })
+                .await;
+                if let Ok(Err(e)) = written {
+                    tracing::error!("invariants: cannot update the alert outbox: {e}");
+                }
+            }
+        }));
     }
 }
 

@@ -15,6 +15,20 @@ pub struct InvariantState {
     pub violations: String,
 }
 
+/// An alert message waiting to be delivered: at most one per invariant, the newest truth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingAlert {
+    pub invariant: String,
+    /// A "resolved" message (else a "violated" one).
+    pub resolved: bool,
+    /// The message as JSON.
+    pub payload: String,
+    /// When the transition happened (ms); also tells this message from a newer one.
+    pub created_ms: i64,
+    /// Not before this (ms): a receiver's `Retry-After`, or backoff after a failure.
+    pub next_attempt_ms: i64,
+}
+
 pub trait InvariantStore: Send + Sync {
     /// Every invariant's stored state, by id.
     fn invariant_states(&self) -> Result<BTreeMap<String, InvariantState>, StoreError>;
@@ -33,4 +47,23 @@ pub trait InvariantStore: Send + Sync {
         keys: &[String],
         now_ms: i64,
     ) -> Result<Vec<i64>, StoreError>;
+
+    /// Queues `alert` for delivery. A "resolved" alert for an invariant whose "violated" one was
+    /// never delivered cancels that one instead and is not queued (nothing stale is sent, and
+    /// an episode nobody heard of needs no all-clear); returns whether it was queued.
+    fn queue_alert(&self, alert: &PendingAlert) -> Result<bool, StoreError>;
+    /// Alerts due at `now_ms`, oldest first.
+    fn due_alerts(&self, now_ms: i64) -> Result<Vec<PendingAlert>, StoreError>;
+    /// The alert of `invariant` created at `created_ms` was delivered or given up: forget it
+    /// (a newer one queued meanwhile stays).
+    fn alert_done(&self, invariant: &str, created_ms: i64) -> Result<(), StoreError>;
+    /// Tries the alert again at `next_attempt_ms`, with `payload` (a changed payload after the
+    /// receiver refused the old one as invalid).
+    fn alert_later(
+        &self,
+        invariant: &str,
+        created_ms: i64,
+        payload: &str,
+        next_attempt_ms: i64,
+    ) -> Result<(), StoreError>;
 }

@@ -18,7 +18,7 @@ mod sqlite;
 pub use audit::AuditStore;
 pub use escalation::EscalationStore;
 pub use intents::{IntentQuery, IntentStore, Put};
-pub use invariants::{InvariantState, InvariantStore};
+pub use invariants::{InvariantState, InvariantStore, PendingAlert};
 pub use runs::{
     BudgetRequest, BudgetUsage, Lease, LockRecord, Refusal, RunEnd, RunRecord, RunRequest, RunStore,
 };

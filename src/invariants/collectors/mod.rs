@@ -26,6 +26,9 @@ pub struct Table {
     pub name: String,
     pub columns: Vec<String>,
     pub rows: Rows,
+    /// What was left out and why (a Redis key of another type), one line each; the rest of
+    /// the table was read.
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -254,6 +257,7 @@ pub fn json_table(name: &str, doc: &serde_json::Value) -> Result<Table, CollectE
         name: name.to_string(),
         columns,
         rows: Rows::Values(rows),
+        skipped: Vec::new(),
     })
 }
 

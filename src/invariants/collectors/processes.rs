@@ -44,6 +44,7 @@ impl Collector for ProcessesConfig {
                 name: table.to_string(),
                 columns: COLUMNS.iter().map(|s| s.to_string()).collect(),
                 rows: Rows::Values(rows),
+                skipped: Vec::new(),
             }])
         })
     }

@@ -29,6 +29,57 @@ enum Kind {
     Set,
 }
 
+impl Kind {
+    /// The Redis type its command reads (`TYPE` names): what a skipped key was not.
+    fn redis_type(self) -> &'static str {
+        match self {
+            Kind::Zset => "zset",
+            Kind::Hash => "hash",
+            Kind::Ttl => "key",
+            Kind::Get => "string",
+            Kind::Set => "set",
+        }
+    }
+
+    /// The rows of one key: its placeholder values (`text(vals)`), then what was read.
+    fn rows(
+        self,
+        key: &str,
+        vals: &[String],
+        v: redis::Value,
+        text: &dyn Fn(&[String]) -> Vec<Value>,
+    ) -> redis::RedisResult<Vec<Vec<Value>>> {
+        use redis::from_redis_value as from;
+        let with = |extra: Vec<Value>| {
+            let mut row = text(vals);
+            row.extend(extra);
+            row
+        };
+        Ok(match self {
+            Kind::Zset => from::<Vec<(String, f64)>>(v)?
+                .into_iter()
+                .map(|(m, s)| with(vec![Value::Text(m), Value::Real(s)]))
+                .collect(),
+            Kind::Hash => from::<Vec<(String, String)>>(v)?
+                .into_iter()
+                .map(|(f, x)| with(vec![Value::Text(f), Value::Text(x)]))
+                .collect(),
+            Kind::Ttl => vec![with(vec![Value::Integer(from::<i64>(v)?)])],
+            Kind::Get => {
+                let x = from::<Option<String>>(v)?;
+                vec![with(vec![
+                    Value::Text(key.to_string()),
+                    x.map_or(Value::Null, Value::Text),
+                ])]
+            }
+            Kind::Set => from::<Vec<String>>(v)?
+                .into_iter()
+                .map(|m| with(vec![Value::Text(m)]))
+                .collect(),
+        })
+    }
+}
+
 impl RedisConfig {
     fn pattern(&self) -> (Kind, &str) {
         if let Some(p) = &self.zset {
@@ -180,6 +231,9 @@ impl Collector for RedisConfig {
                 }
             }
             let mut pipe = redis::pipe();
+            // Per-command results: a key of another type (a string `agent:slots:a1:lock` that
+            // also matches `agent:slots:{agent}`) fails alone and is skipped, not the table.
+            pipe.ignore_errors();
             for (k, _) in &keys {
                 match kind {
                     Kind::Zset => pipe.cmd("ZRANGE").arg(k).arg(0).arg(-1).arg("WITHSCORES"),
@@ -190,61 +244,20 @@ impl Collector for RedisConfig {
                 };
             }
             let mut rows = Vec::new();
-            let text = |v: Vec<String>| v.into_iter().map(Value::Text);
+            let mut skipped = Vec::new();
+            let text = |v: &[String]| v.iter().cloned().map(Value::Text).collect::<Vec<_>>();
             if !keys.is_empty() {
-                match kind {
-                    Kind::Zset => {
-                        let res: Vec<Vec<(String, f64)>> =
-                            pipe.query_async(&mut con).await.map_err(err)?;
-                        for ((_, vals), members) in keys.into_iter().zip(res) {
-                            for (m, s) in members {
-                                let mut row: Vec<Value> = text(vals.clone()).collect();
-                                row.push(Value::Text(m));
-                                row.push(Value::Real(s));
-                                rows.push(row);
-                            }
+                let res: Vec<redis::RedisResult<redis::Value>> =
+                    pipe.query_async(&mut con).await.map_err(err)?;
+                let want = kind.redis_type();
+                for ((k, vals), r) in keys.into_iter().zip(res) {
+                    let parsed = r.and_then(|v| kind.rows(&k, &vals, v, &text));
+                    match parsed {
+                        Ok(mut r) => rows.append(&mut r),
+                        Err(e) if e.code() == Some("WRONGTYPE") => {
+                            skipped.push(format!("{k}: not a {want}"));
                         }
-                    }
-                    Kind::Hash => {
-                        let res: Vec<Vec<(String, String)>> =
-                            pipe.query_async(&mut con).await.map_err(err)?;
-                        for ((_, vals), fields) in keys.into_iter().zip(res) {
-                            for (f, v) in fields {
-                                let mut row: Vec<Value> = text(vals.clone()).collect();
-                                row.push(Value::Text(f));
-                                row.push(Value::Text(v));
-                                rows.push(row);
-                            }
-                        }
-                    }
-                    Kind::Ttl => {
-                        let res: Vec<i64> = pipe.query_async(&mut con).await.map_err(err)?;
-                        for ((_, vals), t) in keys.into_iter().zip(res) {
-                            let mut row: Vec<Value> = text(vals).collect();
-                            row.push(Value::Integer(t));
-                            rows.push(row);
-                        }
-                    }
-                    Kind::Get => {
-                        let res: Vec<Option<String>> =
-                            pipe.query_async(&mut con).await.map_err(err)?;
-                        for ((k, vals), v) in keys.into_iter().zip(res) {
-                            let mut row: Vec<Value> = text(vals).collect();
-                            row.push(Value::Text(k));
-                            row.push(v.map_or(Value::Null, Value::Text));
-                            rows.push(row);
-                        }
-                    }
-                    Kind::Set => {
-                        let res: Vec<Vec<String>> =
-                            pipe.query_async(&mut con).await.map_err(err)?;
-                        for ((_, vals), members) in keys.into_iter().zip(res) {
-                            for m in members {
-                                let mut row: Vec<Value> = text(vals.clone()).collect();
-                                row.push(Value::Text(m));
-                                rows.push(row);
-                            }
-                        }
+                        Err(e) => return Err(err(e)),
                     }
                 }
             }
@@ -252,6 +265,7 @@ impl Collector for RedisConfig {
                 name: table.to_string(),
                 columns: self.columns(),
                 rows: Rows::Values(rows),
+                skipped,
             }])
         })
     }

@@ -155,6 +155,7 @@ fn copy_sqlite(
             name: name.clone(),
             columns,
             rows: Rows::Written(n as usize),
+            skipped: Vec::new(),
         });
     }
     tx.commit().map_err(|e| fail("commit", e))?;
@@ -206,6 +207,7 @@ async fn read_postgres(
             name: name.clone(),
             columns,
             rows: Rows::Values(rows),
+            skipped: Vec::new(),
         });
     }
     drop(client);

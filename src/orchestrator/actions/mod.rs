@@ -306,14 +306,52 @@ fn last(text: &str, n: usize) -> &str {
     &text[start..]
 }
 
+/// Fills the templates of an argv. A value from outside (an intent's data or reason) that
+/// fills in at the start of an element and begins with `-` would be read as an option
+/// (`systemctl restart --help`): it is refused, unless the element follows a `--`. Elements
+/// written with a leading `-` in the config are the operator's options and stay.
+pub fn fill_argv(templates: &[String], ctx: &StepContext) -> Result<Vec<String>, String> {
+    let mut options_ended = false;
+    let mut argv = Vec::with_capacity(templates.len());
+    for t in templates {
+        let value = fill(t, ctx)?;
+        if !options_ended && value.starts_with('-') && !t.starts_with('-') {
+            return Err(format!(
+                "argument {t:?} filled in as {value:?}, which the program would read as an option; refused. Put \"--\" before it if the program takes such values, or fix what the intent carries"
+            ));
+        }
+        options_ended |= t == "--";
+        argv.push(value);
+    }
+    Ok(argv)
+}
+
+/// A step command's environment: a minimal base ([`crate::exec::BASE_ENV`]) plus `vars`, or,
+/// with `inherit`, the daemon's whole environment plus `vars`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepEnv {
+    pub vars: std::collections::BTreeMap<String, String>,
+    pub inherit: bool,
+}
+
 /// Runs a command for a step (`run`, `systemd`) through `crate::exec`, its processes marked
-/// with the run so recovery can find them; the result as audit details.
+/// with the run so recovery can find them; the result as audit details. The daemon's own
+/// environment (which may hold secrets given to the config through `${ENV}`) is not passed on
+/// unless `env.inherit`.
 pub async fn command(
     argv: &[String],
     timeout: Duration,
+    env: &StepEnv,
     ctx: &StepContext<'_>,
 ) -> Result<Value, String> {
-    let out = crate::exec::Cmd::new(argv.to_vec(), timeout)
+    let mut cmd = crate::exec::Cmd::new(argv.to_vec(), timeout);
+    if !env.inherit {
+        cmd = cmd.clear_env();
+    }
+    for (k, v) in &env.vars {
+        cmd = cmd.env(k.clone(), v.clone());
+    }
+    let out = cmd
         .env("VIGIL_INTENT", ctx.intent.id.to_string())
         .env("VIGIL_INTENT_TYPE", ctx.intent.intent_type.clone())
         .env("VIGIL_PLAYBOOK", ctx.playbook)

@@ -1,7 +1,7 @@
 //! `{ systemd = "restart", unit = "NAME.service" }`: start, stop, restart or reload a unit
 //! with the command `[orchestrator] systemctl` names.
 
-use super::{command, fill, Action, StepContext};
+use super::{command, fill_argv, Action, StepContext, StepEnv};
 use crate::sources::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
@@ -46,8 +46,8 @@ impl Action for Systemd {
         Box::pin(async move {
             let mut argv = ctx.app.config.orchestrator.settings.systemctl.clone();
             argv.push(self.verb.clone());
-            argv.push(fill(&self.unit, ctx)?);
-            command(&argv, timeout, ctx).await
+            argv.extend(fill_argv(std::slice::from_ref(&self.unit), ctx)?);
+            command(&argv, timeout, &StepEnv::default(), ctx).await
         })
     }
 }

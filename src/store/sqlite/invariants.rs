@@ -1,7 +1,7 @@
 //! Invariant state and `for` first sightings in SQLite.
 
 use super::SqliteStore;
-use crate::store::{InvariantState, InvariantStore, StoreError};
+use crate::store::{InvariantState, InvariantStore, PendingAlert, StoreError};
 use rusqlite::{params, OptionalExtension};
 use std::collections::BTreeMap;
 
@@ -83,6 +83,80 @@ impl InvariantStore for SqliteStore {
             }
             tx.commit()?;
             Ok(out)
+        })
+    }
+
+    fn queue_alert(&self, a: &PendingAlert) -> Result<bool, StoreError> {
+        self.with_conn(|c| {
+            let tx = c.transaction()?;
+            let unsent_red: bool = tx
+                .query_row(
+                    "SELECT 1 FROM alert_outbox WHERE invariant = ?1 AND resolved = 0",
+                    [&a.invariant],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            let queued = if a.resolved && unsent_red {
+                tx.execute("DELETE FROM alert_outbox WHERE invariant = ?1", [&a.invariant])?;
+                false
+            } else {
+                tx.execute(
+                    "INSERT INTO alert_outbox (invariant, resolved, payload, created_ms, next_attempt_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(invariant) DO UPDATE SET resolved = ?2, payload = ?3, created_ms = ?4, next_attempt_ms = ?5",
+                    params![a.invariant, a.resolved, a.payload, a.created_ms, a.next_attempt_ms],
+                )?;
+                true
+            };
+            tx.commit()?;
+            Ok(queued)
+        })
+    }
+
+    fn due_alerts(&self, now_ms: i64) -> Result<Vec<PendingAlert>, StoreError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT invariant, resolved, payload, created_ms, next_attempt_ms FROM alert_outbox
+                 WHERE next_attempt_ms <= ?1 ORDER BY created_ms",
+            )?;
+            let rows = stmt.query_map([now_ms], |r| {
+                Ok(PendingAlert {
+                    invariant: r.get(0)?,
+                    resolved: r.get(1)?,
+                    payload: r.get(2)?,
+                    created_ms: r.get(3)?,
+                    next_attempt_ms: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn alert_done(&self, invariant: &str, created_ms: i64) -> Result<(), StoreError> {
+        self.with_conn(|c| {
+            c.execute(
+                "DELETE FROM alert_outbox WHERE invariant = ?1 AND created_ms = ?2",
+                params![invariant, created_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn alert_later(
+        &self,
+        invariant: &str,
+        created_ms: i64,
+        payload: &str,
+        next_attempt_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.with_conn(|c| {
+            c.execute(
+                "UPDATE alert_outbox SET payload = ?3, next_attempt_ms = ?4
+                 WHERE invariant = ?1 AND created_ms = ?2",
+                params![invariant, created_ms, payload, next_attempt_ms],
+            )?;
+            Ok(())
         })
     }
 }

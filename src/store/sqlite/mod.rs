@@ -3,6 +3,7 @@
 
 mod audit;
 mod escalation;
+mod health;
 mod intents;
 mod invariants;
 mod runs;
@@ -117,11 +118,23 @@ CREATE TABLE invariant_pending (
     PRIMARY KEY (id, key)
 );
 "#,
+    // Alert messages not yet delivered: one per invariant, retried until delivered.
+    r#"
+CREATE TABLE alert_outbox (
+    invariant       TEXT PRIMARY KEY,
+    resolved        INTEGER NOT NULL,
+    payload         TEXT NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// The last health problem seen (`health.rs`), so each change is logged once.
+    last_health: Mutex<Option<String>>,
 }
 
 impl SqliteStore {
@@ -150,6 +163,7 @@ impl SqliteStore {
         let store = Self {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            last_health: Mutex::new(None),
         };
         store.migrate()?;
         Ok(store)
