@@ -13,6 +13,7 @@ pub mod error;
 pub mod escalation;
 pub mod event;
 pub mod exec;
+pub mod http;
 pub mod intent;
 pub mod invariants;
 pub mod metrics;

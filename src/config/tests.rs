@@ -211,3 +211,98 @@ fn check_warns_about_a_window_a_dst_change_moves() {
         ["vigil.toml:2:1: warning: [windows.nightly] on 2026-03-08 02:00-03:00: its start falls in a DST gap or repeated hour; the window opens at 03:00 EDT and stays open 1.0h"]
     );
 }
+
+/// Errors a new user meets first, each with its exact message.
+#[test]
+fn config_errors_name_the_right_place_and_say_what_to_write() {
+    let cases = [
+        (
+            ISSUE_EXAMPLE.replace("intent = \"alert_gpu_oom\"\n", ""),
+            "vigil.toml:39:1: missing key \"intent\" in [rules.gpu_oom]; add `intent = ...`",
+        ),
+        (
+            ISSUE_EXAMPLE.replace("priority = 9", "priority = \"nine\""),
+            "vigil.toml:42:12: `priority` must be a whole number from 0 to 10, not string \"nine\" in [rules.gpu_oom]",
+        ),
+        (
+            ISSUE_EXAMPLE.replace("within = \"10m\"", "within = 10"),
+            "vigil.toml:49:10: `within` must be a duration like \"10m\" (a whole number and a unit: ms, s, m, h, d), not integer `10` in [rules.promotion_cluster]",
+        ),
+        (
+            format!("{ISSUE_EXAMPLE}\n[bogus]\nx = 1\n"),
+            "vigil.toml:66:2: unknown key \"bogus\" at the top level; valid keys: data_dir, timezone, api, intents, metrics, rules",
+        ),
+        (
+            format!("bogus = 1\n{ISSUE_EXAMPLE}"),
+            "vigil.toml:1:1: unknown key \"bogus\"; valid keys: data_dir, timezone, api, intents, metrics, rules",
+        ),
+        (
+            ISSUE_EXAMPLE.replace("interval = \"10s\"", "interval = \"0s\""),
+            "vigil.toml:36:12: `interval` must be more than zero; give a duration like \"10s\" in [sources.api_health]",
+        ),
+        (
+            ISSUE_EXAMPLE.replace("interval = \"30s\"", "interval = \"0ms\""),
+            "vigil.toml:27:12: `interval` must be more than zero; give a duration like \"10s\" in [sources.gpu]",
+        ),
+        (
+            format!("{ISSUE_EXAMPLE}\n[intents]\nretention = \"18446744073709551615ms\"\n"),
+            "vigil.toml:67:13: duration \"18446744073709551615ms\" is too large; the longest is 106751991167d (about 292 million years) in [intents]",
+        ),
+        (
+            format!("{ISSUE_EXAMPLE}\n[intents]\nretention = \"0s\"\n"),
+            "vigil.toml:67:1: `retention` in [intents] must be more than zero; give a duration like \"24h\"",
+        ),
+        (
+            "[sources.box]\ntype = \"host\"\ninterval = \"0s\"\n".to_string(),
+            "vigil.toml:3:12: `interval` must be more than zero; give a duration like \"10s\" in [sources.box]",
+        ),
+        (
+            "[sources.p]\ntype = \"probe\"\ntcp = \"127.0.0.1:1\"\ntimeout = \"0ms\"\n".to_string(),
+            "vigil.toml:4:11: `timeout` must be more than zero; give a duration like \"10s\" in [sources.p]",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(errors(&text), want);
+    }
+}
+
+#[test]
+fn a_missing_config_file_says_the_os_error_once() {
+    let e = Config::load(Path::new("/nonexistent/vigil.toml")).unwrap_err();
+    assert_eq!(
+        format!("{:#}", anyhow::Error::from(e)),
+        "cannot read config /nonexistent/vigil.toml: No such file or directory (os error 2); pass an existing file with --config"
+    );
+}
+
+#[test]
+fn a_reason_naming_a_field_no_event_carries_is_a_warning() {
+    let text = ISSUE_EXAMPLE.replace(
+        "reason = \"GPU OOM: tried to allocate {alloc_gib} GiB\"",
+        "reason = \"GPU OOM: {alloc_gb} GiB on {unit}, rule {rule}\"",
+    );
+    let c = Config::parse("vigil.toml", &text).unwrap();
+    let w: Vec<String> = c
+        .warnings(jiff::Timestamp::now())
+        .iter()
+        .map(|d| d.to_string())
+        .filter(|w| w.contains("reason"))
+        .collect();
+    assert_eq!(
+        w,
+        ["vigil.toml:39:1: warning: [rules.gpu_oom] reason names {alloc_gb}, {unit}, which no \"gpu_oom\" event carries (it has: alloc_gib, count, event_type, line, rule, source, type); did you mean {alloc_gib}?"]
+    );
+    // The example as written names only fields its events carry; journald adds `unit`.
+    let c = Config::parse("vigil.toml", ISSUE_EXAMPLE).unwrap();
+    assert!(!c
+        .warnings(jiff::Timestamp::now())
+        .iter()
+        .any(|d| d.message.contains("reason")));
+    let journal = "[sources.j]\ntype = \"journald\"\n[rules.r]\non = \"line\"\nintent = \"i\"\npriority = 1\nreason = \"{unit} said {line} ({priority})\"\n";
+    let c = Config::parse("vigil.toml", journal).unwrap();
+    assert!(c.warnings(jiff::Timestamp::now()).is_empty());
+    // A scrape's labels are not known ahead: no warning.
+    let scrape = "[sources.m]\ntype = \"metrics\"\nurl = \"http://127.0.0.1:1/\"\n[[sources.m.threshold]]\nmetric = \"x\"\nabove = 1\nevent = \"hot\"\n[rules.r]\non = \"hot\"\nintent = \"i\"\npriority = 1\nreason = \"{gpu} is hot\"\n";
+    let c = Config::parse("vigil.toml", scrape).unwrap();
+    assert!(c.warnings(jiff::Timestamp::now()).is_empty());
+}

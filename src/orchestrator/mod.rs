@@ -71,7 +71,7 @@ impl Orchestrator {
         Self {
             app,
             holder,
-            http: reqwest::Client::new(),
+            http: crate::http::client(crate::http::DEFAULT_TIMEOUT),
             inflight: std::sync::Mutex::new(HashSet::new()),
             claiming: tokio::sync::RwLock::new(()),
             lock_freed: tokio::sync::Notify::new(),
