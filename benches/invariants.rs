@@ -102,10 +102,7 @@ fn main() {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
-    let api_url = format!(
-        "http://{}/api/queue/counts",
-        listener.local_addr().unwrap()
-    );
+    let api_url = format!("http://{}/api/queue/counts", listener.local_addr().unwrap());
     let app = axum::Router::new().route(
         "/api/queue/counts",
         axum::routing::get(move || {
@@ -164,10 +161,18 @@ fn main() {
         let r = rt.block_on(harness.run_cycle(None)).unwrap();
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         assert!(r.sources_unavailable.is_empty(), "{r:?}");
-        assert!(r.skipped.is_empty(), "every invariant runs: {:?}", r.skipped);
+        assert!(
+            r.skipped.is_empty(),
+            "every invariant runs: {:?}",
+            r.skipped
+        );
         violations = r.violations.len();
         checks_run = r.checks_run.len();
-        assert_eq!(checks_run, 10, "all ten invariants checked: {:?}", r.checks_run);
+        assert_eq!(
+            checks_run, 10,
+            "all ten invariants checked: {:?}",
+            r.checks_run
+        );
         let b = baseline();
         if i >= 3 {
             cycle.push(ms);

@@ -172,7 +172,10 @@ fn flood_baseline() {
         }
         black_box(&ev);
     }
-    black_box((&dedup.seen, &groups.iter().map(|g| g.seen.len()).sum::<usize>()));
+    black_box((
+        &dedup.seen,
+        &groups.iter().map(|g| g.seen.len()).sum::<usize>(),
+    ));
     println!("{:.1}", status_mb("VmHWM:"));
 }
 

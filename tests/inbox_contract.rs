@@ -42,8 +42,7 @@ fn files_written_elsewhere_verify_and_their_intents_are_read() {
     for name in FIXTURES {
         let (v, sum) = body(name);
         assert_eq!(sha256_hex(&canonical_json(&v)), sum, "{name}");
-        let intent = inbox::parse(&fixture(name, "json"))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let intent = inbox::parse(&fixture(name, "json")).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(Value::Object(intent.data), v["data"], "{name}");
     }
     let numbers = inbox::parse(&fixture("numbers", "json")).unwrap();

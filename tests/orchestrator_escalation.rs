@@ -164,8 +164,10 @@ async fn an_expired_flag_is_ignored() {
 /// Rows of the tables `prune` trims, counted in the store file itself.
 fn rows(env: &Env) -> [i64; 4] {
     let c = rusqlite::Connection::open(env.app.store().unwrap().path()).unwrap();
-    ["symptoms", "runs", "budget_ledger", "audit"]
-        .map(|t| c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap())
+    ["symptoms", "runs", "budget_ledger", "audit"].map(|t| {
+        c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+            .unwrap()
+    })
 }
 
 #[tokio::test]
@@ -190,7 +192,11 @@ async fn old_symptoms_runs_and_audit_rows_are_pruned_but_recent_ones_stay() {
     let pruned = vigil::orchestrator::prune(&env.app).unwrap();
     let after = rows(&env);
     assert_eq!(after[..2], [1, 1], "the old symptom and the old run went");
-    assert_eq!(after[3], before[3] - old_audit, "exactly the old audit rows went");
+    assert_eq!(
+        after[3],
+        before[3] - old_audit,
+        "exactly the old audit rows went"
+    );
     let gone: i64 = before.iter().zip(&after).map(|(b, a)| b - a).sum();
     assert_eq!(pruned as i64, gone, "prune counts what it deleted");
     let store = env.app.store().unwrap();

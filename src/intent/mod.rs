@@ -273,7 +273,11 @@ fn python_float(f: f64) -> String {
         } else if point >= n {
             format!("{digits}{}.0", "0".repeat((point - n) as usize))
         } else {
-            format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
         }
     } else {
         let rest = if n > 1 {
