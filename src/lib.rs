@@ -17,6 +17,7 @@ pub mod intent;
 pub mod invariants;
 pub mod metrics;
 pub mod orchestrator;
+pub mod private_fs;
 pub mod rules;
 pub mod sources;
 pub mod store;

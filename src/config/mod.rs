@@ -65,8 +65,11 @@ pub struct ApiConfig {
     /// Address of the HTTP API, `/metrics` and the dashboard. Loopback by default.
     #[serde(default = "ApiConfig::default_listen")]
     pub listen: SocketAddr,
-    /// Bearer token that calls which change state must present.
+    /// Bearer token that calls which change state must present, inline.
     pub token: Option<String>,
+    /// A file holding the bearer token (whitespace around it is ignored). With neither `token`
+    /// nor `token_file`, the daemon generates one into `DATA_DIR/api.token` on first start.
+    pub token_file: Option<PathBuf>,
     /// Set `enabled = false` to run without the HTTP listener.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -98,6 +101,23 @@ impl ApiConfig {
     fn default_max_body_size() -> usize {
         1 << 20
     }
+
+    /// What is wrong with the token settings: both kinds of token, or an address other than
+    /// loopback without a configured one (a generated token is printed once, on one host's
+    /// log; an API reachable from elsewhere is set up on purpose, with a token on purpose).
+    fn check(&self) -> Option<String> {
+        if self.token.is_some() && self.token_file.is_some() {
+            return Some("[api]: set `token` or `token_file`, not both".into());
+        }
+        let configured = self.token.is_some() || self.token_file.is_some();
+        if self.enabled && !self.listen.ip().is_loopback() && !configured {
+            return Some(format!(
+                "[api] listen = \"{}\" is reachable from other hosts, and no token is configured; set `token_file = \"/etc/vigil/api.token\"` under [api], or listen on 127.0.0.1",
+                self.listen
+            ));
+        }
+        None
+    }
 }
 
 impl Default for ApiConfig {
@@ -105,6 +125,7 @@ impl Default for ApiConfig {
         Self {
             listen: Self::default_listen(),
             token: None,
+            token_file: None,
             enabled: true,
             max_connections: Self::default_max_connections(),
             header_timeout: Self::default_header_timeout(),
@@ -243,6 +264,11 @@ impl Config {
             locations.insert(format!("sources.{name}"), at);
             sources.insert(name, entry);
         }
+        if let Some(DeValue::Table(api)) = table.get("api").map(|a| a.get_ref()) {
+            if let Some(listen) = api.get("listen") {
+                locations.insert("api.listen".into(), listen.span().start);
+            }
+        }
         // Windows are checked again by `warnings`, which points at their place.
         if let Some(DeValue::Table(windows)) = table.get("windows").map(|w| w.get_ref()) {
             for (name, w) in windows.iter() {
@@ -314,6 +340,9 @@ impl Config {
             if let Err(msg) = rule.check() {
                 out.push(self.diagnostic("rules", name, format!("[rules.{name}]: {msg}")));
             }
+        }
+        if let Some(msg) = self.api.check() {
+            out.push(self.diagnostic("api", "listen", msg));
         }
         out
     }

@@ -8,7 +8,6 @@
 
 pub mod actions;
 pub mod api;
-pub mod cli;
 pub mod config;
 pub mod gates;
 pub mod orphans;

@@ -21,7 +21,7 @@ pub struct TestDaemon {
     pub app: Arc<App>,
     pub dir: tempfile::TempDir,
     stop: watch::Sender<bool>,
-    handle: tokio::task::JoinHandle<anyhow::Result<Summary>>,
+    handle: tokio::task::JoinHandle<Result<Summary, daemon::DaemonError>>,
 }
 
 impl TestDaemon {
@@ -48,7 +48,7 @@ impl TestDaemon {
         .await
     }
 
-    /// A daemon with no `[api] token`: calls that change state must be refused.
+    /// A daemon with no `[api] token`: it generates one into DATA_DIR/api.token.
     pub async fn start_without_token(config: &str) -> Self {
         Self::launch(
             tempfile::tempdir().unwrap(),
