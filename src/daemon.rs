@@ -21,7 +21,10 @@ use tokio::sync::{mpsc, watch};
 const EVENT_QUEUE: usize = 4096;
 /// How often absence rules are checked.
 const TICK: Duration = Duration::from_secs(1);
-const STATS_EVERY: Duration = Duration::from_secs(600);
+/// Housekeeping (pruning, the store check) runs this often on the app's clock ...
+const HOUSEKEEPING_EVERY_MS: i64 = 60_000;
+/// ... and logs the stats line this often.
+const STATS_EVERY_MS: i64 = 600_000;
 const SPOOL_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, Default)]
@@ -81,6 +84,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Summary, DaemonError> {
     let started = Instant::now();
+    let started_ms = app.clock.now_ms();
     let store = app.store()?;
     let mut daemon_record = record::DaemonRecord::starting(&app.config.origin, app.clock.now_ms());
     let counters = Arc::new(Counters::default());
@@ -154,7 +158,7 @@ pub async fn run(
     tasks.spawn(housekeeping(
         app.clone(),
         counters.clone(),
-        started,
+        started_ms,
         opts.clone(),
         shutdown.clone(),
     ));
@@ -381,21 +385,17 @@ async fn persist_health(
     }
 }
 
-/// Pruning and the periodic stats line.
+/// Pruning, the store check and the periodic stats line, once a minute on the app's clock
+/// (a test moves a `ManualClock` to drive it; the system clock sleeps between rounds).
 async fn housekeeping(
     app: Arc<App>,
     counters: Arc<Counters>,
-    started: Instant,
+    started_ms: i64,
     opts: Options,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut every = tokio::time::interval(Duration::from_secs(60));
-    let mut last_stats = Instant::now();
+    let mut last_stats_ms = started_ms;
     loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
         let a = app.clone();
         let spool = opts.spool_events;
         let _ = tokio::task::spawn_blocking(move || {
@@ -424,14 +424,19 @@ async fn housekeeping(
             }
         })
         .await;
-        if last_stats.elapsed() >= STATS_EVERY {
-            last_stats = Instant::now();
+        let now = app.clock.now_ms();
+        if now - last_stats_ms >= STATS_EVERY_MS {
+            last_stats_ms = now;
             tracing::info!(
                 "stats: uptime={}, events={}, intents={}",
-                human(started.elapsed()),
+                human(Duration::from_millis((now - started_ms).max(0) as u64)),
                 counters.events.load(Ordering::Relaxed),
                 app.metrics.intents_total.total()
             );
+        }
+        tokio::select! {
+            _ = app.clock.sleep_until(now + HOUSEKEEPING_EVERY_MS) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
         }
     }
 }

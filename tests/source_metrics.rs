@@ -48,9 +48,12 @@ impl Target {
         *self.text.lock().unwrap() = text.to_string();
     }
 
-    /// Waits until the source has scraped `n` more times.
+    /// Waits until the source has processed `n` more scrapes, so a "no event" check after it
+    /// covers them. A scrape is known processed once the next one reaches the server: the
+    /// source scrapes, sends its events and only then waits for its next tick. So this waits
+    /// for `n + 1` more requests (the one in flight now, if any, is not counted as processed).
     async fn scraped(&self, n: usize) {
-        let goal = self.hits.load(Ordering::SeqCst) + n;
+        let goal = self.hits.load(Ordering::SeqCst) + n + 1;
         common::wait_until("scrapes", &mut || self.hits.load(Ordering::SeqCst) >= goal).await;
     }
 }
@@ -115,6 +118,7 @@ async fn threshold_fires_on_crossing_and_rearms() {
     target.set(&gpu_text(0.95, 0.9));
     let ev = run.next().await;
     assert_eq!(ev.data["value"], 0.95);
+    target.scraped(2).await;
     run.no_event();
 }
 
