@@ -8,7 +8,7 @@ use common::{out, vigil};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -16,14 +16,6 @@ fn mode(path: &Path) -> u32 {
         .permissions()
         .mode()
         & 0o777
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `vigil run --config CONFIG` on DATA, its stderr into LOG; returns once it has started
@@ -38,7 +30,7 @@ fn start(data: &Path, config: &Path, log: &Path) -> Child {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
-    wait_for("the daemon record", || {
+    common::wait_blocking("the daemon record", 20, || {
         let now = std::fs::read_to_string(&record).ok();
         now.is_some() && now != before
     });

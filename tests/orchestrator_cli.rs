@@ -10,7 +10,6 @@ use common::out;
 use orchestrator_support::{fake_systemctl, script};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 use vigil::intent::IntentStatus;
 use vigil::store::prelude::*;
 use vigil::store::{IntentQuery, SqliteStore};
@@ -20,14 +19,6 @@ fn vigil(dir: &Path) -> Command {
     let mut c = common::vigil(&dir.join("data"));
     c.arg("--config").arg(dir.join("vigil.toml"));
     c
-}
-
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn write_config(dir: &Path, playbooks: &str) {
@@ -147,18 +138,6 @@ steps = [
 on_failure = [{ systemd = "start", unit = "judge.service", restore = true }]
 "#;
 
-/// Running, not a zombie waiting for its new parent to reap it.
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()
-                .map(|r| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 fn daemon(dir: &Path) -> Child {
     vigil(dir)
         .args(["run", "--log-level", "warn"])
@@ -190,7 +169,7 @@ fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
     write_config(d, CANARY);
     let mut first = daemon(d);
     submit_canary(d, "crash test");
-    wait_for("the hanging step to start", 20, || {
+    common::wait_blocking("the hanging step to start", 20, || {
         d.join("hang.pid").exists()
     });
     let store = SqliteStore::open_dir(&d.join("data")).unwrap();
@@ -219,10 +198,13 @@ fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
         .trim()
         .parse()
         .unwrap();
-    assert!(alive(orphan), "kill -9 of vigil leaves its step running");
+    assert!(
+        common::alive(orphan),
+        "kill -9 of vigil leaves its step running"
+    );
 
     let mut second = daemon(d);
-    wait_for("the intent to end", 20, || {
+    common::wait_blocking("the intent to end", 20, || {
         store
             .intent(intent.id)
             .unwrap()
@@ -243,7 +225,7 @@ fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
     );
     assert!(note.contains("processes its step left running"), "{note}");
     assert!(
-        !alive(orphan),
+        !common::alive(orphan),
         "the step the dead vigil left running was stopped"
     );
     // Reservation released; the real downtime (stop until on_failure's start) charged once.
@@ -286,7 +268,7 @@ fn dry_run_acts_on_nothing() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    wait_for("the dry-run plan", 20, || {
+    common::wait_blocking("the dry-run plan", 20, || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains("dry run: intent")
@@ -359,7 +341,7 @@ steps = [
 
     let mut a = daemon(d);
     let first = submit("trigger_one");
-    wait_for("A to run step 1 of intent 1", 20, || {
+    common::wait_blocking("A to run step 1 of intent 1", 20, || {
         d.join(format!("in-step-{first}")).exists()
     });
     // SAFETY: signalling our own child.
@@ -368,7 +350,7 @@ steps = [
     // finished step it has not seen yet.
 
     let mut b = daemon(d);
-    wait_for("B to recover intent 1", 30, || {
+    common::wait_blocking("B to recover intent 1", 30, || {
         store.intent(first).unwrap().unwrap().status.is_finished()
     });
     let i1 = store.intent(first).unwrap().unwrap();
@@ -380,7 +362,7 @@ steps = [
     std::fs::write(d.join("hold-2"), "").unwrap();
     let second = submit("trigger_two");
     assert_eq!(second, 2);
-    wait_for("B to run step 1 of intent 2", 20, || {
+    common::wait_blocking("B to run step 1 of intent 2", 20, || {
         d.join(format!("in-step-{second}")).exists()
     });
     let locks = store.locks().unwrap();
@@ -393,7 +375,7 @@ steps = [
     unsafe { libc::kill(a.id() as i32, libc::SIGCONT) };
     // A audits lease_lost when it gives the run up, after the point where it would have run
     // step 2 and settled.
-    wait_for("A to resume and give up (or act)", 20, || {
+    common::wait_blocking("A to resume and give up (or act)", 20, || {
         !events("lease_lost").is_empty() || steps().contains("1-2")
     });
     assert_eq!(steps(), "1-1\n2-1\n", "A ran no step 2 of intent 1");
@@ -411,7 +393,7 @@ steps = [
 
     // Intent 2 is untouched by A and finishes under B.
     std::fs::remove_file(d.join("hold-2")).unwrap();
-    wait_for("intent 2 to finish", 20, || {
+    common::wait_blocking("intent 2 to finish", 20, || {
         store.intent(second).unwrap().unwrap().status.is_finished()
     });
     assert_eq!(

@@ -3,6 +3,7 @@
 //! lock held wait for it (audited once) instead of being denied, and expire past their
 //! `intent_ttl`. (Two real daemons and SIGSTOP: orchestrator_cli.rs.)
 
+mod common;
 mod orchestrator_support;
 
 use orchestrator_support::*;
@@ -11,15 +12,6 @@ use std::time::{Duration, Instant};
 use vigil::clock::Clock;
 use vigil::intent::IntentStatus;
 use vigil::store::prelude::*;
-
-/// Polls `cond` (real processes, real files) until it holds; panics after `secs`.
-async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 fn count(events: &[String], name: &str) -> usize {
     events.iter().filter(|e| e.as_str() == name).count()
@@ -47,7 +39,7 @@ steps = [
         tokio::spawn(async move { holder.step().await })
     };
     let in_step = env.path("in-step");
-    wait_for("step 1 to run", 10, || in_step.exists()).await;
+    common::wait_within("step 1 to run", 10, || in_step.exists()).await;
 
     // No heartbeat renews the lease here: the injected clock moves past it mid-step.
     env.clock.advance(Duration::from_secs(31));
@@ -105,7 +97,7 @@ steps = [{{ run = ["sh", "-c", "echo $$ > {{dir}}/step.pid; exec sleep 60"], tim
         tokio::spawn(async move { holder.step().await })
     };
     let pid_file = env.path("step.pid");
-    wait_for("the step to start", 10, || {
+    common::wait_within("the step to start", 10, || {
         std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
     })
     .await;
@@ -120,7 +112,7 @@ steps = [{{ run = ["sh", "-c", "echo $$ > {{dir}}/step.pid; exec sleep 60"], tim
     assert!(task.await.unwrap().unwrap());
     assert!(started.elapsed() < Duration::from_secs(30));
     // SIGKILL went to its group as the step was dropped; the kernel takes a moment.
-    wait_for("the step's process to be killed", 5, || {
+    common::wait_within("the step's process to be killed", 5, || {
         std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
             s.rsplit(')').next().unwrap().trim_start().starts_with('Z')
         })
