@@ -3,7 +3,9 @@
 //! run: the bare inotify notification for an append to another file.
 //!
 //! Run: `cargo bench --bench pipeline`. Prints
-//! `pipeline line_to_intent_ms p50=... p99=... | baseline inotify_ms p50=... p99=... | ratio_p50=...`.
+//! `pipeline line_to_intent_ms p50=... p99=... | baseline inotify_ms p50=... p99=... | ratio_p50=...`,
+//! where `ratio_p50` is subject / baseline, as in every bench: pipeline p50 / inotify p50, so
+//! above 1 means slower than the baseline.
 
 use notify::{RecursiveMode, Watcher};
 use std::io::Write;

@@ -1,20 +1,25 @@
 //! Rule engine throughput and flood memory. `cargo bench --bench rules`.
 //!
 //! Prints:
-//!   rules flood_10m events=... peak_rss_mb=... rss_mb=...
+//!   rules flood_10m events=... peak_rss_mb=... baseline_peak_rss_mb=... ratio=...
 //!   rules events_per_sec median=... baseline=... ratio=...
-//! `baseline` is the same loop doing only a HashMap lookup of the event type; `ratio` is
-//! baseline / median: how many type lookups one event through the engine costs.
+//! Every ratio is subject / baseline in cost, so above 1 means the engine costs more than its
+//! baseline. Throughput: the baseline is the same loop doing only a HashMap lookup of the event
+//! type, and `ratio` = baseline events/s / engine events/s (time per event, engine over
+//! baseline). Flood: the baseline is the same 10 M events built the same way into bounded maps
+//! that keep what the engine keeps at most (`DEDUP_CAP` dedup keys, `GROUP_CAP` groups for each
+//! of the ten grouped rules), in a child process of its own so its peak RSS is its own; `ratio`
+//! = engine peak RSS / baseline peak RSS.
 //! The flood runs first so the throughput run's pre-built events do not inflate peak RSS.
 
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
 use vigil::config::Config;
 use vigil::event::Event;
-use vigil::rules::{Output, RuleConfig, RuleEngine};
+use vigil::rules::{Output, RuleConfig, RuleEngine, DEDUP_CAP, GROUP_CAP};
 
 const T0: i64 = 1_764_000_000_000;
 const SEED_TYPES: &[&str] = &[
@@ -108,18 +113,90 @@ fn status_mb(field: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+const N: u64 = 10_000_000;
+
+/// Event `i` of the flood: 100 events per ms, so 6 million fall inside one dedup window and the
+/// dedup table sits at its cap; every other_* event brings a new host, so grouped rules sit at
+/// their group cap.
+fn flood_event(i: u64) -> Event {
+    let mut ev = event(i, T0 + (i / 100) as i64);
+    if ev.kind.starts_with("other_") {
+        ev.data.insert("host".into(), Value::from(format!("h{i}")));
+    }
+    ev
+}
+
+/// A map that keeps at most `cap` keys, dropping the oldest first: the least any bounded
+/// table holding that many keys costs.
+struct Bounded<K> {
+    seen: HashMap<K, u64>,
+    order: VecDeque<K>,
+    cap: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Bounded<K> {
+    fn new(cap: usize) -> Self {
+        Bounded {
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    fn add(&mut self, key: K) {
+        if let Some(n) = self.seen.get_mut(&key) {
+            *n += 1;
+            return;
+        }
+        self.seen.insert(key.clone(), 1);
+        self.order.push_back(key);
+        if self.order.len() > self.cap {
+            let old = self.order.pop_front().expect("non-empty");
+            self.seen.remove(&old);
+        }
+    }
+}
+
+/// The flood's baseline, run in a child process (`rules flood-baseline`): the same events
+/// into bounded maps of the engine's caps. Prints its peak RSS in MB.
+fn flood_baseline() {
+    let mut dedup = Bounded::new(DEDUP_CAP);
+    let mut groups: Vec<Bounded<String>> = (0..10).map(|_| Bounded::new(GROUP_CAP)).collect();
+    for i in 0..N {
+        let ev = flood_event(i);
+        dedup.add(ev.dedup_key());
+        if let Some(n) = ev.kind.strip_prefix("other_") {
+            if let Some(g) = n.parse::<usize>().ok().and_then(|n| groups.get_mut(n)) {
+                g.add(ev.field("host").unwrap_or_default());
+            }
+        }
+        black_box(&ev);
+    }
+    black_box((
+        &dedup.seen,
+        &groups.iter().map(|g| g.seen.len()).sum::<usize>(),
+    ));
+    println!("{:.1}", status_mb("VmHWM:"));
+}
+
+fn flood_baseline_peak_mb() -> f64 {
+    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .arg("flood-baseline")
+        .output()
+        .expect("run the flood baseline");
+    assert!(out.status.success(), "flood baseline failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the baseline prints its peak RSS")
+}
+
 fn flood(rules: &BTreeMap<String, RuleConfig>) {
-    const N: u64 = 10_000_000;
     let mut engine = RuleEngine::new(rules, T0);
     let mut out = Output::default();
     let mut proposals = 0usize;
     for i in 0..N {
-        // 100 events per ms: 6 million inside one dedup window, so the table sits at its cap;
-        // every other_* event brings a new host, so grouped rules sit at their group cap.
-        let mut ev = event(i, T0 + (i / 100) as i64);
-        if ev.kind.starts_with("other_") {
-            ev.data.insert("host".into(), Value::from(format!("h{i}")));
-        }
+        let ev = flood_event(i);
         engine.process(&ev, &mut out);
         if i % 1000 == 0 {
             engine.tick(ev.ts, &mut out);
@@ -129,9 +206,11 @@ fn flood(rules: &BTreeMap<String, RuleConfig>) {
         }
     }
     let stats = engine.stats();
+    let peak = status_mb("VmHWM:");
+    let base = flood_baseline_peak_mb();
     println!(
-        "rules flood_10m events={N} peak_rss_mb={:.1} rss_mb={:.1} dedup_entries={} max_groups_per_rule={} groups_evicted={} proposals={proposals}",
-        status_mb("VmHWM:"),
+        "rules flood_10m events={N} peak_rss_mb={peak:.1} baseline_peak_rss_mb={base:.1} ratio={:.2} rss_mb={:.1} dedup_entries={} max_groups_per_rule={} groups_evicted={} proposals={proposals}",
+        peak / base,
         status_mb("VmRSS:"),
         engine.dedup_len(),
         (0..10)
@@ -189,6 +268,9 @@ fn throughput(rules: &BTreeMap<String, RuleConfig>) {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "flood-baseline") {
+        return flood_baseline();
+    }
     let rules = rules();
     flood(&rules);
     throughput(&rules);

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
 
+/// The store's file in the data directory (`SqliteStore::open_dir` opens this name).
+const STORE_FILE: &str = "vigil.db";
+
 pub struct App {
     pub config: Config,
     pub data_dir: PathBuf,
@@ -20,6 +23,8 @@ pub struct App {
     pub stored: broadcast::Sender<i64>,
     /// The address the API listens on, once it does (port 0 in the config picks a free one).
     pub api_addr: OnceLock<std::net::SocketAddr>,
+    /// The API's bearer token, once the daemon has resolved it (`api::token::resolve`).
+    pub api_token: OnceLock<crate::api::token::ApiToken>,
     store: OnceLock<Arc<SqliteStore>>,
     audit: OnceLock<Arc<Audit>>,
     harness: OnceLock<Arc<Harness>>,
@@ -35,17 +40,26 @@ impl App {
             metrics,
             stored: broadcast::channel(1024).0,
             api_addr: OnceLock::new(),
+            api_token: OnceLock::new(),
             store: OnceLock::new(),
             audit: OnceLock::new(),
             harness: OnceLock::new(),
         }
     }
 
-    /// The store, opened (and migrated) on first use.
+    /// The store, opened (and migrated) on first use. The data directory is made 0700 and the
+    /// store file 0600 before SQLite opens it (its `-wal` and `-shm` files copy that mode):
+    /// the store holds every intent's data and the audit trail every step's argv and output.
     pub fn store(&self) -> Result<Arc<SqliteStore>, StoreError> {
         if let Some(s) = self.store.get() {
             return Ok(s.clone());
         }
+        let dir_err = |source| StoreError::DataDir {
+            path: self.data_dir.display().to_string(),
+            source,
+        };
+        crate::private_fs::create_dir(&self.data_dir).map_err(dir_err)?;
+        crate::private_fs::ensure_file(&self.data_dir.join(STORE_FILE)).map_err(dir_err)?;
         let s = Arc::new(SqliteStore::open_dir(&self.data_dir)?);
         Ok(self.store.get_or_init(|| s).clone())
     }

@@ -97,7 +97,7 @@ impl Audit {
     }
 
     fn append_file(&self, entry: &AuditEntry) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+        crate::private_fs::create_dir(&self.dir)?;
         let day = jiff::Timestamp::from_millisecond(entry.ts)
             .unwrap_or_default()
             .to_zoned(self.tz.clone())
@@ -106,11 +106,7 @@ impl Audit {
         let mut line = serde_json::to_vec(entry).expect("JSON");
         line.push(b'\n');
         // One write of a whole line with O_APPEND: concurrent writers never interleave lines.
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("{day}.jsonl")))?
-            .write_all(&line)
+        crate::private_fs::append(&self.dir.join(format!("{day}.jsonl")))?.write_all(&line)
     }
 }
 

@@ -1,6 +1,8 @@
 //! `vigil run`: starts the sources, the rule engine, the inbox and the API, and stops them
 //! cleanly: sources first, then the pipeline drains what they sent, then the summary.
 
+pub mod record;
+
 use crate::app::App;
 use crate::clock::rfc3339_ms;
 use crate::config::human;
@@ -19,7 +21,10 @@ use tokio::sync::{mpsc, watch};
 const EVENT_QUEUE: usize = 4096;
 /// How often absence rules are checked.
 const TICK: Duration = Duration::from_secs(1);
-const STATS_EVERY: Duration = Duration::from_secs(600);
+/// Housekeeping (pruning, the store check) runs this often on the app's clock ...
+const HOUSEKEEPING_EVERY_MS: i64 = 60_000;
+/// ... and logs the stats line this often.
+const STATS_EVERY_MS: i64 = 600_000;
 const SPOOL_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, Default)]
@@ -54,32 +59,56 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// What stops the daemon from starting; once it runs, nothing is fatal.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot listen on {addr} ({source}); change [api] listen, or set enabled = false")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Token(#[from] crate::api::token::TokenError),
+    #[error(transparent)]
+    Record(#[from] record::RecordError),
+}
+
 /// Runs until `shutdown` turns true. Errors only for what makes running pointless (the store
-/// cannot be opened, the API address is taken); a broken source is retried, never fatal.
+/// cannot be opened, the API address is taken, the API token cannot be read or made); a
+/// broken source is retried, never fatal.
 pub async fn run(
     app: Arc<App>,
     opts: Options,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<Summary> {
+) -> Result<Summary, DaemonError> {
     let started = Instant::now();
+    let started_ms = app.clock.now_ms();
     let store = app.store()?;
+    let mut daemon_record = record::DaemonRecord::starting(&app.config.origin, app.clock.now_ms());
     let counters = Arc::new(Counters::default());
     let health = Arc::new(Health::new(app.metrics.clone()));
     let mut tasks = tokio::task::JoinSet::new();
 
     let (tx, rx) = mpsc::channel::<Event>(EVENT_QUEUE);
     let api = if app.config.api.enabled {
-        let listener = tokio::net::TcpListener::bind(app.config.api.listen)
+        let token = crate::api::token::resolve(&app.config.api, &app.data_dir)?;
+        let token_origin = token.origin.clone();
+        let _ = app.api_token.set(token);
+        let listen = app.config.api.listen;
+        let listen_err = |source| DaemonError::Listen {
+            addr: listen,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on {} ({e}); change [api] listen, or set enabled = false",
-                    app.config.api.listen
-                )
-            })?;
-        let addr = listener.local_addr()?;
+            .map_err(listen_err)?;
+        let addr = listener.local_addr().map_err(listen_err)?;
         let _ = app.api_addr.set(addr);
+        daemon_record.api = Some(addr.to_string());
         tracing::info!("API on http://{addr}");
+        announce_token(&token_origin, addr);
         Some(tokio::spawn(crate::api::serve(
             listener,
             crate::api::router(app.clone(), health.clone(), tx.clone()),
@@ -129,7 +158,7 @@ pub async fn run(
     tasks.spawn(housekeeping(
         app.clone(),
         counters.clone(),
-        started,
+        started_ms,
         opts.clone(),
         shutdown.clone(),
     ));
@@ -148,6 +177,7 @@ pub async fn run(
         },
         shutdown.clone(),
     ));
+    record::write(&app.data_dir, &daemon_record)?;
     tracing::info!(config = %app.config.origin, data_dir = %app.data_dir.display(), sources = app.config.sources.len(), rules = app.config.rules.len(), "vigil running");
 
     let mut stop = shutdown.clone();
@@ -162,11 +192,30 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
     let states = health.snapshot();
     let _ = tokio::task::spawn_blocking(move || store.put_source_states(&states)).await;
+    daemon_record.stopped_at = Some(rfc3339_ms(app.clock.now_ms()));
+    if let Err(e) = record::write(&app.data_dir, &daemon_record) {
+        tracing::warn!("{e}");
+    }
     Ok(Summary {
         uptime: started.elapsed(),
         events: counters.events.load(Ordering::Relaxed),
         intents: app.metrics.intents_total.total() as u64,
     })
+}
+
+/// Says once, when it was just generated, where the API token is and how to use it.
+fn announce_token(origin: &crate::api::token::TokenOrigin, addr: std::net::SocketAddr) {
+    use crate::api::token::TokenOrigin;
+    match origin {
+        TokenOrigin::Generated(path) => tracing::warn!(
+            "generated an API token in {p} (mode 0600; kept for later starts). Calls that change state need it: curl -H \"Authorization: Bearer $(cat {p})\" -d '{{\"intent_type\": \"alert_test\", \"priority\": 5, \"reason\": \"test\"}}' http://{addr}/api/intents",
+            p = path.display(),
+        ),
+        TokenOrigin::Kept(path) | TokenOrigin::File(path) => {
+            tracing::info!("API token from {}", path.display())
+        }
+        TokenOrigin::Config => tracing::info!("API token from [api] token"),
+    }
 }
 
 /// Events through the rule engine; proposals into the store.
@@ -291,6 +340,31 @@ pub fn prune_spool(dir: &std::path::Path, now_ms: i64) -> usize {
     n
 }
 
+/// Deletes the audit trail's day files (`YYYYMMDD.jsonl`) older than `keep` before `today`,
+/// as the store prunes its audit entries past `[orchestrator] retention`: vigil keeps its own
+/// files bounded, so no logrotate is needed. Other names are left alone.
+pub fn prune_audit_files(dir: &std::path::Path, today: jiff::civil::Date, keep: Duration) -> usize {
+    let days = keep.as_secs().div_ceil(86_400) as i64;
+    let Ok(cutoff) = today.checked_sub(jiff::Span::new().days(days)) else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let day = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|d| jiff::civil::Date::strptime("%Y%m%d", d).ok());
+        if day.is_some_and(|d| d < cutoff) && std::fs::remove_file(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Mirrors source health into the store whenever it changes, for `vigil status`.
 async fn persist_health(
     store: Arc<crate::store::SqliteStore>,
@@ -311,21 +385,17 @@ async fn persist_health(
     }
 }
 
-/// Pruning and the periodic stats line.
+/// Pruning, the store check and the periodic stats line, once a minute on the app's clock
+/// (a test moves a `ManualClock` to drive it; the system clock sleeps between rounds).
 async fn housekeeping(
     app: Arc<App>,
     counters: Arc<Counters>,
-    started: Instant,
+    started_ms: i64,
     opts: Options,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut every = tokio::time::interval(Duration::from_secs(60));
-    let mut last_stats = Instant::now();
+    let mut last_stats_ms = started_ms;
     loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
         let a = app.clone();
         let spool = opts.spool_events;
         let _ = tokio::task::spawn_blocking(move || {
@@ -342,20 +412,31 @@ async fn housekeeping(
             if spool {
                 prune_spool(&a.events_dir(), now);
             }
+            let keep = a.config.orchestrator.settings.retention.0;
+            let today = a.clock.now().to_zoned(a.config.timezone.0.clone()).date();
+            let n = prune_audit_files(&a.audit_dir(), today, keep);
+            if n > 0 {
+                tracing::info!("deleted {n} audit files older than {}", human(keep));
+            }
             // Logs once when the store goes bad (or recovers), even if nobody asks /healthz.
             if let Ok(store) = a.store() {
                 let _ = store.health();
             }
         })
         .await;
-        if last_stats.elapsed() >= STATS_EVERY {
-            last_stats = Instant::now();
+        let now = app.clock.now_ms();
+        if now - last_stats_ms >= STATS_EVERY_MS {
+            last_stats_ms = now;
             tracing::info!(
                 "stats: uptime={}, events={}, intents={}",
-                human(started.elapsed()),
+                human(Duration::from_millis((now - started_ms).max(0) as u64)),
                 counters.events.load(Ordering::Relaxed),
                 app.metrics.intents_total.total()
             );
+        }
+        tokio::select! {
+            _ = app.clock.sleep_until(now + HOUSEKEEPING_EVERY_MS) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
         }
     }
 }

@@ -395,6 +395,7 @@ pub struct Metrics {
     pub source_up: Family,
     pub source_degraded: Family,
     pub lines_truncated_total: Family,
+    pub scrape_samples_invalid_total: Family,
     pub inbox_rejected_total: Family,
     pub symptoms_total: Family,
     pub escalation_flag: Family,
@@ -460,6 +461,11 @@ impl Metrics {
             lines_truncated_total: r.counter(
                 "vigil_lines_truncated_total",
                 "Log lines cut at the source's max_line.",
+                &["source"],
+            ),
+            scrape_samples_invalid_total: r.counter(
+                "vigil_scrape_samples_invalid_total",
+                "Lines of a scraped metrics page that could not be parsed, by source.",
                 &["source"],
             ),
             inbox_rejected_total: r.counter(

@@ -1,5 +1,5 @@
 //! The API under clients that misbehave: idle crowds, slow headers, big bodies, and the token
-//! rules of RFC 9110 and of a daemon with no token.
+//! rules of RFC 9110 and of a daemon given no token (it makes one).
 
 mod common;
 
@@ -114,26 +114,42 @@ async fn a_body_over_the_limit_is_413_and_the_bearer_scheme_is_case_insensitive(
     d.stop().await;
 }
 
+/// A daemon given no token generates one into DATA_DIR/api.token (0600) on its first start:
+/// state-changing calls without it are refused, with it accepted; reads stay open on loopback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_token_state_changing_calls_are_refused() {
+async fn without_a_configured_token_one_is_generated_and_required() {
+    use std::os::unix::fs::PermissionsExt;
     let d = TestDaemon::start_without_token("").await;
+    let file = d.path("data/api.token");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", file.display());
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert_eq!(token.len(), 64, "32 random bytes as hex");
     for (path, body) in [
         ("/api/intents", intent_body()),
         ("/api/events", serde_json::json!({"type": "x"})),
     ] {
-        let r = d.post_as(Some("anything"), path, Some(&body)).await;
-        assert_eq!(r.status(), 403, "{path}");
-        let msg: serde_json::Value = r.json().await.unwrap();
-        assert!(
-            msg["error"]
-                .as_str()
-                .unwrap()
-                .contains("no token is configured"),
-            "{msg}"
-        );
+        for given in [None, Some("anything")] {
+            let r = d.post_as(given, path, Some(&body)).await;
+            assert_eq!(r.status(), 401, "{path} with {given:?}");
+        }
     }
     assert!(d.intents().is_empty());
+    let r = d
+        .post_as(Some(&token), "/api/intents", Some(&intent_body()))
+        .await;
+    assert_eq!(r.status(), 201);
+    let r = d
+        .post_as(
+            Some(&token),
+            "/api/events",
+            Some(&serde_json::json!({"type": "x"})),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(d.intents().len(), 1);
     // Reads stay open on loopback.
     assert_eq!(d.get_json("/healthz").await["status"], "ok");
+    assert!(d.get_json("/api/intents").await.is_array());
     d.stop().await;
 }

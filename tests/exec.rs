@@ -1,21 +1,12 @@
 //! exec::Cmd against real processes.
 
+mod common;
+
 use std::time::Duration;
 use vigil::exec::{Cmd, ExecError, OUTPUT_TAIL};
 
 fn sh(script: &str, timeout: Duration) -> Cmd {
     Cmd::new(["sh", "-c", script], timeout)
-}
-
-fn alive(pid: i32) -> bool {
-    // Signal 0 checks existence; a zombie still counts, so reap-free checks use /proc state.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 #[tokio::test]
@@ -99,11 +90,11 @@ async fn timeout_kills_the_whole_group() {
     assert_eq!(pids.len(), 2, "{text}");
     // The grandchild is reparented to init, which reaps it; wait for that with a deadline.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while pids.iter().any(|p| alive(*p)) && std::time::Instant::now() < deadline {
+    while pids.iter().any(|p| common::alive(*p)) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for p in pids {
-        assert!(!alive(p), "pid {p} survived the timeout");
+        assert!(!common::alive(p), "pid {p} survived the timeout");
     }
 }
 
@@ -149,7 +140,10 @@ async fn a_helper_in_its_own_session_holding_the_pipes_does_not_hold_the_command
         "ended with its direct child, not at the timeout"
     );
     let helper: i32 = out.stdout.trim().parse().unwrap();
-    assert!(alive(helper), "the helper is the command's business");
+    assert!(
+        common::alive(helper),
+        "the helper is the command's business"
+    );
     unsafe { libc::kill(helper, libc::SIGKILL) };
 }
 

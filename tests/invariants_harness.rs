@@ -3,6 +3,8 @@
 //! survives a restart, bad invariants as config errors with file:line:col, the command
 //! collector, `prev`, bounded observed state and one cycle at a time.
 
+mod common;
+
 use serde_json::Value;
 
 use std::sync::{Arc, Mutex};
@@ -569,17 +571,6 @@ async fn transitions_are_in_the_jsonl_audit_trail_and_the_store() {
     assert_eq!(stored, events);
 }
 
-/// Whether `pid` runs (a zombie does not count).
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_command_collector_runs_like_every_command_bounded_and_in_its_own_group() {
     // Far more stdout than a 1 MiB snapshot could load is cut, and said so.
@@ -635,11 +626,11 @@ query = "SELECT * FROM hang"
         .unwrap();
     // The kill is sent as the collection is dropped; the kernel may take a moment to finish it.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while alive(pid) && Instant::now() < deadline {
+    while common::alive(pid) && Instant::now() < deadline {
         std::thread::yield_now();
     }
     assert!(
-        !alive(pid),
+        !common::alive(pid),
         "the command's child {pid} outlived its collector"
     );
 }

@@ -83,13 +83,13 @@ async fn symptoms_flags_status_and_audit_over_http() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_playbook_does_not_hold_up_the_queue_and_its_lock_denies_a_second_run() {
+async fn a_long_playbook_does_not_hold_up_the_queue_and_its_lock_defers_a_second_run() {
     let d = TestDaemon::start(
         r#"
 [playbooks.slow]
 on = "trigger_slow"
 lock = "gpu0"
-steps = [{ run = ["sh", "-c", "touch {dir}/started; while [ ! -f {dir}/go ]; do sleep 0.05; done"], timeout = "1m" }]
+steps = [{ run = ["sh", "-c", "echo {data.n} >> {dir}/ran; touch {dir}/started; while [ ! -f {dir}/go ]; do sleep 0.05; done"], timeout = "1m" }]
 "#,
     )
     .await;
@@ -116,25 +116,33 @@ steps = [{ run = ["sh", "-c", "touch {dir}/started; while [ ! -f {dir}/go ]; do 
     let second = submit("trigger_slow", 2);
     d.wait_until("the alert ended", || status(alert).status.is_finished())
         .await;
-    d.wait_until("the second run ended", || {
-        status(second).status.is_finished()
+    d.wait_until("the second run was deferred", || {
+        status(second)
+            .note
+            .is_some_and(|n| n.starts_with("deferred: waiting for lock \"gpu0\""))
     })
     .await;
     assert_eq!(status(alert).status, vigil::intent::IntentStatus::Unmatched);
-    let denied = status(second);
-    assert_eq!(denied.status, vigil::intent::IntentStatus::Denied);
-    let note = denied.note.unwrap();
-    assert!(
-        note.starts_with("lock gate: Lock \"gpu0\" held by "),
-        "{note}"
-    );
+    // Lock contention waits rather than denies: the second stays pending, not lost.
+    let waiting = status(second);
+    assert_eq!(waiting.status, vigil::intent::IntentStatus::Pending);
+    let note = waiting.note.unwrap();
+    assert!(note.contains("Lock \"gpu0\" held by "), "{note}");
     assert_eq!(status(slow).status, vigil::intent::IntentStatus::Running);
     std::fs::write(d.path("go"), "").unwrap();
-    d.wait_until("the slow run finished", || {
-        status(slow).status.is_finished()
+    d.wait_until("both runs finished", || {
+        status(slow).status.is_finished() && status(second).status.is_finished()
     })
     .await;
     assert_eq!(status(slow).status, vigil::intent::IntentStatus::Done);
+    assert_eq!(status(second).status, vigil::intent::IntentStatus::Done);
+    assert_eq!(std::fs::read_to_string(d.path("ran")).unwrap(), "1\n2\n");
+    let deferred = vigil::audit::tail(&d.app, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "intent_deferred")
+        .count();
+    assert_eq!(deferred, 1, "audited once, not once per retry");
     d.stop().await;
 }
 

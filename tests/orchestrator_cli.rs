@@ -1,6 +1,7 @@
 //! The `vigil` binary: symptoms, escalation and audit commands on the store, `status --json`,
 //! and `kill -9` of the daemon in the middle of a playbook, then a restart that ends the
-//! intent in a defined state with its budget and lock settled.
+//! intent in a defined state with its budget and lock settled; two daemons on one store,
+//! one stopped with SIGSTOP mid-step, and the fence that keeps it from acting once resumed.
 
 mod common;
 mod orchestrator_support;
@@ -9,7 +10,6 @@ use common::out;
 use orchestrator_support::{fake_systemctl, script};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 use vigil::intent::IntentStatus;
 use vigil::store::prelude::*;
 use vigil::store::{IntentQuery, SqliteStore};
@@ -19,14 +19,6 @@ fn vigil(dir: &Path) -> Command {
     let mut c = common::vigil(&dir.join("data"));
     c.arg("--config").arg(dir.join("vigil.toml"));
     c
-}
-
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn write_config(dir: &Path, playbooks: &str) {
@@ -146,18 +138,6 @@ steps = [
 on_failure = [{ systemd = "start", unit = "judge.service", restore = true }]
 "#;
 
-/// Running, not a zombie waiting for its new parent to reap it.
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()
-                .map(|r| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 fn daemon(dir: &Path) -> Child {
     vigil(dir)
         .args(["run", "--log-level", "warn"])
@@ -189,7 +169,7 @@ fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
     write_config(d, CANARY);
     let mut first = daemon(d);
     submit_canary(d, "crash test");
-    wait_for("the hanging step to start", 20, || {
+    common::wait_blocking("the hanging step to start", 20, || {
         d.join("hang.pid").exists()
     });
     let store = SqliteStore::open_dir(&d.join("data")).unwrap();
@@ -218,10 +198,13 @@ fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
         .trim()
         .parse()
         .unwrap();
-    assert!(alive(orphan), "kill -9 of vigil leaves its step running");
+    assert!(
+        common::alive(orphan),
+        "kill -9 of vigil leaves its step running"
+    );
 
     let mut second = daemon(d);
-    wait_for("the intent to end", 20, || {
+    common::wait_blocking("the intent to end", 20, || {
         store
             .intent(intent.id)
             .unwrap()
@@ -242,7 +225,7 @@ fn kill_9_mid_playbook_then_restart_settles_the_intent_budget_and_lock() {
     );
     assert!(note.contains("processes its step left running"), "{note}");
     assert!(
-        !alive(orphan),
+        !common::alive(orphan),
         "the step the dead vigil left running was stopped"
     );
     // Reservation released; the real downtime (stop until on_failure's start) charged once.
@@ -285,7 +268,7 @@ fn dry_run_acts_on_nothing() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    wait_for("the dry-run plan", 20, || {
+    common::wait_blocking("the dry-run plan", 20, || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains("dry run: intent")
@@ -305,4 +288,124 @@ fn dry_run_acts_on_nothing() {
     let intents = store.intents(&IntentQuery::default()).unwrap();
     assert_eq!(intents[0].status, IntentStatus::Pending);
     assert!(store.runs(None, i64::MIN, false).unwrap().is_empty());
+}
+
+/// Two daemons share one store with a 2 s lease. Daemon A is stopped (SIGSTOP) during step 1
+/// of intent 1, which holds lock gpu0; B recovers intent 1 (failed, gpu0 released) and starts
+/// intent 2 under gpu0. When A resumes it must not run step 2 of intent 1 (inside intent 2's
+/// lock), nor overwrite intent 1's status: it audits `lease_lost` and writes nothing more.
+#[test]
+fn a_daemon_stopped_mid_step_does_not_act_after_another_took_its_run_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = r#"
+[api]
+enabled = false
+
+[orchestrator]
+lease = "2s"
+workers = 1
+
+[playbooks.gpu]
+on = "trigger_*"
+lock = "gpu0"
+steps = [
+  { run = ["sh", "-c", "echo {intent}-1 >> {dir}/steps; touch {dir}/in-step-{intent}; sleep 1; while [ -f {dir}/hold-{intent} ]; do sleep 0.05; done"], timeout = "1m" },
+  { run = ["sh", "-c", "echo {intent}-2 >> {dir}/steps"] },
+]
+"#
+    .replace("{dir}", d.to_str().unwrap());
+    std::fs::write(d.join("vigil.toml"), text).unwrap();
+    let store = SqliteStore::open_dir(&d.join("data")).unwrap();
+    let submit = |kind: &str| {
+        let i = vigil::intent::NewIntent {
+            intent_type: kind.into(),
+            priority: 5,
+            reason: "fence test".into(),
+            data: Default::default(),
+            dedup_key: None,
+            origin: "test".into(),
+        };
+        let now = jiff::Timestamp::now().as_millisecond();
+        store.put_intent(&i, now, 0).unwrap().id()
+    };
+    let steps = || std::fs::read_to_string(d.join("steps")).unwrap_or_default();
+    let events = |name: &str| {
+        store
+            .audit_tail(1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event == name)
+            .collect::<Vec<_>>()
+    };
+
+    let mut a = daemon(d);
+    let first = submit("trigger_one");
+    common::wait_blocking("A to run step 1 of intent 1", 20, || {
+        d.join(format!("in-step-{first}")).exists()
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(a.id() as i32, libc::SIGSTOP) };
+    // Step 1's command ends on its own (its exit waits for A to reap it); then A holds a
+    // finished step it has not seen yet.
+
+    let mut b = daemon(d);
+    common::wait_blocking("B to recover intent 1", 30, || {
+        store.intent(first).unwrap().unwrap().status.is_finished()
+    });
+    let i1 = store.intent(first).unwrap().unwrap();
+    assert_eq!(i1.status, IntentStatus::Failed, "{:?}", i1.note);
+    let recovered_note = i1.note.clone().unwrap();
+    assert!(recovered_note.contains("not run again"), "{recovered_note}");
+
+    // B starts intent 2 under gpu0 and stays in its step 1.
+    std::fs::write(d.join("hold-2"), "").unwrap();
+    let second = submit("trigger_two");
+    assert_eq!(second, 2);
+    common::wait_blocking("B to run step 1 of intent 2", 20, || {
+        d.join(format!("in-step-{second}")).exists()
+    });
+    let locks = store.locks().unwrap();
+    assert_eq!(locks.len(), 1);
+    assert_eq!(locks[0].name, "gpu0");
+    assert!(locks[0].holder.ends_with("/2"), "{locks:?}");
+
+    // A resumes: it finds the run is no longer its own.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(a.id() as i32, libc::SIGCONT) };
+    // A audits lease_lost when it gives the run up, after the point where it would have run
+    // step 2 and settled.
+    common::wait_blocking("A to resume and give up (or act)", 20, || {
+        !events("lease_lost").is_empty() || steps().contains("1-2")
+    });
+    assert_eq!(steps(), "1-1\n2-1\n", "A ran no step 2 of intent 1");
+    let i1 = store.intent(first).unwrap().unwrap();
+    assert_eq!(
+        (i1.status, i1.note.as_deref()),
+        (IntentStatus::Failed, Some(recovered_note.as_str())),
+        "intent 1 keeps B's ending"
+    );
+    let lost = events("lease_lost");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0].intent, Some(first));
+    assert_eq!(store.runs(None, i64::MIN, false).unwrap().len(), 2);
+    assert!(events("run_end_ignored").is_empty(), "A wrote no ending");
+
+    // Intent 2 is untouched by A and finishes under B.
+    std::fs::remove_file(d.join("hold-2")).unwrap();
+    common::wait_blocking("intent 2 to finish", 20, || {
+        store.intent(second).unwrap().unwrap().status.is_finished()
+    });
+    assert_eq!(
+        store.intent(second).unwrap().unwrap().status,
+        IntentStatus::Done
+    );
+    assert_eq!(steps(), "1-1\n2-1\n2-2\n");
+    assert!(store.locks().unwrap().is_empty());
+
+    for child in [&mut a, &mut b] {
+        // SAFETY: signalling our own children.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert!(child.wait().unwrap().success());
+    }
 }

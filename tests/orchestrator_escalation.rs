@@ -161,23 +161,49 @@ async fn an_expired_flag_is_ignored() {
     assert_eq!(env.systemctl_log(), "", "ran in predictive mode");
 }
 
-#[test]
-fn old_symptoms_runs_and_audit_rows_are_pruned_but_recent_ones_stay() {
+/// Rows of the tables `prune` trims, counted in the store file itself.
+fn rows(env: &Env) -> [i64; 4] {
+    let c = rusqlite::Connection::open(env.app.store().unwrap().path()).unwrap();
+    ["symptoms", "runs", "budget_ledger", "audit"].map(|t| {
+        c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+            .unwrap()
+    })
+}
+
+#[tokio::test]
+async fn old_symptoms_runs_and_audit_rows_are_pruned_but_recent_ones_stay() {
     use vigil::store::prelude::*;
     let env = env();
     record(&env, 1);
+    let old = env.submit("alert_gpu_oom", 1);
+    env.orchestrator().drain().await.unwrap();
+    env.assert_status(old, IntentStatus::Done);
+    let [_, _, _, old_audit] = rows(&env);
+    assert!(old_audit >= 3, "symptom, start and end of the run audited");
+    // 31 days on (retention 30 d, the longest keep here): the same again.
     env.advance_h(31.0 * 24.0);
     record(&env, 2);
+    let recent = env.submit("alert_gpu_oom", 2);
+    env.orchestrator().drain().await.unwrap();
+    env.assert_status(recent, IntentStatus::Done);
+    let before = rows(&env);
+    assert_eq!(before[..2], [2, 2], "two symptoms, two runs");
+
     let pruned = vigil::orchestrator::prune(&env.app).unwrap();
-    assert!(pruned >= 2, "the old symptom and its audit row: {pruned}");
-    let left = env
-        .app
-        .store()
-        .unwrap()
-        .symptoms(None, i64::MIN, 100)
-        .unwrap();
-    assert_eq!(left.len(), 1);
+    let after = rows(&env);
+    assert_eq!(after[..2], [1, 1], "the old symptom and the old run went");
+    assert_eq!(
+        after[3],
+        before[3] - old_audit,
+        "exactly the old audit rows went"
+    );
+    let gone: i64 = before.iter().zip(&after).map(|(b, a)| b - a).sum();
+    assert_eq!(pruned as i64, gone, "prune counts what it deleted");
+    let store = env.app.store().unwrap();
+    let left = store.symptoms(None, i64::MIN, 100).unwrap();
     assert_eq!(left[0].meta["n"], 2);
+    let runs = store.runs(None, i64::MIN, false).unwrap();
+    assert_eq!(runs[0].intent_id, recent, "the recent run stays");
 }
 
 #[tokio::test]

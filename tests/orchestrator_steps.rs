@@ -211,7 +211,7 @@ async fn every_intent_ends_in_one_state_highest_priority_first() {
     let unmatched = vigil::intent::queue::submit(&env.app, &hi).unwrap().id();
     env.advance_h(0.5);
     let claimed = store
-        .claim_intent("x", 30_000, env.clock.now_ms())
+        .claim_intent("x", 30_000, 3_600_000, env.clock.now_ms())
         .unwrap()
         .unwrap();
     assert_eq!(claimed.id, high, "priority first");
@@ -244,7 +244,7 @@ async fn an_intent_claimed_by_a_dead_holder_before_it_ran_is_resumed() {
     let store = env.app.store().unwrap();
     // Another vigil claimed it and vanished before deciding anything.
     let claimed = store
-        .claim_intent("otherhost:1:0", 30_000, env.clock.now_ms())
+        .claim_intent("otherhost:1:0", 30_000, 3_600_000, env.clock.now_ms())
         .unwrap()
         .unwrap();
     assert_eq!(claimed.id, id);

@@ -252,3 +252,122 @@ async fn missing_journal_file_reports_journalctl_stderr() {
     assert!(err.contains("No such file or directory"), "{err}");
     assert!(err.contains("check that the journal"), "{err}");
 }
+
+/// One export-format entry with exactly these text fields.
+fn raw_entry(usec: u64, fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut out =
+        format!("__REALTIME_TIMESTAMP={usec}\n__MONOTONIC_TIMESTAMP={usec}\n_BOOT_ID={BOOT}\n");
+    for (k, v) in fields {
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    out.push('\n');
+    out.into_bytes()
+}
+
+/// What systemd writes when a unit's main process is killed: from PID 1, in init.scope,
+/// with `UNIT=` naming the unit it is about.
+fn pid1_about(usec: u64, unit: &str) -> Vec<u8> {
+    raw_entry(
+        usec,
+        &[
+            ("_PID", "1"),
+            ("_UID", "0"),
+            ("_SYSTEMD_UNIT", "init.scope"),
+            ("UNIT", unit),
+            ("PRIORITY", "5"),
+            (
+                "MESSAGE",
+                &format!("{unit}: Main process exited, code=killed, status=9/KILL"),
+            ),
+        ],
+    )
+}
+
+fn crash_match() -> Matches {
+    Matches(vec![LineMatch {
+        regex: Pattern(regex::Regex::new(r"Main process exited, code=killed").unwrap()),
+        event: "unit_crashed".into(),
+    }])
+}
+
+#[tokio::test]
+async fn systemd_messages_about_a_unit_carry_that_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    write_journal(
+        &dir.path().join("a.journal"),
+        &[
+            pid1_about(1_700_000_000_000_000, "nginx.service"),
+            pid1_about(1_700_000_001_000_000, "other.service"),
+            // A process cannot make its line about another unit by setting UNIT= itself.
+            raw_entry(
+                1_700_000_002_000_000,
+                &[
+                    ("_PID", "4242"),
+                    ("_UID", "1000"),
+                    ("_SYSTEMD_UNIT", "app.service"),
+                    ("UNIT", "nginx.service"),
+                    (
+                        "MESSAGE",
+                        "app.service: Main process exited, code=killed (a lie)",
+                    ),
+                ],
+            ),
+            raw_entry(
+                1_700_000_003_000_000,
+                &[
+                    ("_PID", "77"),
+                    ("_UID", "33"),
+                    ("_SYSTEMD_UNIT", "nginx.service"),
+                    ("MESSAGE", "worker Main process exited, code=killed"),
+                ],
+            ),
+        ],
+    );
+    // Following nginx.service: PID 1's entry about it and its own, labelled nginx.service.
+    let mut run = start(JournaldConfig {
+        directory: Some(dir.path().to_path_buf()),
+        units: vec!["nginx.service".into()],
+        matches: crash_match(),
+        ..config()
+    });
+    let ev = run.next().await;
+    assert_eq!(ev.kind, "unit_crashed");
+    assert_eq!(
+        ev.data["line"],
+        "nginx.service: Main process exited, code=killed, status=9/KILL"
+    );
+    assert_eq!(ev.data["unit"], "nginx.service");
+    let ev = run.next().await;
+    assert_eq!(ev.data["line"], "worker Main process exited, code=killed");
+    assert_eq!(ev.data["unit"], "nginx.service");
+    wait_up(&run).await;
+    run.no_event();
+    run.stop().await;
+
+    // The whole journal: each crash is about its own unit, so group_by = ["unit"] tells them
+    // apart; the forged UNIT= stays the app's own.
+    let mut run = start(JournaldConfig {
+        directory: Some(dir.path().to_path_buf()),
+        matches: crash_match(),
+        ..config()
+    });
+    let units: Vec<String> = [
+        run.next().await,
+        run.next().await,
+        run.next().await,
+        run.next().await,
+    ]
+    .iter()
+    .map(|e| e.data["unit"].as_str().unwrap().to_string())
+    .collect();
+    assert_eq!(
+        units,
+        [
+            "nginx.service",
+            "other.service",
+            "app.service",
+            "nginx.service"
+        ]
+    );
+    run.stop().await;
+}

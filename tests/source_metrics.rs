@@ -48,9 +48,12 @@ impl Target {
         *self.text.lock().unwrap() = text.to_string();
     }
 
-    /// Waits until the source has scraped `n` more times.
+    /// Waits until the source has processed `n` more scrapes, so a "no event" check after it
+    /// covers them. A scrape is known processed once the next one reaches the server: the
+    /// source scrapes, sends its events and only then waits for its next tick. So this waits
+    /// for `n + 1` more requests (the one in flight now, if any, is not counted as processed).
     async fn scraped(&self, n: usize) {
-        let goal = self.hits.load(Ordering::SeqCst) + n;
+        let goal = self.hits.load(Ordering::SeqCst) + n + 1;
         common::wait_until("scrapes", &mut || self.hits.load(Ordering::SeqCst) >= goal).await;
     }
 }
@@ -115,6 +118,7 @@ async fn threshold_fires_on_crossing_and_rearms() {
     target.set(&gpu_text(0.95, 0.9));
     let ev = run.next().await;
     assert_eq!(ev.data["value"], 0.95);
+    target.scraped(2).await;
     run.no_event();
 }
 
@@ -186,4 +190,171 @@ async fn connection_refused_is_a_source_error() {
     assert!(reason.contains("refused"), "{reason}");
     assert!(reason.contains("check the target is running"), "{reason}");
     assert_eq!(run.metrics.source_up.get(&["gpu"]), 0.0);
+}
+
+/// A target that answers with the headers it is given and records what it was asked with.
+#[derive(Clone)]
+struct RawTarget {
+    url: String,
+    accept: Arc<Mutex<Vec<String>>>,
+    accept_encoding: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawTarget {
+    /// Serves `body` with `content_type`; gzipped (by the real `gzip` program) when the
+    /// request accepts gzip, as servers do.
+    async fn start(content_type: &'static str, body: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let t = RawTarget {
+            url: format!("http://{}/metrics", listener.local_addr().unwrap()),
+            accept: Arc::default(),
+            accept_encoding: Arc::default(),
+        };
+        let plain = body.as_bytes().to_vec();
+        let gz = {
+            use std::io::Write;
+            let mut child = std::process::Command::new("gzip")
+                .arg("-c")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("gzip is installed");
+            child.stdin.take().unwrap().write_all(&plain).unwrap();
+            child.wait_with_output().unwrap().stdout
+        };
+        let s = t.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let s = s.clone();
+                let (plain, gz) = (plain.clone(), gz.clone());
+                async move {
+                    let get = |h| {
+                        headers
+                            .get(h)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let encoding = get(axum::http::header::ACCEPT_ENCODING);
+                    s.accept
+                        .lock()
+                        .unwrap()
+                        .push(get(axum::http::header::ACCEPT));
+                    s.accept_encoding.lock().unwrap().push(encoding.clone());
+                    let mut resp = axum::http::Response::builder()
+                        .header(axum::http::header::CONTENT_TYPE, content_type);
+                    let body = if encoding.contains("gzip") {
+                        resp = resp.header(axum::http::header::CONTENT_ENCODING, "gzip");
+                        gz
+                    } else {
+                        plain
+                    };
+                    resp.body(axum::body::Body::from(body)).unwrap()
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        t
+    }
+}
+
+const OPENMETRICS: &str = "# TYPE gpu_mem_used_ratio gauge\n\
+# UNIT gpu_mem_used_ratio ratio\n\
+# HELP gpu_mem_used_ratio Used.\n\
+gpu_mem_used_ratio{gpu=\"0\",host=\"a\"} 0.9 1700000000.250\n\
+# TYPE lat histogram\n\
+lat_bucket{le=\"0.1\"} 8 # {trace_id=\"abc#1\"} 0.05 1700000000.123\n\
+lat_bucket{le=\"+Inf\"} 10 1700000000 # {trace_id=\"def\"} 7\n\
+lat_count 10\n\
+lat_sum 1.5\n\
+# EOF\n";
+
+fn lat_high() -> Threshold {
+    Threshold {
+        metric: "lat_bucket".into(),
+        labels: BTreeMap::from([("le".into(), "+Inf".into())]),
+        above: Some(9.0),
+        below: None,
+        event: "lat_high".into(),
+    }
+}
+
+#[tokio::test]
+async fn openmetrics_pages_are_read_with_exemplars_and_second_timestamps() {
+    let target = RawTarget::start(
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        OPENMETRICS,
+    )
+    .await;
+    let mut run = start(config(&target.url, vec![gpu_hot(), lat_high()]));
+    let ev = run.next().await;
+    assert_eq!(ev.kind, "gpu_hot");
+    assert_eq!(ev.data["value"], 0.9);
+    let ev = run.next().await;
+    assert_eq!(ev.kind, "lat_high");
+    assert_eq!(ev.data["value"], 10.0);
+    assert_eq!(ev.data["le"], "+Inf");
+    // Every sample was read: the source is up and not degraded.
+    assert_eq!(run.metrics.source_up.get(&["gpu"]), 1.0);
+    assert_eq!(run.metrics.source_degraded.get(&["gpu"]), 0.0);
+    assert_eq!(run.metrics.scrape_samples_invalid_total.get(&["gpu"]), 0.0);
+    assert_eq!(run.state().unwrap().reason, None);
+    // It asked the way Prometheus asks.
+    assert_eq!(
+        target.accept.lock().unwrap()[0],
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    );
+    assert_eq!(
+        vigil::sources::metrics::ACCEPT,
+        target.accept.lock().unwrap()[0]
+    );
+}
+
+#[tokio::test]
+async fn gzipped_pages_are_read() {
+    let target = RawTarget::start(
+        "text/plain; version=0.0.4; charset=utf-8",
+        &gpu_text(0.9, 0.1).replace("this line is { broken\n", ""),
+    )
+    .await;
+    let mut run = start(config(&target.url, vec![gpu_hot()]));
+    let ev = run.next().await;
+    assert_eq!(ev.kind, "gpu_hot");
+    assert_eq!(ev.data["value"], 0.9);
+    assert!(
+        target.accept_encoding.lock().unwrap()[0].contains("gzip"),
+        "{:?}",
+        target.accept_encoding
+    );
+    assert_eq!(run.metrics.source_degraded.get(&["gpu"]), 0.0);
+}
+
+#[tokio::test]
+async fn unparsable_samples_mark_the_source_degraded_and_are_counted() {
+    let target =
+        Target::start("gpu_mem_used_ratio{gpu=\"0\"} 0.9\nbroken{a=\"x} 2\nnovalue\n").await;
+    let mut run = start(config(&target.url, vec![gpu_hot()]));
+    assert_eq!(run.next().await.kind, "gpu_hot");
+    run.wait_state("degraded", |s| s.up && s.reason.is_some())
+        .await;
+    let reason = run.state().unwrap().reason.unwrap();
+    assert_eq!(
+        reason,
+        "2 of 3 samples in the last scrape could not be parsed as Prometheus text (first at line 2: unterminated value for label a); thresholds on them are not checked"
+    );
+    assert_eq!(run.metrics.source_up.get(&["gpu"]), 1.0);
+    assert_eq!(run.metrics.source_degraded.get(&["gpu"]), 1.0);
+    assert!(run.metrics.scrape_samples_invalid_total.get(&["gpu"]) >= 2.0);
+    let text = run.metrics.render();
+    assert!(
+        text.contains("vigil_scrape_samples_invalid_total{source=\"gpu\"}"),
+        "{text}"
+    );
+
+    // A clean page clears it.
+    target.set("gpu_mem_used_ratio{gpu=\"0\"} 0.9\n");
+    run.wait_state("no longer degraded", |s| s.up && s.reason.is_none())
+        .await;
+    assert_eq!(run.metrics.source_degraded.get(&["gpu"]), 0.0);
 }

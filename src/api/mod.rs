@@ -1,5 +1,9 @@
 //! The HTTP API on `[api] listen` (loopback by default): `/healthz`, `/metrics`, and JSON over
-//! the store. Calls that change state need `Authorization: Bearer <api.token>`.
+//! the store. Calls that change state need `Authorization: Bearer <token>` (see [`token`]); on
+//! an address other than loopback, reads need it too (all but `/healthz` and `/readyz`, which
+//! service managers and load balancers probe without credentials).
+
+pub mod token;
 
 use crate::app::App;
 use crate::event::Event;
@@ -25,7 +29,8 @@ pub struct ApiState {
 }
 
 pub fn router(app: Arc<App>, health: Arc<Health>, events: mpsc::Sender<Event>) -> Router {
-    Router::new()
+    let open_reads = app.config.api.listen.ip().is_loopback();
+    let router = Router::new()
         .route("/api/events", post(post_event))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -39,10 +44,34 @@ pub fn router(app: Arc<App>, health: Arc<Health>, events: mpsc::Sender<Event>) -
             app.config.api.max_body_size,
         ))
         .with_state(ApiState {
-            app,
+            app: app.clone(),
             health,
             events,
-        })
+        });
+    if open_reads {
+        router
+    } else {
+        router.layer(axum::middleware::from_fn_with_state(
+            app,
+            reads_need_the_token,
+        ))
+    }
+}
+
+/// Off loopback, every call but the health probes presents the token (state-changing calls
+/// check it again in their handler, which is what they do on loopback too).
+async fn reads_need_the_token(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if matches!(req.uri().path(), "/healthz" | "/readyz") {
+        return next.run(req).await;
+    }
+    match authorize(&app, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown`, with limits an idle or hostile crowd of
@@ -112,17 +141,23 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Checks the bearer token of a call that changes state.
+/// Checks the bearer token of a call that changes state: the daemon's ([`App::api_token`],
+/// set at start), else the config's inline `[api] token`.
 pub fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = app.config.api.token.as_deref() else {
-        return Err(ApiError(StatusCode::FORBIDDEN, "this call changes state and no token is configured; set `token` under [api] and send `Authorization: Bearer <token>`".into()));
+    let Some(expected) = app.api_token.get().map(|t| t.secret.as_str()).or(app
+        .config
+        .api
+        .token
+        .as_deref())
+    else {
+        return Err(ApiError(StatusCode::FORBIDDEN, "this call changes state and no token is configured; set `token_file` under [api] and send `Authorization: Bearer <token>`".into()));
     };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer);
     match given {
-        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(t) if token::constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "wrong bearer token".into(),
@@ -160,10 +195,6 @@ fn bearer(value: &str) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim_start())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `{"status": "ok", "sources_down": [...]}`, or 503 with `"status": "degraded"` and `store`

@@ -13,8 +13,15 @@ impl Dur {
     pub const fn secs(s: u64) -> Self {
         Dur(Duration::from_secs(s))
     }
+    /// Milliseconds; saturates at `i64::MAX` (config durations never get there, see
+    /// [`parse_duration`]).
     pub fn as_ms(self) -> i64 {
-        self.0.as_millis() as i64
+        i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Whether it is zero; sources and settings that repeat on an interval refuse that.
+    pub fn is_zero(self) -> bool {
+        self.0.is_zero()
     }
 }
 
@@ -34,10 +41,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400_000,
         _ => return Err(hint()),
     };
+    // Every duration is used as i64 milliseconds somewhere (timestamps, SQL); a larger one
+    // would wrap negative, so it is refused here rather than misread later.
     n.checked_mul(ms)
+        .filter(|ms| *ms <= MAX_MS)
         .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration {text:?} is too large"))
+        .ok_or_else(|| {
+            format!(
+                "duration {text:?} is too large; the longest is {}d (about 292 million years)",
+                MAX_MS / 86_400_000
+            )
+        })
 }
+
+/// The longest duration a config may give: `i64::MAX` milliseconds.
+const MAX_MS: u64 = i64::MAX as u64;
 
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -72,10 +90,18 @@ pub fn human(d: Duration) -> String {
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s)
-            .map(Dur)
-            .map_err(serde::de::Error::custom)
+        /// Says what a duration looks like when given a number (`within = 10`).
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration like \"10m\" (a whole number and a unit: ms, s, m, h, d)")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
+                parse_duration(s).map(Dur).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 
@@ -136,5 +162,17 @@ mod tests {
         assert!(e.contains("like 500ms, 30s, 10m, 24h or 7d"), "{e}");
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn rejects_durations_that_overflow_milliseconds() {
+        let e = parse_duration("18446744073709551615ms").unwrap_err();
+        assert_eq!(
+            e,
+            "duration \"18446744073709551615ms\" is too large; the longest is 106751991167d (about 292 million years)"
+        );
+        assert!(parse_duration("106751991168d").is_err());
+        let max = parse_duration("9223372036854775807ms").unwrap();
+        assert_eq!(Dur(max).as_ms(), i64::MAX);
     }
 }

@@ -56,31 +56,51 @@ impl Source<'_> {
         self.at(offset, message)
     }
 
-    /// The `[table]` header that encloses `offset`, for messages like "in [rules.gpu_oom]".
+    /// The table that holds what is at `offset`, for messages like "in [rules.gpu_oom]":
+    /// `Some("")` at the top level, `None` when no header says. On a header line, an offset at the `[` means the table
+    /// itself (serde puts a missing key there) and an offset inside the name means a key of
+    /// the table before it (`[bogus]` is key "bogus" at the top level).
     fn table_at(&self, offset: usize) -> Option<String> {
-        let before = &self.text[..offset.min(self.text.len())];
-        before.lines().rev().find_map(|l| {
-            let l = l.trim();
-            l.starts_with('[').then(|| {
-                let end = l.rfind(']').map_or(l.len(), |i| i + 1);
-                l[..end]
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
+        let offset = offset.min(self.text.len());
+        let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[offset..]
+            .find('\n')
+            .map_or(self.text.len(), |i| offset + i);
+        let line = &self.text[line_start..line_end];
+        let indent = line.len() - line.trim_start().len();
+        if line.trim_start().starts_with('[') {
+            let name_start = line_start + indent + line[indent..].len()
+                - line[indent..].trim_start_matches('[').len();
+            return Some(if offset < name_start {
+                header_name(line)
+            } else {
+                self.text[name_start..offset]
+                    .trim()
+                    .trim_end_matches('.')
+                    .trim()
                     .to_string()
-            })
-        })
+            });
+        }
+        // Before any header is the top level too, but a snippet parsed on its own (a
+        // collector's table) has no headers: say nothing rather than something wrong.
+        self.text[..line_start]
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().starts_with('[').then(|| header_name(l)))
     }
 
-    fn explain(&self, msg: &str, offset: usize) -> String {
+    /// `msg` in words that say what to write, with the table it is in.
+    pub fn explain(&self, msg: &str, offset: usize) -> String {
         self.explain_with(msg, offset, &[])
     }
 
     /// [`Self::explain`], where an unknown key may also be one of `also`.
     fn explain_with(&self, msg: &str, offset: usize, also: &[&str]) -> String {
-        let place = self
-            .table_at(offset)
-            .map(|t| format!(" in [{t}]"))
-            .unwrap_or_default();
+        let place = match self.table_at(offset) {
+            Some(t) if t.is_empty() => " at the top level".to_string(),
+            Some(t) => format!(" in [{t}]"),
+            None => String::new(),
+        };
         if let Some(rest) = msg.strip_prefix("unknown field `") {
             let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
             let mut valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
@@ -98,7 +118,54 @@ impl Source<'_> {
             let key = rest.trim_end_matches('`');
             return format!("missing key {key:?}{place}; add `{key} = ...`");
         }
+        if let Some((found, expected)) = msg
+            .strip_prefix("invalid type: ")
+            .and_then(|r| r.split_once(", expected "))
+        {
+            let key = self.key_at(offset);
+            let expected = plain_expected(key.as_deref(), expected);
+            return match key {
+                Some(key) => format!("`{key}` must be {expected}, not {found}{place}"),
+                None => format!("expected {expected}, not {found}{place}"),
+            };
+        }
         format!("{msg}{place}")
+    }
+
+    /// The key whose value is at `offset` (`priority` for `priority = "nine"`), if the line
+    /// reads `key = value` there.
+    fn key_at(&self, offset: usize) -> Option<String> {
+        let offset = offset.min(self.text.len());
+        let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let (key, _) = self.text[line_start..offset].split_once('=')?;
+        let key = key.trim().rsplit('.').next()?.trim().trim_matches('"');
+        (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
+    }
+}
+
+/// The name in a `[table]` or `[[array]]` header line.
+fn header_name(line: &str) -> String {
+    let l = line.trim();
+    let end = l.find(']').unwrap_or(l.len());
+    l[..end].trim_start_matches('[').trim().to_string()
+}
+
+/// What serde expected, in words a config writer knows: "a whole number from 0 to 10" for a
+/// rule's priority rather than "u8".
+fn plain_expected(key: Option<&str>, expected: &str) -> String {
+    match (key, expected) {
+        (Some("priority"), "u8") => "a whole number from 0 to 10".into(),
+        (_, "u8") => "a whole number from 0 to 255".into(),
+        (_, "u16") => "a whole number from 0 to 65535".into(),
+        (_, "u32" | "u64" | "usize") => "a whole number (0 or more)".into(),
+        (_, "i8" | "i16" | "i32" | "i64" | "isize") => "a whole number".into(),
+        (_, "f32" | "f64") => "a number".into(),
+        (_, "a boolean") => "true or false".into(),
+        (_, "a string") => "a string in quotes".into(),
+        (_, "a sequence") => "a list, like [\"a\", \"b\"]".into(),
+        (_, "a map") => "a table".into(),
+        (_, e) if e.starts_with("struct ") => "a table".into(),
+        _ => expected.to_string(),
     }
 }
 

@@ -65,8 +65,11 @@ pub struct ApiConfig {
     /// Address of the HTTP API, `/metrics` and the dashboard. Loopback by default.
     #[serde(default = "ApiConfig::default_listen")]
     pub listen: SocketAddr,
-    /// Bearer token that calls which change state must present.
+    /// Bearer token that calls which change state must present, inline.
     pub token: Option<String>,
+    /// A file holding the bearer token (whitespace around it is ignored). With neither `token`
+    /// nor `token_file`, the daemon generates one into `DATA_DIR/api.token` on first start.
+    pub token_file: Option<PathBuf>,
     /// Set `enabled = false` to run without the HTTP listener.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -98,6 +101,23 @@ impl ApiConfig {
     fn default_max_body_size() -> usize {
         1 << 20
     }
+
+    /// What is wrong with the token settings: both kinds of token, or an address other than
+    /// loopback without a configured one (a generated token is printed once, on one host's
+    /// log; an API reachable from elsewhere is set up on purpose, with a token on purpose).
+    fn check(&self) -> Option<String> {
+        if self.token.is_some() && self.token_file.is_some() {
+            return Some("[api]: set `token` or `token_file`, not both".into());
+        }
+        let configured = self.token.is_some() || self.token_file.is_some();
+        if self.enabled && !self.listen.ip().is_loopback() && !configured {
+            return Some(format!(
+                "[api] listen = \"{}\" is reachable from other hosts, and no token is configured; set `token_file = \"/etc/vigil/api.token\"` under [api], or listen on 127.0.0.1",
+                self.listen
+            ));
+        }
+        None
+    }
 }
 
 impl Default for ApiConfig {
@@ -105,6 +125,7 @@ impl Default for ApiConfig {
         Self {
             listen: Self::default_listen(),
             token: None,
+            token_file: None,
             enabled: true,
             max_connections: Self::default_max_connections(),
             header_timeout: Self::default_header_timeout(),
@@ -190,20 +211,19 @@ impl<'de> Deserialize<'de> for Pattern {
 /// A config that failed to parse or validate: every problem found, each with its place.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}; pass an existing file with --config")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // `error` is not a `#[source]`: the message already says it, and a chain printed by the
+    // CLI would say it twice.
+    #[error("cannot read config {path}: {error}; pass an existing file with --config")]
+    Read { path: String, error: std::io::Error },
     #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Diagnostic>),
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Config::parse(&path.display().to_string(), &text)
     }
@@ -242,6 +262,11 @@ impl Config {
         ) {
             locations.insert(format!("sources.{name}"), at);
             sources.insert(name, entry);
+        }
+        if let Some(DeValue::Table(api)) = table.get("api").map(|a| a.get_ref()) {
+            if let Some(listen) = api.get("listen") {
+                locations.insert("api.listen".into(), listen.span().start);
+            }
         }
         // Windows are checked again by `warnings`, which points at their place.
         if let Some(DeValue::Table(windows)) = table.get("windows").map(|w| w.get_ref()) {
@@ -315,7 +340,51 @@ impl Config {
                 out.push(self.diagnostic("rules", name, format!("[rules.{name}]: {msg}")));
             }
         }
+        // Zero here would prune every finished intent at once, or close every API connection
+        // before its request arrives.
+        for (table, key, value) in [
+            ("intents", "retention", self.intents.retention),
+            ("api", "header_timeout", self.api.header_timeout),
+        ] {
+            if value.is_zero() {
+                out.push(self.at_key(
+                    table,
+                    key,
+                    format!(
+                        "`{key}` in [{table}] must be more than zero; give a duration like \"24h\""
+                    ),
+                ));
+            }
+        }
+        if let Some(msg) = self.api.check() {
+            out.push(self.diagnostic("api", "listen", msg));
+        }
         out
+    }
+
+    /// A diagnostic at `key` of the top-level `[table]`, or at the table, or at the start.
+    fn at_key(&self, table: &str, key: &str, message: String) -> Diagnostic {
+        let header = format!("[{table}]");
+        let text = &self.text;
+        let at = text
+            .lines()
+            .scan(0usize, |pos, l| {
+                let start = *pos;
+                *pos += l.len() + 1;
+                Some((start, l.trim()))
+            })
+            .skip_while(|(_, l)| *l != header)
+            .skip(1)
+            .take_while(|(_, l)| !l.starts_with('['))
+            .find(|(_, l)| l.split('=').next().map(str::trim) == Some(key))
+            .map(|(at, _)| at)
+            .or_else(|| text.find(&header))
+            .unwrap_or(0);
+        Source {
+            file: &self.origin,
+            text,
+        }
+        .at(at, message)
     }
 
     /// Things that are allowed but probably wrong, such as a rule waiting for an event no
@@ -346,6 +415,11 @@ impl Config {
                 }
             }
         }
+        for (name, rule) in &self.rules {
+            if let Some(msg) = self.reason_warning(name, rule) {
+                out.push(self.diagnostic("rules", name, msg));
+            }
+        }
         for (name, w) in &self.orchestrator.windows {
             let tz = w.timezone.as_ref().unwrap_or(&self.timezone);
             for msg in crate::orchestrator::window::dst_warnings(w.at, &tz.0, now) {
@@ -357,6 +431,55 @@ impl Config {
             }
         }
         out
+    }
+
+    /// A warning when an `on` rule's `reason` names a field that no event of its type carries:
+    /// the message would show `{name}` as written forever. Only when every source that emits
+    /// the type declares its fields (a scrape's labels are not known ahead).
+    fn reason_warning(&self, name: &str, rule: &RuleConfig) -> Option<String> {
+        let (ty, reason) = (rule.on.as_ref()?, rule.reason.as_ref()?);
+        let mut carried: Vec<String> = Vec::new();
+        let mut any = false;
+        for source in self.sources.values() {
+            if !source.event_types().contains(ty) {
+                continue;
+            }
+            any = true;
+            carried.extend(source.event_fields(ty)?);
+        }
+        if !any {
+            return None;
+        }
+        // What the rule engine adds to every proposal (see `crate::rules`).
+        carried.extend(
+            ["count", "rule", "type", "event_type", "source"]
+                .iter()
+                .map(|f| f.to_string()),
+        );
+        carried.sort();
+        carried.dedup();
+        let template = crate::template::Template::parse(reason);
+        let unknown: Vec<&str> = template
+            .fields()
+            .filter(|f| {
+                let head = f.split('.').next().unwrap_or(f);
+                !carried.iter().any(|c| c == f || c == head)
+            })
+            .collect();
+        let first = unknown.first()?;
+        let known: Vec<&str> = carried.iter().map(String::as_str).collect();
+        let hint = load::closest(first, &known)
+            .map(|k| format!("; did you mean {{{k}}}?"))
+            .unwrap_or_default();
+        let names = unknown
+            .iter()
+            .map(|f| format!("{{{f}}}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(format!(
+            "warning: [rules.{name}] reason names {names}, which no {ty:?} event carries (it has: {}){hint}",
+            known.join(", ")
+        ))
     }
 
     /// The data directory: `--data-dir` / `VIGIL_DATA_DIR` win over the config, then `.vigil`.

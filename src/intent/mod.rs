@@ -203,27 +203,96 @@ pub fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// JSON with object keys sorted at every level, so a checksum does not depend on the order a
-/// producer wrote its keys in.
+/// The canonical JSON an intent file's checksum is taken over: object keys sorted at every
+/// level (by code point), no whitespace, text as UTF-8 with only `"`, `\\` and control
+/// characters escaped, integers as written and floats as Python writes them (`1.0`, `1000.0`,
+/// `1e+16`, `1e-07`). That is exactly what Python's
+/// `json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)` produces, so a
+/// producer in any language has a one-line reference to check against
+/// (tests/data/inbox_digests.py). Integers must fit in 64 bits: a larger one is read as a
+/// float, and its checksum will not match.
 pub fn canonical_json(v: &Value) -> String {
-    fn sorted(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let mut keys: Vec<_> = m.keys().collect();
-                keys.sort();
-                let mut out = serde_json::Map::new();
-                for k in keys {
-                    out.insert(k.clone(), sorted(&m[k]));
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            // Sorted here rather than trusting the map's order, so turning on serde_json's
+            // `preserve_order` in some dependency cannot change checksums.
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
                 }
-                Value::Object(out)
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&m[k], out);
             }
-            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
-            other => other.clone(),
+            out.push('}');
         }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, item) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Number(n) => match (n.is_f64(), n.as_f64()) {
+            (true, Some(f)) => out.push_str(&python_float(f)),
+            _ => out.push_str(&n.to_string()),
+        },
+        // serde_json escapes strings as Python does: `\"`, `\\`, `\b \f \n \r \t`, other
+        // control characters as lowercase `\u00XX`, everything else as itself.
+        other => out.push_str(&other.to_string()),
     }
-    // With serde_json's default (sorted) map this is already canonical; sorting again keeps it
-    // so even if a dependency turns on `preserve_order`.
-    serde_json::to_string(&sorted(v)).expect("JSON values serialize")
+}
+
+/// A finite float as Python's `repr` writes it: the shortest digits that read back to the same
+/// value (as Rust's `{:e}` gives them), positional with at least one decimal for
+/// 1e-4 <= |f| < 1e16 (`100.0`, `0.0001`), otherwise `d.ddde±XX` with at least two exponent
+/// digits (`1e+16`, `1.5e-05`).
+fn python_float(f: f64) -> String {
+    let sci = format!("{:e}", f.abs());
+    let (mantissa, exp) = sci.split_once('e').expect("`{:e}` writes an exponent");
+    let exp: i32 = exp.parse().expect("`{:e}` writes an integer exponent");
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    // Position of the decimal point counted from the first digit.
+    let point = exp + 1;
+    let n = digits.len() as i32;
+    let body = if point > -4 && point <= 16 {
+        if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else if point >= n {
+            format!("{digits}{}.0", "0".repeat((point - n) as usize))
+        } else {
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
+        }
+    } else {
+        let rest = if n > 1 {
+            format!(".{}", &digits[1..])
+        } else {
+            String::new()
+        };
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}{rest}e{sign}{:02}", &digits[..1], exp.abs())
+    };
+    if f.is_sign_negative() {
+        format!("-{body}")
+    } else {
+        body
+    }
 }
 
 #[cfg(test)]

@@ -162,7 +162,7 @@ impl Harness {
             audit,
             prev: tokio::sync::Mutex::new(None),
             alerts: Mutex::new(Vec::new()),
-            http: reqwest::Client::new(),
+            http: crate::http::client(crate::http::DEFAULT_TIMEOUT),
             host,
         }
     }

@@ -4,7 +4,6 @@
 
 pub mod alert;
 pub mod api;
-pub mod cli;
 pub mod collectors;
 pub mod config;
 pub mod harness;

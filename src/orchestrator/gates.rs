@@ -9,7 +9,8 @@ use crate::config::human;
 use crate::escalation::Flag;
 use crate::intent::Intent;
 use crate::store::{
-    BudgetRequest, EscalationStore, Refusal, RunRecord, RunRequest, RunStore, StoreError,
+    BudgetRequest, EscalationStore, LeaseFence, Refusal, RunRecord, RunRequest, RunStore,
+    StoreError,
 };
 use serde::Serialize;
 use std::time::Duration;
@@ -61,6 +62,12 @@ impl From<Refusal> for Denial {
     /// The store's refusal in the words the audit trail and the intent's note show.
     fn from(r: Refusal) -> Self {
         match r {
+            // Not a gate: `evaluate` turns it into `Decision::LeaseLost` before words are
+            // needed; said here for completeness.
+            Refusal::LeaseLost => Denial {
+                gate: Gate::Lock,
+                reason: "The lease on the intent was lost: another vigil took it over".into(),
+            },
             Refusal::Cooldown { remaining_ms } => Denial {
                 gate: Gate::Cooldown,
                 reason: format!("Cooldown active: {} remaining", span(remaining_ms)),
@@ -121,6 +128,17 @@ pub enum Decision {
         #[serde(flatten)]
         denial: Denial,
     },
+    /// The playbook's lock is held: the intent waits (pending) until it frees or the
+    /// intent's `intent_ttl` runs out. `reason` says who holds it, in words.
+    Deferred {
+        playbook: String,
+        mode: String,
+        lock: String,
+        reason: String,
+    },
+    /// The claim's lease was taken over (or ran out) before the run was recorded: this
+    /// holder must not act on the intent.
+    LeaseLost,
     /// Gates passed; with `commit` the run is recorded, its lock held and its budget reserved.
     Run {
         playbook: String,
@@ -184,6 +202,18 @@ pub fn evaluate(
     app: &App,
     intent: &Intent,
     holder: &str,
+    commit: bool,
+) -> Result<Decision, StoreError> {
+    evaluate_fenced(app, intent, holder, None, commit)
+}
+
+/// `evaluate` for a claimed intent: the run is recorded only while `lease` holds, checked in
+/// the same transaction (`Decision::LeaseLost` when it does not).
+pub fn evaluate_fenced(
+    app: &App,
+    intent: &Intent,
+    holder: &str,
+    lease: Option<&LeaseFence>,
     commit: bool,
 ) -> Result<Decision, StoreError> {
     let settings = &app.config.orchestrator.settings;
@@ -252,6 +282,7 @@ pub fn evaluate(
         lock: pb.lock.clone(),
         lease_ms: settings.lease.as_ms(),
         budget,
+        lease: lease.cloned(),
     };
     Ok(match store.begin_run(&req, now_ms, commit)? {
         Ok(run) => Decision::Run {
@@ -259,6 +290,23 @@ pub fn evaluate(
             mode,
             run,
             escalation,
+        },
+        Err(Refusal::LeaseLost) => Decision::LeaseLost,
+        // Contention is not a reason to drop the intent: it waits for the lock.
+        Err(Refusal::Lock {
+            name,
+            holder,
+            remaining_ms,
+        }) => Decision::Deferred {
+            playbook: pb.name.clone(),
+            mode,
+            lock: name.clone(),
+            reason: Denial::from(Refusal::Lock {
+                name,
+                holder,
+                remaining_ms,
+            })
+            .reason,
         },
         Err(refusal) => return denied(refusal.into()),
     })

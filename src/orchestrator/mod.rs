@@ -8,7 +8,6 @@
 
 pub mod actions;
 pub mod api;
-pub mod cli;
 pub mod config;
 pub mod gates;
 pub mod orphans;
@@ -23,8 +22,8 @@ pub use plan::{plan, Plan};
 pub use task::{prune, run};
 
 use crate::app::App;
-use crate::intent::{Intent, IntentStatus};
-use crate::store::{IntentStore, RunStore, StoreError};
+use crate::intent::IntentStatus;
+use crate::store::{Claim, IntentStore, LeaseFence, RunStore, StoreError};
 use gates::Decision;
 use run::Run;
 use serde_json::json;
@@ -47,6 +46,9 @@ pub struct Orchestrator {
     /// Claiming (claim + note in `inflight`) takes it shared; recovery's scan exclusively, so
     /// it never sees an intent claimed but not yet noted.
     claiming: tokio::sync::RwLock<()>,
+    /// Signalled when a run of this orchestrator released a lock, so workers take the
+    /// intents deferred for it at once (others' releases are seen on the idle poll).
+    lock_freed: tokio::sync::Notify,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -69,9 +71,10 @@ impl Orchestrator {
         Self {
             app,
             holder,
-            http: reqwest::Client::new(),
+            http: crate::http::client(crate::http::DEFAULT_TIMEOUT),
             inflight: std::sync::Mutex::new(HashSet::new()),
             claiming: tokio::sync::RwLock::new(()),
+            lock_freed: tokio::sync::Notify::new(),
         }
     }
 
@@ -90,9 +93,10 @@ impl Orchestrator {
         let app = self.app.clone();
         let holder = self.holder.clone();
         let lease = self.lease_ms();
+        let ttl = self.app.config.orchestrator.settings.intent_ttl.as_ms();
         let claimed = blocking(move || {
             let now = app.clock.now_ms();
-            app.store()?.claim_intent(&holder, lease, now)
+            app.store()?.claim_intent(&holder, lease, ttl, now)
         })
         .await?;
         let Some(intent) = claimed else {
@@ -130,18 +134,31 @@ impl Orchestrator {
         Ok(n)
     }
 
-    /// Decides and, when the gates pass, runs the playbook for a claimed intent.
-    async fn handle(&self, intent: Intent) -> Result<(), StoreError> {
+    /// Decides and, when the gates pass, runs the playbook for a claimed intent. Every write
+    /// for it is fenced by the claim's lease: once another holder took it over, this one
+    /// audits `lease_lost` and writes nothing more.
+    async fn handle(&self, claim: Claim) -> Result<(), StoreError> {
+        let Claim { intent, epoch } = claim;
+        let lease = LeaseFence {
+            intent: intent.id,
+            holder: self.holder.clone(),
+            epoch,
+        };
         let app = self.app.clone();
         let holder = self.holder.clone();
-        let i2 = intent.clone();
-        let decision = blocking(move || gates::evaluate(&app, &i2, &holder, true)).await?;
+        let (i2, l2) = (intent.clone(), lease.clone());
+        let decision =
+            blocking(move || gates::evaluate_fenced(&app, &i2, &holder, Some(&l2), true)).await?;
         let app = self.app.clone();
         let id = intent.id;
         match decision {
-            Decision::Expired { reason } => {
+            Decision::Expired { mut reason } => {
+                // One that waited for a lock says so: why it never ran.
+                if let Some(waited) = intent.note.as_deref().filter(|n| n.starts_with(DEFERRED)) {
+                    reason = format!("{reason}; {waited}");
+                }
                 self.end(
-                    id,
+                    &lease,
                     IntentStatus::Expired,
                     reason.clone(),
                     None,
@@ -150,10 +167,45 @@ impl Orchestrator {
                 )
                 .await
             }
+            Decision::LeaseLost => {
+                lease_lost(&app, &lease, None, "claim").await;
+                Ok(())
+            }
+            Decision::Deferred {
+                playbook,
+                mode,
+                lock,
+                reason,
+            } => {
+                let note = format!("{DEFERRED} {lock:?}: {reason}");
+                let (a, l, n) = (app.clone(), lease.clone(), note.clone());
+                let deferred =
+                    blocking(move || a.store()?.defer_intent(&l, &lock, &n, a.clock.now_ms()))
+                        .await?;
+                match deferred {
+                    None => lease_lost(&app, &lease, Some(&playbook), "deferral").await,
+                    Some(true) => {
+                        let details = json!({"reason": reason, "mode": mode});
+                        blocking(move || {
+                            crate::audit::record(
+                                &app,
+                                "intent_deferred",
+                                Some(id),
+                                Some(&playbook),
+                                details,
+                            )
+                        })
+                        .await
+                    }
+                    // Deferred before: audited then, not once per retry.
+                    Some(false) => {}
+                }
+                Ok(())
+            }
             Decision::Unmatched => {
                 let note = format!("no playbook matches intent type {:?}", intent.intent_type);
                 self.end(
-                    id,
+                    &lease,
                     IntentStatus::Unmatched,
                     note.clone(),
                     None,
@@ -170,7 +222,7 @@ impl Orchestrator {
                 app.metrics.gate_denials_total.inc(&[denial.gate.as_str()]);
                 let note = format!("{} gate: {}", denial.gate.as_str(), denial.reason);
                 self.end(
-                    id,
+                    &lease,
                     IntentStatus::Denied,
                     note,
                     Some(&playbook),
@@ -197,6 +249,7 @@ impl Orchestrator {
                     crate::audit::record(&a, "playbook_start", Some(id), Some(&pbn), details)
                 })
                 .await;
+                let had_lock = run.lock_name.is_some();
                 let mut run = Run::start(
                     app,
                     self.http.clone(),
@@ -204,17 +257,23 @@ impl Orchestrator {
                     pb,
                     run,
                     escalation.is_some(),
+                    lease,
                 );
                 let ending = run.execute().await;
-                run.settle(ending).await.map(drop)
+                let r = run.settle(ending).await.map(drop);
+                if had_lock {
+                    self.lock_freed.notify_waiters();
+                }
+                r
             }
         }
     }
 
-    /// Ends an intent no run was started for (expired, unmatched, denied).
+    /// Ends an intent no run was started for (expired, unmatched, denied), while its lease
+    /// holds.
     async fn end(
         &self,
-        id: i64,
+        lease: &LeaseFence,
         status: IntentStatus,
         note: String,
         playbook: Option<&str>,
@@ -223,13 +282,50 @@ impl Orchestrator {
     ) -> Result<(), StoreError> {
         let app = self.app.clone();
         let playbook = playbook.map(str::to_string);
-        blocking(move || {
-            crate::audit::record(&app, event, Some(id), playbook.as_deref(), details);
-            app.store()?
-                .set_intent_status(id, status, Some(&note), app.clock.now_ms())
+        let l = lease.clone();
+        let ended = blocking(move || {
+            let ended =
+                app.store()?
+                    .set_intent_status_fenced(&l, status, &note, app.clock.now_ms())?;
+            if ended {
+                crate::audit::record(&app, event, Some(l.intent), playbook.as_deref(), details);
+            }
+            Ok::<_, StoreError>(ended)
         })
-        .await
+        .await?;
+        if !ended {
+            lease_lost(&self.app, lease, None, event).await;
+        }
+        Ok(())
     }
+}
+
+/// How a deferred intent's note begins (`... "gpu0": Lock "gpu0" held by ...`).
+const DEFERRED: &str = "deferred: waiting for lock";
+
+/// Audits that `lease` was lost before `what` could be written: another holder took the
+/// intent over (or its lease ran out while this one was stopped). Nothing else is written.
+pub(crate) async fn lease_lost(
+    app: &Arc<App>,
+    lease: &LeaseFence,
+    playbook: Option<&str>,
+    what: &str,
+) {
+    tracing::warn!(
+        intent = lease.intent,
+        "lost the lease on intent {} (holder {}, epoch {}): another vigil took it over or it ran out; not writing its {what}",
+        lease.intent,
+        lease.holder,
+        lease.epoch
+    );
+    let app = app.clone();
+    let playbook = playbook.map(str::to_string);
+    let details = json!({"holder": lease.holder, "epoch": lease.epoch, "ignored": what});
+    let id = lease.intent;
+    blocking(move || {
+        crate::audit::record(&app, "lease_lost", Some(id), playbook.as_deref(), details)
+    })
+    .await
 }
 
 /// Notes an intent as handled by this orchestrator until dropped.

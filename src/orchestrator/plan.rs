@@ -37,6 +37,13 @@ impl Plan {
                 denial.gate.as_str(),
                 denial.reason
             ),
+            Decision::Deferred {
+                playbook,
+                mode,
+                reason,
+                ..
+            } => format!("playbook {playbook} (mode {mode}) would wait: {reason}"),
+            Decision::LeaseLost => "claimed by another vigil".to_string(),
             Decision::Run { playbook, mode, .. } => format!(
                 "playbook {playbook} (mode {mode}) would run: {}",
                 self.steps.join("; ")

@@ -6,7 +6,7 @@
 use super::run::{Ending, Run};
 use super::{blocking, hostname, Orchestrator};
 use crate::intent::IntentStatus;
-use crate::store::{IntentStore, Lease, RunStore, StoreError};
+use crate::store::{IntentStore, Lease, LeaseFence, RunStore, StoreError};
 use serde_json::json;
 use std::collections::HashSet;
 
@@ -37,40 +37,54 @@ impl Orchestrator {
         let app = self.app.clone();
         let me = self.holder.clone();
         let lease = self.lease_ms();
-        let taken = blocking(move || -> Result<Vec<(i64, Option<String>)>, StoreError> {
-            let store = app.store()?;
-            let now = app.clock.now_ms();
-            let mut taken = Vec::new();
-            for Lease {
-                intent: id,
-                holder,
-                expires_at: expires,
-            } in store.running_intents()?
-            {
-                // Our own but no worker has it: its handler failed and could not end it.
-                let mine = holder.as_deref() == Some(me.as_str());
-                if mine && inflight.contains(&id) {
-                    continue;
+        let taken = blocking(
+            move || -> Result<Vec<(i64, Option<String>, i64)>, StoreError> {
+                let store = app.store()?;
+                let now = app.clock.now_ms();
+                let mut taken = Vec::new();
+                for Lease {
+                    intent: id,
+                    holder,
+                    expires_at: expires,
+                    ..
+                } in store.running_intents()?
+                {
+                    // Our own but no worker has it: its handler failed and could not end it.
+                    let mine = holder.as_deref() == Some(me.as_str());
+                    if mine && inflight.contains(&id) {
+                        continue;
+                    }
+                    let stale = mine
+                        || expires.is_none_or(|e| e < now)
+                        || holder.as_deref().is_some_and(holder_dead);
+                    if !stale {
+                        continue;
+                    }
+                    if let Some(epoch) =
+                        store.take_over_intent(id, holder.as_deref(), &me, lease, now)?
+                    {
+                        taken.push((id, holder, epoch));
+                    }
                 }
-                let stale = mine
-                    || expires.is_none_or(|e| e < now)
-                    || holder.as_deref().is_some_and(holder_dead);
-                if stale && store.take_over_intent(id, holder.as_deref(), &me, lease, now)? {
-                    taken.push((id, holder));
-                }
-            }
-            Ok(taken)
-        })
+                Ok(taken)
+            },
+        )
         .await?;
         drop(scanning);
         let n = taken.len();
-        for (id, old) in taken {
-            self.recover_one(id, old.unwrap_or_default()).await?;
+        for (id, old, epoch) in taken {
+            let lease = LeaseFence {
+                intent: id,
+                holder: self.holder.clone(),
+                epoch,
+            };
+            self.recover_one(lease, old.unwrap_or_default()).await?;
         }
         Ok(n)
     }
 
-    async fn recover_one(&self, id: i64, old: String) -> Result<(), StoreError> {
+    async fn recover_one(&self, lease: LeaseFence, old: String) -> Result<(), StoreError> {
+        let id = lease.intent;
         let app = self.app.clone();
         let (intent, run) = blocking(move || -> Result<_, StoreError> {
             let store = app.store()?;
@@ -86,24 +100,32 @@ impl Orchestrator {
         let Some(record) = run else {
             // Claimed but no run recorded: nothing happened yet, so it can simply run later.
             let app = self.app.clone();
-            return blocking(move || {
-                crate::audit::record(
-                    &app,
-                    "intent_resumed",
-                    Some(id),
-                    None,
-                    json!({"previous_holder": old}),
-                );
-                app.store()?.set_intent_status(
-                    id,
+            let l = lease.clone();
+            let resumed = blocking(move || {
+                let resumed = app.store()?.set_intent_status_fenced(
+                    &l,
                     IntentStatus::Pending,
-                    Some("resumed after its claimant stopped"),
+                    "resumed after its claimant stopped",
                     app.clock.now_ms(),
-                )
+                )?;
+                if resumed {
+                    crate::audit::record(
+                        &app,
+                        "intent_resumed",
+                        Some(id),
+                        None,
+                        json!({"previous_holder": old}),
+                    );
+                }
+                Ok::<_, StoreError>(resumed)
             })
-            .await;
+            .await?;
+            if !resumed {
+                super::lease_lost(&self.app, &lease, None, "resumption").await;
+            }
+            return Ok(());
         };
-        let mut run = Run::resume(self.app.clone(), self.http.clone(), intent, record);
+        let mut run = Run::resume(self.app.clone(), self.http.clone(), intent, record, lease);
         let ending = run.recover(&old).await;
         run.settle(ending).await.map(drop)
     }
@@ -117,22 +139,37 @@ pub(super) async fn abandon(
     note: String,
 ) -> Result<bool, StoreError> {
     let app = orch.app.clone();
+    let me = orch.holder.clone();
     let found = blocking(move || -> Result<_, StoreError> {
         let store = app.store()?;
         let Some(intent) = store.intent(id)? else {
             return Ok(Vec::new());
         };
+        // Only while it is still this orchestrator's: its lease as it stands now.
+        let Some(epoch) = store
+            .running_intents()?
+            .into_iter()
+            .find(|l| l.intent == id && l.holder.as_deref() == Some(me.as_str()))
+            .map(|l| l.epoch)
+        else {
+            return Ok(Vec::new());
+        };
+        let lease = LeaseFence {
+            intent: id,
+            holder: me,
+            epoch,
+        };
         Ok(store
             .runs(None, i64::MIN, true)?
             .into_iter()
             .filter(|r| r.intent_id == id)
-            .map(|r| (intent.clone(), r))
+            .map(|r| (intent.clone(), r, lease.clone()))
             .collect())
     })
     .await?;
     let any = !found.is_empty();
-    for (intent, record) in found {
-        let run = Run::resume(orch.app.clone(), orch.http.clone(), intent, record);
+    for (intent, record, lease) in found {
+        let run = Run::resume(orch.app.clone(), orch.http.clone(), intent, record, lease);
         run.settle(Ending::Abandoned { note: note.clone() }).await?;
     }
     Ok(any)

@@ -4,6 +4,13 @@
 //! metrics, the store's settle, the restore alert). The first ending of a run wins; a later
 //! one (recovery raced the original holder) is audited as `run_end_ignored` and changes
 //! nothing.
+//!
+//! Every run acts under a `Fence`: its intent's lease and its lock, each with the epoch it
+//! got them at. The fence is checked with each progress record (before every step), watched
+//! while a step runs, and checked in the settle's transaction. A holder that lost it (it was
+//! stopped and another vigil took the run over) stops: the step in progress is cancelled,
+//! which kills its process group, no further step runs, nothing more is written for the run,
+//! and `lease_lost` is audited.
 
 use super::actions::{self, StepContext};
 use super::config::{Playbook, Step};
@@ -11,7 +18,7 @@ use super::{blocking, orphans};
 use crate::app::App;
 use crate::audit::Audit;
 use crate::intent::{queue, Intent, IntentStatus, NewIntent};
-use crate::store::{RunEnd, RunStore, StoreError};
+use crate::store::{Fence, LeaseFence, LockFence, RunEnd, RunStore, Settled, StoreError};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +61,10 @@ pub struct Run {
     /// Started in the escalated mode by an armed flag: a success clears it.
     escalated: bool,
     progress: Progress,
+    /// What this run acts under.
+    fence: Fence,
+    /// Set once the fence was found broken: nothing more is run or written.
+    lost: bool,
 }
 
 impl Run {
@@ -65,7 +76,13 @@ impl Run {
         playbook: Playbook,
         record: RunRecord,
         escalated: bool,
+        lease: LeaseFence,
     ) -> Run {
+        let lock = record.lock_name.clone().map(|name| LockFence {
+            name,
+            holder: record.holder.clone(),
+            epoch: record.lock_epoch,
+        });
         Run {
             app,
             http,
@@ -74,16 +91,20 @@ impl Run {
             record,
             escalated,
             progress: Progress::default(),
+            fence: Fence { lease, lock },
+            lost: false,
         }
     }
 
     /// A run recorded by another holder (or by this one before a failure), resumed from its
-    /// stored record to be recovered or settled.
+    /// stored record to be recovered or settled under `lease` (the take-over's). Its lock
+    /// is the old holder's, not part of the fence: the settle releases it.
     pub(super) fn resume(
         app: Arc<App>,
         http: reqwest::Client,
         intent: Intent,
         record: RunRecord,
+        lease: LeaseFence,
     ) -> Run {
         let playbook = app
             .config
@@ -102,6 +123,8 @@ impl Run {
             playbook,
             record,
             escalated: false,
+            fence: Fence { lease, lock: None },
+            lost: false,
         }
     }
 
@@ -127,7 +150,8 @@ impl Run {
                 break;
             }
         }
-        if failure.is_some() {
+        // A holder that lost the run leaves its cleanup to the one that took it over.
+        if failure.is_some() && !self.lost {
             self.cleanup(&pb).await;
         }
         Ending::Steps {
@@ -173,6 +197,9 @@ impl Run {
         let mode = self.record.mode.clone();
         let cleanup: Vec<&Step> = pb.steps_for(&pb.on_failure, &mode).collect();
         for (i, step) in cleanup.iter().enumerate() {
+            if self.lost {
+                break;
+            }
             let _ = self.run_step(pb, CLEANUP + i, step).await;
         }
     }
@@ -186,15 +213,22 @@ impl Run {
         let app = self.app.clone();
         let settings = &app.config.orchestrator.settings;
         let run = self.record.id;
-        if step.downtime && self.progress.down_since.is_none() {
+        let going_down = step.downtime && self.progress.down_since.is_none();
+        if going_down {
             self.progress.down_since = Some(app.clock.now_ms());
+        }
+        // Before anything of the step, in the progress record's transaction: is the run still
+        // ours?
+        if !self.save_progress(index as i64).await {
+            return Err(self.lose());
+        }
+        if going_down {
             self.audit(
                 "downtime_start",
                 json!({"run": run, "step": index + 1, "action": step.action.to_string()}),
             )
             .await;
         }
-        self.save_progress(index as i64).await;
         let mut timeout = step.timeout.unwrap_or(settings.step_timeout.0);
         let restoring = step.restore && self.progress.down_since.is_some();
         if restoring {
@@ -231,7 +265,16 @@ impl Run {
             holder: &self.record.holder,
         };
         let started = Instant::now();
-        match actions::execute(step, timeout, &ctx).await {
+        // The step races the fence: when the run is lost mid-step, dropping the step's future
+        // kills its process group (crate::exec) or abandons its request.
+        let outcome = tokio::select! {
+            r = actions::execute(step, timeout, &ctx) => Some(r),
+            () = watch_fence(&app, &self.fence) => None,
+        };
+        let Some(outcome) = outcome else {
+            return Err(self.lose());
+        };
+        match outcome {
             Ok(details) => {
                 self.audit("step_ok", json!({"run": run, "step": index + 1, "action": step.action.kind(), "details": details})).await;
                 if restoring {
@@ -242,7 +285,9 @@ impl Run {
                         .expect("restoring means down");
                     let ms = app.clock.now_ms() - since;
                     self.progress.downtime_ms += ms;
-                    self.save_progress(index as i64).await;
+                    if !self.save_progress(index as i64).await {
+                        return Err(self.lose());
+                    }
                     self.audit("restored", json!({"run": run, "downtime_s": ms as f64 / 1000.0, "restore_s": started.elapsed().as_secs_f64()})).await;
                 }
                 Ok(())
@@ -269,13 +314,27 @@ impl Run {
         blocking(move || crate::audit::record(&app, event, Some(intent), Some(&pb), details)).await
     }
 
-    async fn save_progress(&self, step: i64) {
+    /// Records progress under the fence; false when the fence no longer holds (a store
+    /// error is logged and counts as held: the settle checks again).
+    async fn save_progress(&self, step: i64) -> bool {
         let app = self.app.clone();
         let (run, down_since) = (self.record.id, self.progress.down_since);
-        let r = blocking(move || app.store()?.run_progress(run, step, down_since)).await;
-        if let Err(e) = r {
+        let fence = self.fence.clone();
+        let r = blocking(move || {
+            app.store()?
+                .run_progress(run, step, down_since, &fence, app.clock.now_ms())
+        })
+        .await;
+        r.unwrap_or_else(|e| {
             tracing::warn!("cannot record progress of run {run}: {e}");
-        }
+            true
+        })
+    }
+
+    /// Marks the run lost: nothing more runs or is written for it.
+    fn lose(&mut self) -> String {
+        self.lost = true;
+        "the run's lease was lost (another vigil took it over); stopped".to_string()
     }
 
     /// The final status, note, audit event and downtime (ms) an ending comes to.
@@ -340,21 +399,34 @@ impl Run {
     /// `run_end_ignored` and changes nothing else. Returns whether this ending was the one.
     pub(super) async fn settle(self, ending: Ending) -> Result<bool, StoreError> {
         let (status, note, event, downtime_ms) = self.conclude(ending);
+        if self.lost {
+            super::lease_lost(
+                &self.app,
+                &self.fence.lease,
+                Some(&self.record.playbook),
+                event,
+            )
+            .await;
+            return Ok(false);
+        }
         let Run {
             app,
             intent,
             playbook,
             record,
             escalated,
+            fence,
             ..
         } = self;
         let escalate_on = playbook.and_then(|pb| pb.mode.escalate_on);
-        blocking(move || {
+        let (app2, fence2, playbook2) = (app.clone(), fence.clone(), record.playbook.clone());
+        let settled = blocking(move || -> Result<Option<bool>, StoreError> {
             let store = app.store()?;
             let audit = app.audit()?;
             // What follows from the run comes first, so whoever sees the intent ended sees it
             // too; a run another ending got to first has nothing to follow.
-            let open = store.run(record.id)?.is_some_and(|r| r.ended_at.is_none());
+            let open = store.run(record.id)?.is_some_and(|r| r.ended_at.is_none())
+                && store.check_fence(&fence, app.clock.now_ms())?;
             if open {
                 app.metrics
                     .observe_run(&record.playbook, record.started_at, app.clock.now_ms());
@@ -391,18 +463,50 @@ impl Run {
                 status,
                 note: &note,
                 now_ms: app.clock.now_ms(),
+                fence: Some(&fence),
             };
-            if !store.settle_run(&end, &entry)? {
-                ignored(&audit, &record, &entry);
-                return Ok(false);
+            match store.settle_run(&end, &entry)? {
+                Settled::Ended => {}
+                Settled::AlreadyEnded => {
+                    ignored(&audit, &record, &entry);
+                    return Ok(Some(false));
+                }
+                Settled::LeaseLost => return Ok(None),
             }
             audit.write_file(&entry);
             if status == IntentStatus::RestoreFailed {
                 raise_restore_alert(&app, &record.playbook, intent.id, &note);
             }
-            Ok(true)
+            Ok(Some(true))
         })
-        .await
+        .await;
+        match settled? {
+            Some(ended) => Ok(ended),
+            None => {
+                super::lease_lost(&app2, &fence2.lease, Some(&playbook2), event).await;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// How often a running step checks that its run is still its holder's: a few times per
+/// lease, so a lost run is stopped well before another could have done much under it.
+fn fence_poll(app: &App) -> Duration {
+    let lease = app.config.orchestrator.settings.lease.0;
+    (lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
+}
+
+/// Returns once `fence` no longer holds (never, while it does).
+async fn watch_fence(app: &Arc<App>, fence: &Fence) {
+    let every = fence_poll(app);
+    loop {
+        tokio::time::sleep(every).await;
+        let (a, f) = (app.clone(), fence.clone());
+        let holds = blocking(move || a.store()?.check_fence(&f, a.clock.now_ms())).await;
+        if let Ok(false) = holds {
+            return;
+        }
     }
 }
 

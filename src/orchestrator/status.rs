@@ -5,13 +5,10 @@
 use super::gates;
 use crate::app::App;
 use crate::clock::rfc3339_ms;
-use crate::config::human;
 use crate::escalation::{self, FlagStatus};
 use crate::store::{EscalationStore, IntentStore, RunStore, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::time::Duration;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -155,80 +152,4 @@ pub fn refresh_metrics(app: &App) -> Result<(), StoreError> {
             .set(&[&f.kind], if f.armed { 1.0 } else { 0.0 });
     }
     Ok(())
-}
-
-/// Plain text for `vigil status`.
-pub fn render(s: &OrchestratorStatus) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "PLAYBOOKS");
-    if s.playbooks.is_empty() {
-        let _ = writeln!(out, "  none configured");
-    }
-    for p in &s.playbooks {
-        let cooldown = if p.cooldown_remaining_s > 0.0 {
-            format!(
-                "cooldown {}",
-                human(Duration::from_secs_f64(p.cooldown_remaining_s.max(0.0)))
-            )
-        } else {
-            "ready".into()
-        };
-        let _ = writeln!(
-            out,
-            "  {:<20} on {:<24} mode {:<12}{} {:<16} runs/24h {}  last {}",
-            p.name,
-            p.on,
-            p.mode,
-            if p.escalated { " (escalated)" } else { "" },
-            cooldown,
-            p.runs_24h,
-            p.last_result.as_deref().unwrap_or("-")
-        );
-    }
-    let _ = writeln!(out, "\nESCALATION");
-    if s.flags.is_empty() {
-        let _ = writeln!(out, "  no symptoms in the window");
-    }
-    for f in &s.flags {
-        match (f.armed, &f.reason, f.expires_in_s) {
-            (true, Some(r), Some(left)) => {
-                let _ = writeln!(
-                    out,
-                    "  {:<20} ARMED  {r}; expires in {}",
-                    f.kind,
-                    human(Duration::from_secs_f64(left.max(0.0)))
-                );
-            }
-            _ => {
-                let _ = writeln!(
-                    out,
-                    "  {:<20} clear  {} symptoms in the window",
-                    f.kind, f.symptom_count
-                );
-            }
-        }
-    }
-    let _ = writeln!(out, "\nBUDGETS (tonight)");
-    if s.budgets.is_empty() {
-        let _ = writeln!(out, "  none configured");
-    }
-    for b in &s.budgets {
-        let _ = writeln!(
-            out,
-            "  {:<20} {}  used {:.1}s  reserved {:.1}s  remaining {:.1}s of {:.0}s",
-            b.name, b.day, b.used_s, b.reserved_s, b.remaining_s, b.limit_s
-        );
-    }
-    let _ = writeln!(out, "\nLOCKS");
-    if s.locks.is_empty() {
-        let _ = writeln!(out, "  none held");
-    }
-    for l in &s.locks {
-        let _ = writeln!(
-            out,
-            "  {:<20} held by {}  lease {:.0}s left",
-            l.name, l.holder, l.expires_in_s
-        );
-    }
-    out
 }

@@ -91,8 +91,9 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
     }
 }
 
-/// Takes intents one at a time until shutdown; wakes when one is stored, or every second for
-/// intents other processes stored.
+/// Takes intents one at a time until shutdown; wakes when one is stored or a run of this
+/// orchestrator released a lock (intents deferred for it can run), or every second for what
+/// other processes did. Intents waiting for a held lock are not claimed, so this never spins.
 async fn worker(orch: Arc<Orchestrator>, mut shutdown: watch::Receiver<bool>) {
     let mut stored = orch.app.stored.subscribe();
     while !*shutdown.borrow() {
@@ -106,6 +107,7 @@ async fn worker(orch: Arc<Orchestrator>, mut shutdown: watch::Receiver<bool>) {
         if !worked {
             tokio::select! {
                 _ = stored.recv() => {}
+                _ = orch.lock_freed.notified() => {}
                 _ = tokio::time::sleep(IDLE_POLL) => {}
                 _ = shutdown.changed() => {}
             }

@@ -29,6 +29,10 @@ impl SourceKind for DirConfig {
         vec![self.event.clone()]
     }
 
+    fn event_fields(&self, _event: &str) -> Option<Vec<String>> {
+        Some(["path", "file", "action"].map(String::from).to_vec())
+    }
+
     fn build(&self) -> Box<dyn Source> {
         Box::new(DirSource::new(self.clone()))
     }

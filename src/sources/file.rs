@@ -54,6 +54,10 @@ impl SourceKind for FileConfig {
         self.matches.event_types()
     }
 
+    fn event_fields(&self, event: &str) -> Option<Vec<String>> {
+        Some(self.matches.event_fields(event))
+    }
+
     fn build(&self) -> Box<dyn Source> {
         Box::new(FileSource::new(self.clone()))
     }

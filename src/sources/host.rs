@@ -31,8 +31,21 @@ pub struct HostConfig {
 }
 
 impl SourceKind for HostConfig {
+    fn positive(&self) -> Vec<(&'static str, Dur)> {
+        vec![("interval", self.interval)]
+    }
+
     fn event_types(&self) -> Vec<String> {
         EVENTS.iter().map(|e| e.to_string()).collect()
+    }
+
+    fn event_fields(&self, event: &str) -> Option<Vec<String>> {
+        let fields: &[&str] = match event {
+            "disk_full" => &["mount", "used_pct", "threshold"],
+            "memory_low" => &["available_pct", "available_mb", "threshold"],
+            _ => &["load1", "per_cpu", "cpus", "threshold"],
+        };
+        Some(fields.iter().map(|f| f.to_string()).collect())
     }
 
     fn build(&self) -> Box<dyn Source> {

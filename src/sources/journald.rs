@@ -46,6 +46,12 @@ impl SourceKind for JournaldConfig {
         self.matches.event_types()
     }
 
+    fn event_fields(&self, event: &str) -> Option<Vec<String>> {
+        let mut fields = self.matches.event_fields(event);
+        fields.extend(["unit".to_string(), "priority".to_string()]);
+        Some(fields)
+    }
+
     fn build(&self) -> Box<dyn Source> {
         Box::new(JournaldSource::new(self.clone()))
     }
@@ -122,9 +128,7 @@ impl JournaldSource {
             ctx.metrics.lines_truncated_total.inc(&[&ctx.name]);
         }
         let (kind, mut data) = self.config.matches.classify(&text)?;
-        let unit = ["_SYSTEMD_UNIT", "UNIT", "_SYSTEMD_USER_UNIT"]
-            .iter()
-            .find_map(|k| entry.get(*k).and_then(Value::as_str));
+        let unit = unit_of(entry, &self.config.units);
         // Named groups from the user's regex win over the journal's fields.
         if let Some(u) = unit {
             data.entry("unit")
@@ -138,6 +142,71 @@ impl JournaldSource {
             data.entry("priority").or_insert(v);
         }
         Some((kind.to_string(), data))
+    }
+}
+
+/// The unit an entry is about, as `journalctl -u` sees it: systemd (PID 1) writes about a
+/// unit with `UNIT=` from `init.scope`, systemd-coredump with `COREDUMP_UNIT=`, other root
+/// daemons with `OBJECT_SYSTEMD_UNIT=`; only then the unit that logged it (`_SYSTEMD_UNIT`).
+/// The fields a process sets itself count only from those writers, as journalctl trusts them.
+/// With `units` configured, the one of them the entry is about wins, so "nginx.service: Main
+/// process exited" is nginx's entry, not init.scope's.
+pub fn unit_of<'e>(entry: &'e Data, units: &[String]) -> Option<&'e str> {
+    let field = |k: &str| entry.get(k).and_then(Value::as_str);
+    let root = field("_UID") == Some("0");
+    let candidates = [
+        field("COREDUMP_UNIT").filter(|_| root),
+        field("UNIT").filter(|_| field("_PID") == Some("1")),
+        field("OBJECT_SYSTEMD_UNIT").filter(|_| root),
+        field("_SYSTEMD_UNIT"),
+        field("USER_UNIT"),
+        field("_SYSTEMD_USER_UNIT"),
+    ];
+    let mut candidates = candidates.into_iter().flatten();
+    if !units.is_empty() {
+        if let Some(u) = candidates
+            .clone()
+            .find(|c| units.iter().any(|w| unit_matches(w, c)))
+        {
+            return Some(u);
+        }
+    }
+    candidates.next()
+}
+
+/// Whether `unit` is what `--unit=wanted` selects: journalctl adds `.service` to a name
+/// without a type and takes shell globs.
+fn unit_matches(wanted: &str, unit: &str) -> bool {
+    const TYPES: [&str; 11] = [
+        "service",
+        "socket",
+        "target",
+        "device",
+        "mount",
+        "automount",
+        "swap",
+        "timer",
+        "path",
+        "slice",
+        "scope",
+    ];
+    let has_type = wanted
+        .rsplit_once('.')
+        .is_some_and(|(_, t)| TYPES.contains(&t));
+    if !has_type && !wanted.contains(['*', '?', '[']) {
+        return unit == format!("{wanted}.service");
+    }
+    glob(wanted.as_bytes(), unit.as_bytes())
+}
+
+/// `*` and `?` globbing (what unit patterns use), without character classes: `[` is literal.
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
+        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
+        _ => false,
     }
 }
 
@@ -406,6 +475,59 @@ mod tests {
         let a = s.argv();
         assert!(a.contains(&"--after-cursor=s=1;i=2".into()));
         assert!(!a.contains(&"--lines=0".into()));
+    }
+
+    #[test]
+    fn units_match_as_journalctl_selects_them() {
+        assert!(unit_matches("nginx.service", "nginx.service"));
+        assert!(unit_matches("nginx", "nginx.service"));
+        assert!(!unit_matches("nginx", "nginx.socket"));
+        assert!(unit_matches("vllm@*.service", "vllm@0.service"));
+        assert!(unit_matches("judge?.service", "judge2.service"));
+        assert!(!unit_matches("judge.service", "other.service"));
+        assert!(unit_matches("backup.timer", "backup.timer"));
+    }
+
+    #[test]
+    fn an_entry_is_labelled_with_the_unit_it_is_about() {
+        let entry = |pairs: &[(&str, &str)]| -> Data {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect()
+        };
+        let pid1 = entry(&[
+            ("_PID", "1"),
+            ("_UID", "0"),
+            ("_SYSTEMD_UNIT", "init.scope"),
+            ("UNIT", "nginx.service"),
+        ]);
+        assert_eq!(unit_of(&pid1, &[]), Some("nginx.service"));
+        assert_eq!(
+            unit_of(&pid1, &["nginx.service".into()]),
+            Some("nginx.service")
+        );
+        // A process cannot claim to be about another unit.
+        let forged = entry(&[
+            ("_PID", "4242"),
+            ("_UID", "1000"),
+            ("_SYSTEMD_UNIT", "app.service"),
+            ("UNIT", "nginx.service"),
+            ("COREDUMP_UNIT", "db.service"),
+        ]);
+        assert_eq!(unit_of(&forged, &[]), Some("app.service"));
+        let core = entry(&[
+            ("_UID", "0"),
+            ("_SYSTEMD_UNIT", "systemd-coredump@0.service"),
+            ("COREDUMP_UNIT", "vllm.service"),
+        ]);
+        assert_eq!(unit_of(&core, &["vllm".into()]), Some("vllm.service"));
+        let own = entry(&[("_SYSTEMD_UNIT", "judge.service")]);
+        assert_eq!(
+            unit_of(&own, &["judge.service".into()]),
+            Some("judge.service")
+        );
+        assert_eq!(unit_of(&entry(&[]), &[]), None);
     }
 
     #[tokio::test]

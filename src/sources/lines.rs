@@ -33,6 +33,19 @@ impl Matches {
         }
     }
 
+    /// The fields of an `event` from these matches: the named groups of every regex that
+    /// emits it, and `line`.
+    pub fn event_fields(&self, event: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .0
+            .iter()
+            .filter(|m| m.event == event)
+            .flat_map(|m| m.regex.0.capture_names().flatten().map(str::to_string))
+            .collect();
+        out.push("line".into());
+        out
+    }
+
     /// The event for a line, if any: the first match wins. Data holds the named groups and
     /// the line itself under `line`.
     pub fn classify(&self, line: &str) -> Option<(&str, Data)> {

@@ -33,6 +33,10 @@ pub struct Threshold {
 }
 
 impl SourceKind for MetricsConfig {
+    fn positive(&self) -> Vec<(&'static str, Dur)> {
+        vec![("interval", self.interval), ("timeout", self.timeout)]
+    }
+
     fn event_types(&self) -> Vec<String> {
         self.threshold.iter().map(|t| t.event.clone()).collect()
     }
@@ -49,6 +53,12 @@ fn default_interval() -> Dur {
 fn default_timeout() -> Dur {
     Dur::secs(5)
 }
+
+/// What a scrape asks for: the `Accept` header Prometheus sends, OpenMetrics first.
+pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// Malformed lines logged per scrape; the rest are only counted.
+const MAX_WARNED: usize = 5;
 
 /// Largest metrics page read.
 const MAX_BODY: usize = 32 << 20;
@@ -81,19 +91,14 @@ impl MetricsSource {
         }
     }
 
-    async fn scrape(&mut self) -> Result<String, SourceError> {
+    /// One scrape: the page's text and the format it is in (from its `Content-Type`).
+    async fn scrape(&mut self) -> Result<(String, Format), SourceError> {
         let url = &self.config.url;
-        let client = match &self.client {
-            Some(c) => c.clone(),
-            None => {
-                let c = reqwest::Client::builder()
-                    .timeout(self.config.timeout.0)
-                    .build()
-                    .map_err(|e| SourceError::new(format!("cannot build HTTP client: {e}")))?;
-                self.client = Some(c.clone());
-                c
-            }
-        };
+        let timeout = self.config.timeout.0;
+        let client = self
+            .client
+            .get_or_insert_with(|| crate::http::client(timeout))
+            .clone();
         let what = |e: reqwest::Error| {
             let mut msg = format!("scraping {url} failed: ");
             if e.is_timeout() {
@@ -104,13 +109,23 @@ impl MetricsSource {
             msg.push_str("; check the target is running and `url` is right");
             SourceError::new(msg)
         };
-        let resp = client.get(url).send().await.map_err(what)?;
+        let resp = client
+            .get(url)
+            .header(reqwest::header::ACCEPT, ACCEPT)
+            .send()
+            .await
+            .map_err(what)?;
         let status = resp.status();
         if !status.is_success() {
             return Err(SourceError::new(format!(
                 "scraping {url} failed: HTTP {status}; check `url` points at a Prometheus metrics page"
             )));
         }
+        let format = Format::of(
+            resp.headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        );
         // Read by chunks so a runaway page cannot take the daemon's memory.
         let mut resp = resp;
         let mut body = Vec::new();
@@ -123,7 +138,7 @@ impl MetricsSource {
                 )));
             }
         }
-        Ok(String::from_utf8_lossy(&body).into_owned())
+        Ok((String::from_utf8_lossy(&body).into_owned(), format))
     }
 
     /// Checks every threshold against one scrape; returns the events to emit.
@@ -189,13 +204,27 @@ impl Source for MetricsSource {
                     _ = tick.tick() => {}
                     _ = ctx.stopping() => return Ok(()),
                 }
-                let text = tokio::select! {
+                let (text, format) = tokio::select! {
                     r = self.scrape() => r?,
                     _ = ctx.stopping() => return Ok(()),
                 };
+                let (samples, bad) = parse_as(&text, format);
+                // A page vigil cannot fully read is not "up" as if all were well: the
+                // thresholds on the lines it skipped are blind, so say so and count them.
+                ctx.degraded(bad.first().map(|(line, why)| {
+                    format!(
+                        "{} of {} samples in the last scrape could not be parsed as {format} (first at line {line}: {why}); thresholds on them are not checked",
+                        bad.len(),
+                        bad.len() + samples.len(),
+                    )
+                }));
                 ctx.up();
-                let (samples, bad) = parse(&text);
-                for (line, why) in &bad {
+                if !bad.is_empty() {
+                    ctx.metrics
+                        .scrape_samples_invalid_total
+                        .add(&[&ctx.name], bad.len() as f64);
+                }
+                for (line, why) in bad.iter().take(MAX_WARNED) {
                     tracing::warn!(source = %ctx.name, url = %self.config.url, "skipped malformed metrics line {line}: {why}");
                 }
                 for (kind, data) in self.evaluate(&samples) {
@@ -218,17 +247,68 @@ pub struct Sample {
     pub timestamp_ms: Option<i64>,
 }
 
-/// Parses Prometheus text exposition format. Comments and blank lines are skipped; a malformed
-/// line is skipped too and reported as (1-based line number, why), never fatal.
+/// The two text formats a target may serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4: timestamps in integer milliseconds.
+    Prometheus,
+    /// OpenMetrics 1.0: timestamps in (fractional) seconds, exemplars after `#`, `# EOF` last.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format a `Content-Type` names; anything else is read as Prometheus text.
+    pub fn of(content_type: Option<&str>) -> Format {
+        match content_type {
+            Some(t)
+                if t.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/openmetrics-text") =>
+            {
+                Format::OpenMetrics
+            }
+            _ => Format::Prometheus,
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Prometheus => "Prometheus text",
+            Format::OpenMetrics => "OpenMetrics",
+        })
+    }
+}
+
+/// Parses Prometheus text exposition format; see [`parse_as`].
 pub fn parse(text: &str) -> (Vec<Sample>, Vec<(usize, String)>) {
+    parse_as(text, Format::Prometheus)
+}
+
+/// Parses a metrics page in `format`. A page that ends with `# EOF` is OpenMetrics whatever
+/// its `Content-Type` said (servers mislabel it). Comments and blank lines are skipped, and
+/// so are exemplars; reading stops at `# EOF`. A malformed line is skipped too and reported
+/// as (1-based line number, why), never fatal.
+pub fn parse_as(text: &str, format: Format) -> (Vec<Sample>, Vec<(usize, String)>) {
+    let eof = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(str::trim)
+        == Some("# EOF");
+    let format = if eof { Format::OpenMetrics } else { format };
     let mut samples = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
+        if line == "# EOF" {
+            break;
+        }
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        match parse_line(line) {
+        match parse_line(line, format) {
             Ok(s) => samples.push(s),
             Err(why) => bad.push((i + 1, why)),
         }
@@ -236,7 +316,7 @@ pub fn parse(text: &str) -> (Vec<Sample>, Vec<(usize, String)>) {
     (samples, bad)
 }
 
-fn parse_line(line: &str) -> Result<Sample, String> {
+fn parse_line(line: &str, format: Format) -> Result<Sample, String> {
     let name_end = line
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(line.len());
@@ -249,15 +329,21 @@ fn parse_line(line: &str) -> Result<Sample, String> {
     if let Some(r) = rest.strip_prefix('{') {
         rest = parse_labels(r, &mut labels)?;
     }
+    // An exemplar (`# {trace_id="..."} 0.5 1520879607.789`) follows the value and timestamp;
+    // label values, which may hold `#`, are already behind us.
+    if let Some(at) = rest.find('#') {
+        let exemplar = rest[at + 1..].trim_start();
+        if !exemplar.starts_with('{') {
+            return Err("unexpected text after the value".into());
+        }
+        rest = &rest[..at];
+    }
     let mut fields = rest.split_whitespace();
     let value = fields.next().ok_or("missing value")?;
     let value = parse_value(value)?;
     let timestamp_ms = match fields.next() {
         None => None,
-        Some(t) => Some(
-            t.parse::<i64>()
-                .map_err(|_| format!("invalid timestamp {t:?}"))?,
-        ),
+        Some(t) => Some(parse_timestamp(t, format)?),
     };
     if fields.next().is_some() {
         return Err("unexpected text after the timestamp".into());
@@ -268,6 +354,24 @@ fn parse_line(line: &str) -> Result<Sample, String> {
         value,
         timestamp_ms,
     })
+}
+
+/// Milliseconds since the epoch: Prometheus text writes them as an integer, OpenMetrics
+/// writes seconds, often with a fraction.
+fn parse_timestamp(t: &str, format: Format) -> Result<i64, String> {
+    let invalid = || format!("invalid timestamp {t:?}");
+    match format {
+        Format::Prometheus => t.parse::<i64>().map_err(|_| invalid()),
+        Format::OpenMetrics => {
+            let secs = t.parse::<f64>().map_err(|_| invalid())?;
+            let ms = (secs * 1000.0).round();
+            if ms.is_finite() && ms.abs() < i64::MAX as f64 {
+                Ok(ms as i64)
+            } else {
+                Err(invalid())
+            }
+        }
+    }
 }
 
 /// Parses `a="x",b="y"}` (after the `{`); returns what follows the `}`.

@@ -13,6 +13,7 @@ pub mod probe;
 
 use crate::clock::SharedClock;
 use crate::config::load::{self, Diagnostic, ParseKind};
+use crate::config::Dur;
 use crate::event::{Data, Event};
 use crate::metrics::Metrics;
 use serde::de::DeserializeOwned;
@@ -50,8 +51,19 @@ pub trait SourceKind: fmt::Debug + Send + Sync + Any {
     fn check(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Durations that must be more than zero (`interval`, `timeout`), by key: `vigil check`
+    /// reports a zero at the key's line, before a source could spin or fail every check.
+    fn positive(&self) -> Vec<(&'static str, Dur)> {
+        Vec::new()
+    }
     /// The event types this source can emit, so `vigil check` can spot rules that wait in vain.
     fn event_types(&self) -> Vec<String>;
+    /// The fields an `event` from this source carries, so `vigil check` can warn about a rule
+    /// `reason` naming one that never arrives; `None` when they are not known before it runs
+    /// (the labels of a scraped series).
+    fn event_fields(&self, _event: &str) -> Option<Vec<String>> {
+        None
+    }
     /// The running source, started by the daemon after the whole config validated.
     fn build(&self) -> Box<dyn Source>;
 }
@@ -64,7 +76,25 @@ fn parse<T: SourceKind + DeserializeOwned>(
     table: Spanned<DeValue<'_>>,
 ) -> Result<SourceConfig, Diagnostic> {
     let start = table.span().start;
+    // Where each key's value is, so a zero `interval` is reported at its line.
+    let keys: Vec<(String, usize)> = match table.get_ref() {
+        DeValue::Table(t) => t
+            .iter()
+            .map(|(k, v)| (k.get_ref().to_string(), v.span().start))
+            .collect(),
+        _ => Vec::new(),
+    };
     let config: T = load::deserialize(src, table)?;
+    for (key, value) in config.positive() {
+        if value.is_zero() {
+            let at = keys
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or(start, |(_, at)| *at);
+            let msg = format!("`{key}` must be more than zero; give a duration like \"10s\"");
+            return Err(src.at(at, src.explain(&msg, at)));
+        }
+    }
     config.check().map_err(|m| src.at(start, m))?;
     Ok(SourceConfig {
         kind,
@@ -94,6 +124,12 @@ impl SourceConfig {
     /// The event types this source can emit.
     pub fn event_types(&self) -> Vec<String> {
         self.config.event_types()
+    }
+
+    /// The fields an `event` from this source carries, if known (see
+    /// [`SourceKind::event_fields`]).
+    pub fn event_fields(&self, event: &str) -> Option<Vec<String>> {
+        self.config.event_fields(event)
     }
 
     /// The running source, for the daemon to supervise.
@@ -310,15 +346,16 @@ pub async fn supervise(mut source: Box<dyn Source>, ctx: SourceContext) {
     loop {
         let started = std::time::Instant::now();
         let result = tokio::select! {
-            r = source.run(&ctx) => r,
+            r = CatchPanic(source.run(&ctx)) => r,
             _ = ctx.stopping() => return,
         };
         if ctx.is_stopping() {
             return;
         }
         let reason = match result {
-            Ok(()) => "source ended; restarting".to_string(),
-            Err(e) => e.to_string(),
+            Ok(Ok(())) => "source ended; restarting".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => format!("source crashed (a bug in vigil, please report it): {panic}"),
         };
         if started.elapsed() > Duration::from_secs(60) {
             attempt = 0;
@@ -332,6 +369,38 @@ pub async fn supervise(mut source: Box<dyn Source>, ctx: SourceContext) {
             _ = tokio::time::sleep(delay) => {}
             _ = ctx.stopping() => return,
         }
+    }
+}
+
+/// Runs a future and turns a panic inside it into `Err(message)`, so one source's bug takes
+/// down only that source, which is then reported and restarted like one that failed. The
+/// source is polled in place (not spawned) because `run` borrows it and its state, such as a
+/// journal cursor, is meant to survive restarts.
+struct CatchPanic<F>(F);
+
+impl<F: Future + Unpin> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(payload) => std::task::Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    }
+}
+
+/// The text a panic was raised with.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic without a message".to_string()
     }
 }
 

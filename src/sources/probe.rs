@@ -23,6 +23,9 @@ pub struct ProbeConfig {
     pub timeout: Dur,
 }
 
+/// Bytes of an HTTP probe's answer read at most; the rest is not waited for.
+const PROBE_BODY: usize = 64 << 10;
+
 fn default_interval() -> Dur {
     Dur::secs(10)
 }
@@ -51,6 +54,18 @@ impl SourceKind for ProbeConfig {
 
     fn event_types(&self) -> Vec<String> {
         vec!["probe_failed".into(), "probe_ok".into()]
+    }
+
+    fn positive(&self) -> Vec<(&'static str, Dur)> {
+        vec![("interval", self.interval), ("timeout", self.timeout)]
+    }
+
+    fn event_fields(&self, event: &str) -> Option<Vec<String>> {
+        let fields: &[&str] = match event {
+            "probe_failed" => &["probe", "error", "consecutive"],
+            _ => &["probe", "after_failures"],
+        };
+        Some(fields.iter().map(|f| f.to_string()).collect())
     }
 
     fn build(&self) -> Box<dyn Source> {
@@ -93,25 +108,28 @@ impl ProbeSource {
     async fn check(&mut self) -> Result<(), String> {
         let timeout = self.config.timeout.0;
         if let Some(url) = &self.config.http {
-            let client = match &self.client {
-                Some(c) => c.clone(),
-                None => {
-                    let c = reqwest::Client::builder()
-                        .timeout(timeout)
-                        .build()
-                        .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-                    self.client = Some(c.clone());
-                    c
-                }
-            };
-            let resp = client.get(url).send().await.map_err(|e| {
+            let client = self
+                .client
+                .get_or_insert_with(|| crate::http::client(timeout))
+                .clone();
+            let failed = |e: reqwest::Error| {
                 if e.is_timeout() {
-                    format!("no answer within {}", self.config.timeout)
+                    format!("no complete answer within {}", self.config.timeout)
                 } else {
                     crate::error::chain(&e)
                 }
-            })?;
+            };
+            let mut resp = client.get(url).send().await.map_err(failed)?;
             let status = resp.status();
+            // The answer counts only once its body arrived (up to a bound) within the
+            // timeout: a server that sends its headers and then hangs is not healthy.
+            let mut read = 0;
+            while read < PROBE_BODY {
+                match resp.chunk().await.map_err(failed)? {
+                    Some(chunk) => read += chunk.len(),
+                    None => break,
+                }
+            }
             if status.is_success() {
                 Ok(())
             } else {

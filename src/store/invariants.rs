@@ -40,7 +40,8 @@ pub trait InvariantStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Records the violation keys of invariant `id` seen now and returns, for each, when it
     /// was first seen; keys not seen now are forgotten (the violation went away, its clock
-    /// restarts).
+    /// restarts). A first sighting stamped after `now_ms` (the clock was ahead) is set to
+    /// `now_ms`, and logged once.
     fn invariant_sightings(
         &self,
         id: &str,

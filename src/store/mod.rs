@@ -20,7 +20,8 @@ pub use escalation::EscalationStore;
 pub use intents::{IntentQuery, IntentStore, Put};
 pub use invariants::{InvariantState, InvariantStore, PendingAlert};
 pub use runs::{
-    BudgetRequest, BudgetUsage, Lease, LockRecord, Refusal, RunEnd, RunRecord, RunRequest, RunStore,
+    BudgetRequest, BudgetUsage, Claim, Fence, Lease, LeaseFence, LockFence, LockRecord, Refusal,
+    RunEnd, RunRecord, RunRequest, RunStore, Settled,
 };
 pub use sources::SourceStore;
 pub use sqlite::SqliteStore;

@@ -21,7 +21,7 @@ pub struct TestDaemon {
     pub app: Arc<App>,
     pub dir: tempfile::TempDir,
     stop: watch::Sender<bool>,
-    handle: tokio::task::JoinHandle<anyhow::Result<Summary>>,
+    handle: tokio::task::JoinHandle<Result<Summary, daemon::DaemonError>>,
 }
 
 impl TestDaemon {
@@ -48,7 +48,7 @@ impl TestDaemon {
         .await
     }
 
-    /// A daemon with no `[api] token`: calls that change state must be refused.
+    /// A daemon with no `[api] token`: it generates one into DATA_DIR/api.token.
     pub async fn start_without_token(config: &str) -> Self {
         Self::launch(
             tempfile::tempdir().unwrap(),
@@ -172,11 +172,37 @@ impl TestDaemon {
 }
 
 pub async fn wait_until(what: &str, cond: &mut impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_within(what, 10, cond).await
+}
+
+/// Polls `cond` (real processes, real files) until it holds; panics with `what` after `secs`.
+pub async fn wait_within(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// `wait_within` for tests without a runtime: blocks the thread between polls.
+pub fn wait_blocking(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` runs: a zombie waiting for its parent to reap it does not count.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 /// The built `vigil` binary, for tests of the command line.

@@ -27,7 +27,8 @@ impl Collector for HttpConfig {
     ) -> BoxFuture<'a, Result<Vec<Table>, CollectError>> {
         Box::pin(async move {
             let err = |e: reqwest::Error| CollectError(format!("{e} ({})", self.url));
-            let resp = reqwest::get(&self.url).await.map_err(err)?;
+            let client = crate::http::client(crate::http::DEFAULT_TIMEOUT);
+            let resp = client.get(&self.url).send().await.map_err(err)?;
             let resp = resp.error_for_status().map_err(err)?;
             let doc: serde_json::Value = resp.json().await.map_err(err)?;
             Ok(vec![json_table(table, &doc)?])

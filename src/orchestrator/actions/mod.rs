@@ -423,7 +423,7 @@ mod tests {
             origin: "test".into(),
             note: None,
         };
-        let http = reqwest::Client::new();
+        let http = crate::http::client(crate::http::DEFAULT_TIMEOUT);
         let ctx = StepContext {
             app: &app,
             http: &http,

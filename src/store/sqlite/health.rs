@@ -4,7 +4,6 @@
 //! again, while `/healthz` says ok.
 
 use super::SqliteStore;
-use std::io::Read;
 
 /// The first 16 bytes of every SQLite database file (sqlite.org/fileformat.html §1.3).
 const MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -47,7 +46,7 @@ impl SqliteStore {
             ));
         }
         let mut head = [0u8; 16];
-        let read = std::fs::File::open(&self.path).and_then(|mut f| f.read_exact(&mut head));
+        let read = read_head(&conn, &mut head);
         match read {
             Ok(()) if &head == MAGIC => {}
             Ok(()) => {
@@ -59,5 +58,43 @@ impl SqliteStore {
         }
         conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
             .map_err(|e| format!("the store {path} cannot be written ({e}): check the disk (full? read-only?) and the file's permissions"))
+    }
+}
+
+/// Reads the first bytes of the main database file through SQLite's own open file. Opening
+/// the file again by path would not do: closing that second descriptor drops every POSIX
+/// lock this process holds on the file (fcntl locks are per process and file), SQLite's
+/// included; another process (the CLI) then takes itself for the last connection, checkpoints
+/// and deletes the WAL this daemon still writes to, and stops seeing what it stores.
+fn read_head(conn: &rusqlite::Connection, head: &mut [u8]) -> std::io::Result<()> {
+    use rusqlite::ffi;
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: the handle is valid while `conn` is borrowed; SQLITE_FCNTL_FILE_POINTER writes
+    // the main database's sqlite3_file pointer, owned by SQLite and open while `conn` is.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&mut file as *mut *mut ffi::sqlite3_file).cast(),
+        )
+    };
+    // SAFETY: `file` was checked non-null; pMethods is null for a file SQLite has not opened.
+    let read = unsafe {
+        (rc == ffi::SQLITE_OK && !file.is_null() && !(*file).pMethods.is_null())
+            .then(|| (*(*file).pMethods).xRead)
+            .flatten()
+    };
+    let Some(read) = read else {
+        return Err(std::io::Error::other("SQLite gave no handle to the file"));
+    };
+    // SAFETY: `head` is valid for `head.len()` bytes; xRead fills at most that many.
+    let rc = unsafe { read(file, head.as_mut_ptr().cast(), head.len() as i32, 0) };
+    match rc {
+        ffi::SQLITE_OK => Ok(()),
+        ffi::SQLITE_IOERR_SHORT_READ => {
+            Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+        }
+        rc => Err(std::io::Error::other(format!("SQLite I/O error {rc}"))),
     }
 }

@@ -64,11 +64,26 @@ impl InvariantStore for SqliteStore {
                 let mut put = tx.prepare_cached(
                     "INSERT INTO invariant_pending (id, key, first_seen_ms) VALUES (?1, ?2, ?3)",
                 )?;
+                let mut fix = tx.prepare_cached(
+                    "UPDATE invariant_pending SET first_seen_ms = ?3 WHERE id = ?1 AND key = ?2",
+                )?;
                 for k in keys {
                     ins.execute([k])?;
                     let first: Option<i64> =
                         get.query_row(params![id, k], |r| r.get(0)).optional()?;
                     out.push(match first {
+                        // First seen in the future: the clock was ahead then. It counts as
+                        // now, so the `for` timer restarts instead of never firing; the
+                        // stamp is rewritten, so this is said once.
+                        Some(t) if t > now_ms => {
+                            fix.execute(params![id, k, now_ms])?;
+                            tracing::warn!(
+                                invariant = id,
+                                "invariant {id}: violation {k:?} was first seen {:.1}h in the future (the clock was ahead); its `for` timer restarts now",
+                                (t - now_ms) as f64 / 3_600_000.0
+                            );
+                            now_ms
+                        }
                         Some(t) => t,
                         None => {
                             put.execute(params![id, k, now_ms])?;

@@ -128,6 +128,18 @@ CREATE TABLE alert_outbox (
     next_attempt_ms INTEGER NOT NULL
 );
 "#,
+    // Fencing: epochs of intent leases and locks (only grow), the lock a deferred intent
+    // waits for. Defaults keep rows of older stores valid: epoch 0 is a claim made before.
+    r#"
+ALTER TABLE intents ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE intents ADD COLUMN wait_lock TEXT;
+ALTER TABLE locks ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN lock_epoch INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE sequences (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"#,
 ];
 
 pub struct SqliteStore {
@@ -298,6 +310,69 @@ mod tests {
             s.intent(old_pending).unwrap().unwrap().status,
             IntentStatus::Pending
         );
+    }
+
+    #[test]
+    fn a_store_from_before_fencing_opens_and_its_claims_and_locks_still_work() {
+        use crate::store::{Fence, LeaseFence, LockFence, RunStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.db");
+        {
+            // A store as the schema before fencing left it, with a claimed intent and a lock.
+            let before = MIGRATIONS
+                .iter()
+                .position(|m| m.contains("lease_epoch"))
+                .unwrap();
+            let c = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..before] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.execute_batch(&format!("PRAGMA user_version = {before};"))
+                .unwrap();
+            c.execute_batch(
+                "
+                 INSERT INTO intents (intent_type, priority, reason, data, dedup_key, origin, status, created_at, updated_at, lease_holder, lease_expires)
+                 VALUES ('trigger_x', 5, 'r', '{}', 'k', 'test', 'running', 0, 0, 'old:1:0', 30000);
+                 INSERT INTO intents (intent_type, priority, reason, data, dedup_key, origin, status, created_at, updated_at)
+                 VALUES ('trigger_y', 5, 'r', '{}', 'k2', 'test', 'pending', 0, 0);
+                 INSERT INTO locks (name, holder, acquired_at, expires_at) VALUES ('gpu0', 'old:1:0/1', 0, 30000);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let leases = s.running_intents().unwrap();
+        assert_eq!((leases[0].intent, leases[0].epoch), (1, 0));
+        let old = Fence {
+            lease: LeaseFence {
+                intent: 1,
+                holder: "old:1:0".into(),
+                epoch: 0,
+            },
+            lock: Some(LockFence {
+                name: "gpu0".into(),
+                holder: "old:1:0/1".into(),
+                epoch: 0,
+            }),
+        };
+        assert!(
+            s.check_fence(&old, 1_000).unwrap(),
+            "the old claim still holds"
+        );
+        // A take-over moves the epoch on: the old holder's fence no longer holds.
+        let epoch = s
+            .take_over_intent(1, Some("old:1:0"), "new:2:0", 30_000, 40_000)
+            .unwrap();
+        assert_eq!(epoch, Some(1));
+        assert!(!s.check_fence(&old, 1_000).unwrap());
+        let claim = s
+            .claim_intent("new:2:0", 30_000, 3_600_000, 40_000)
+            .unwrap();
+        assert_eq!(claim.map(|c| (c.intent.id, c.epoch)), Some((2, 1)));
+        assert!(s
+            .acquire_lock("gpu0", "new:2:0/2", 30_000, 40_000)
+            .unwrap()
+            .is_ok());
+        assert_eq!(s.locks().unwrap()[0].epoch, 1);
     }
 
     #[test]

@@ -4,13 +4,68 @@
 use super::intents::{row_to_intent, set_status, INTENT_COLUMNS};
 use super::{Cached, SqliteStore};
 use crate::audit::AuditEntry;
-use crate::intent::Intent;
+use crate::intent::IntentStatus;
 use crate::store::{
-    BudgetUsage, Lease, LockRecord, Refusal, RunEnd, RunRecord, RunRequest, RunStore, StoreError,
+    BudgetUsage, Claim, Fence, Lease, LeaseFence, LockRecord, Refusal, RunEnd, RunRecord,
+    RunRequest, RunStore, Settled, StoreError,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-const RUN_COLUMNS: &str = "id, intent_id, playbook, mode, holder, started_at, ended_at, result, budget, budget_day, reserved_ms, downtime_ms, lock_name, step, downtime_since";
+const RUN_COLUMNS: &str = "id, intent_id, playbook, mode, holder, started_at, ended_at, result, budget, budget_day, reserved_ms, downtime_ms, lock_name, step, downtime_since, lock_epoch";
+
+const LOCK_COLUMNS: &str = "name, holder, acquired_at, expires_at, epoch";
+
+/// The next value of the named sequence (1, 2, ...): epochs that only grow, even across
+/// deleted rows (a released lock's row is gone, its epoch must not come back).
+fn next_seq(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+    conn.row(
+        "INSERT INTO sequences (name, value) VALUES (?1, 1)
+         ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+        [name],
+        |r| r.get(0),
+    )
+}
+
+/// Whether `lease` still holds at `now_ms`: the intent is running under the same holder and
+/// epoch, and the lease has not run out.
+fn holds_lease(conn: &Connection, lease: &LeaseFence, now_ms: i64) -> rusqlite::Result<bool> {
+    conn.row(
+        "SELECT EXISTS (SELECT 1 FROM intents WHERE id = ?1 AND status = 'running'
+                AND lease_holder = ?2 AND lease_epoch = ?3 AND lease_expires >= ?4)",
+        params![lease.intent, lease.holder, lease.epoch, now_ms],
+        |r| r.get(0),
+    )
+}
+
+/// Whether all of `fence` holds at `now_ms`.
+fn holds(conn: &Connection, fence: &Fence, now_ms: i64) -> rusqlite::Result<bool> {
+    if !holds_lease(conn, &fence.lease, now_ms)? {
+        return Ok(false);
+    }
+    let Some(lock) = &fence.lock else {
+        return Ok(true);
+    };
+    conn.row(
+        "SELECT EXISTS (SELECT 1 FROM locks WHERE name = ?1 AND holder = ?2 AND epoch = ?3
+                AND expires_at >= ?4)",
+        params![lock.name, lock.holder, lock.epoch, now_ms],
+        |r| r.get(0),
+    )
+}
+
+/// Sets run starts of `playbook` stamped after `now_ms` to `now_ms`: the clock was ahead when
+/// they were stamped. A start a year ahead would otherwise hold the cooldown for a year and
+/// fill the rate-limit window until then. Returns how many were corrected.
+fn correct_future_starts(
+    conn: &Connection,
+    playbook: &str,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    conn.exec(
+        "UPDATE runs SET started_at = ?2 WHERE playbook = ?1 AND started_at > ?2",
+        params![playbook, now_ms],
+    )
+}
 
 fn row_to_run(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -29,6 +84,7 @@ fn row_to_run(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         lock_name: r.get(12)?,
         step: r.get(13)?,
         downtime_since: r.get(14)?,
+        lock_epoch: r.get(15)?,
     })
 }
 
@@ -47,6 +103,7 @@ fn row_to_lock(r: &rusqlite::Row) -> rusqlite::Result<LockRecord> {
         holder: r.get(1)?,
         acquired_at: r.get(2)?,
         expires_at: r.get(3)?,
+        epoch: r.get(4)?,
     })
 }
 
@@ -66,31 +123,34 @@ fn budget_usage(conn: &Connection, budget: &str, day: &str) -> rusqlite::Result<
         .unwrap_or_default())
 }
 
+/// Takes `name` for `holder` with a new epoch, which it returns, unless another holds it.
 fn acquire_lock(
     conn: &Connection,
     name: &str,
     holder: &str,
     lease_ms: i64,
     now_ms: i64,
-) -> rusqlite::Result<Result<(), LockRecord>> {
+) -> rusqlite::Result<Result<i64, LockRecord>> {
     let current = conn
         .row(
-            "SELECT name, holder, acquired_at, expires_at FROM locks WHERE name = ?1",
+            &format!("SELECT {LOCK_COLUMNS} FROM locks WHERE name = ?1"),
             [name],
             row_to_lock,
         )
         .optional()?;
     if let Some(cur) = current {
-        // An expired lease means the holder died or stalled: the lock is free again.
+        // An expired lease means the holder died or stalled: the lock is free again. (The
+        // stalled holder finds out through its fence: the epoch changes here.)
         if cur.holder != holder && cur.expires_at > now_ms {
             return Ok(Err(cur));
         }
     }
+    let epoch = next_seq(conn, "lock")?;
     conn.exec(
-        "INSERT OR REPLACE INTO locks (name, holder, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        params![name, holder, now_ms, now_ms + lease_ms],
+        "INSERT OR REPLACE INTO locks (name, holder, acquired_at, expires_at, epoch) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![name, holder, now_ms, now_ms + lease_ms, epoch],
     )?;
-    Ok(Ok(()))
+    Ok(Ok(epoch))
 }
 
 /// The checks of `begin_run` and, when they pass, the reservations, inside `tx`.
@@ -99,6 +159,11 @@ fn check_and_reserve(
     req: &RunRequest,
     now_ms: i64,
 ) -> rusqlite::Result<Result<RunRecord, Refusal>> {
+    if let Some(lease) = &req.lease {
+        if !holds_lease(tx, lease, now_ms)? {
+            return Ok(Err(Refusal::LeaseLost));
+        }
+    }
     if let Some(cooldown) = req.cooldown_ms {
         let last: Option<i64> = tx.row(
             "SELECT max(started_at) FROM runs WHERE playbook = ?1",
@@ -130,13 +195,17 @@ fn check_and_reserve(
             }));
         }
     }
+    let mut lock_epoch = 0;
     if let Some(lock) = &req.lock {
-        if let Err(held) = acquire_lock(tx, lock, &req.holder, req.lease_ms, now_ms)? {
-            return Ok(Err(Refusal::Lock {
-                name: lock.clone(),
-                holder: held.holder,
-                remaining_ms: held.expires_at - now_ms,
-            }));
+        match acquire_lock(tx, lock, &req.holder, req.lease_ms, now_ms)? {
+            Ok(epoch) => lock_epoch = epoch,
+            Err(held) => {
+                return Ok(Err(Refusal::Lock {
+                    name: lock.clone(),
+                    holder: held.holder,
+                    remaining_ms: held.expires_at - now_ms,
+                }))
+            }
         }
     }
     if let Some(b) = &req.budget {
@@ -158,9 +227,9 @@ fn check_and_reserve(
         None => (None, None, 0),
     };
     tx.exec(
-        "INSERT INTO runs (intent_id, playbook, mode, holder, started_at, budget, budget_day, reserved_ms, lock_name)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![req.intent_id, req.playbook, req.mode, req.holder, now_ms, budget, day, want, req.lock],
+        "INSERT INTO runs (intent_id, playbook, mode, holder, started_at, budget, budget_day, reserved_ms, lock_name, lock_epoch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![req.intent_id, req.playbook, req.mode, req.holder, now_ms, budget, day, want, req.lock, lock_epoch],
     )?;
     Ok(Ok(RunRecord {
         id: tx.last_insert_rowid(),
@@ -176,6 +245,7 @@ fn check_and_reserve(
         reserved_ms: want,
         downtime_ms: 0,
         lock_name: req.lock.clone(),
+        lock_epoch,
         step: 0,
         downtime_since: None,
     }))
@@ -198,9 +268,11 @@ fn end_run(tx: &Connection, end: &RunEnd<'_>) -> rusqlite::Result<bool> {
         )?;
     }
     if let Some(lock) = &run.lock_name {
+        // Only the acquisition this run made: the same holder name may hold it again later
+        // (an intent resumed and claimed again by the same orchestrator).
         tx.exec(
-            "DELETE FROM locks WHERE name = ?1 AND holder = ?2",
-            params![lock, run.holder],
+            "DELETE FROM locks WHERE name = ?1 AND holder = ?2 AND (epoch = ?3 OR ?3 = 0)",
+            params![lock, run.holder, run.lock_epoch],
         )?;
     }
     tx.exec(
@@ -215,19 +287,31 @@ impl RunStore for SqliteStore {
         &self,
         holder: &str,
         lease_ms: i64,
+        intent_ttl_ms: i64,
         now_ms: i64,
-    ) -> Result<Option<Intent>, StoreError> {
-        // One statement, so two claimers never take the same intent.
+    ) -> Result<Option<Claim>, StoreError> {
+        // One statement, so two claimers never take the same intent. An intent waiting for a
+        // lock someone holds is left alone, so workers do not spin on it; once the lock is
+        // free (released, or its lease ran out) or the intent outlived its TTL, it is taken.
         self.with_conn(|c| {
             c.row(
                 &format!(
-                    "UPDATE intents SET status = 'running', lease_holder = ?1, lease_expires = ?2, updated_at = ?3
-                     WHERE id = (SELECT id FROM intents WHERE status = 'pending'
+                    "UPDATE intents SET status = 'running', lease_holder = ?1, lease_expires = ?2, updated_at = ?3,
+                            lease_epoch = lease_epoch + 1
+                     WHERE id = (SELECT id FROM intents i WHERE status = 'pending'
+                                   AND (wait_lock IS NULL OR created_at < ?3 - ?4
+                                        OR NOT EXISTS (SELECT 1 FROM locks l
+                                                       WHERE l.name = i.wait_lock AND l.expires_at > ?3))
                                  ORDER BY priority DESC, created_at, id LIMIT 1)
-                     RETURNING {INTENT_COLUMNS}"
+                     RETURNING {INTENT_COLUMNS}, lease_epoch"
                 ),
-                params![holder, now_ms + lease_ms, now_ms],
-                row_to_intent,
+                params![holder, now_ms + lease_ms, now_ms, intent_ttl_ms],
+                |r| {
+                    Ok(Claim {
+                        intent: row_to_intent(r)?,
+                        epoch: r.get(11)?,
+                    })
+                },
             )
             .optional()
         })
@@ -236,13 +320,14 @@ impl RunStore for SqliteStore {
     fn running_intents(&self) -> Result<Vec<Lease>, StoreError> {
         self.with_conn(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, lease_holder, lease_expires FROM intents WHERE status = 'running' ORDER BY id",
+                "SELECT id, lease_holder, lease_expires, lease_epoch FROM intents WHERE status = 'running' ORDER BY id",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(Lease {
                     intent: r.get(0)?,
                     holder: r.get(1)?,
                     expires_at: r.get(2)?,
+                    epoch: r.get(3)?,
                 })
             })?;
             rows.collect()
@@ -256,14 +341,66 @@ impl RunStore for SqliteStore {
         new: &str,
         lease_ms: i64,
         now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.with_conn(|c| {
+            c.row(
+                "UPDATE intents SET lease_holder = ?3, lease_expires = ?4, lease_epoch = lease_epoch + 1
+                 WHERE id = ?1 AND status = 'running' AND lease_holder IS ?2
+                 RETURNING lease_epoch",
+                params![id, old, new, now_ms + lease_ms],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    fn set_intent_status_fenced(
+        &self,
+        lease: &LeaseFence,
+        status: IntentStatus,
+        note: &str,
+        now_ms: i64,
     ) -> Result<bool, StoreError> {
         self.with_conn(|c| {
-            c.exec(
-                "UPDATE intents SET lease_holder = ?3, lease_expires = ?4
-                 WHERE id = ?1 AND status = 'running' AND lease_holder IS ?2",
-                params![id, old, new, now_ms + lease_ms],
-            )
-            .map(|n| n == 1)
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !holds_lease(&tx, lease, now_ms)? {
+                return Ok(false);
+            }
+            set_status(&tx, lease.intent, status, Some(note), now_ms)?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn check_fence(&self, fence: &Fence, now_ms: i64) -> Result<bool, StoreError> {
+        self.with_conn(|c| holds(c, fence, now_ms))
+    }
+
+    fn defer_intent(
+        &self,
+        lease: &LeaseFence,
+        lock: &str,
+        note: &str,
+        now_ms: i64,
+    ) -> Result<Option<bool>, StoreError> {
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !holds_lease(&tx, lease, now_ms)? {
+                return Ok(None);
+            }
+            let waited: Option<String> = tx.row(
+                "SELECT wait_lock FROM intents WHERE id = ?1",
+                [lease.intent],
+                |r| r.get(0),
+            )?;
+            tx.exec(
+                "UPDATE intents SET status = 'pending', lease_holder = NULL, lease_expires = NULL,
+                        wait_lock = ?2, note = ?3, updated_at = ?4
+                 WHERE id = ?1",
+                params![lease.intent, lock, note, now_ms],
+            )?;
+            tx.commit()?;
+            Ok(Some(waited.is_none()))
         })
     }
 
@@ -273,16 +410,33 @@ impl RunStore for SqliteStore {
         now_ms: i64,
         commit: bool,
     ) -> Result<Result<RunRecord, Refusal>, StoreError> {
-        self.with_conn(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let r = check_and_reserve(&tx, req, now_ms)?;
-            // Without `commit` the transaction rolls back as it drops: a dry run reserves
-            // nothing.
-            if commit && r.is_ok() {
+        let (r, corrected) = self.with_conn(|c| {
+            let mut tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let corrected = correct_future_starts(&tx, &req.playbook, now_ms)?;
+            // The checks and reservations in a savepoint: a refusal undoes a lock taken before
+            // the budget said no, but keeps the correction of future stamps.
+            let sp = tx.savepoint()?;
+            let r = check_and_reserve(&sp, req, now_ms)?;
+            if r.is_ok() {
+                sp.commit()?;
+            } else {
+                drop(sp);
+            }
+            // Without `commit` the transaction rolls back as it drops: a dry run reserves (and
+            // corrects) nothing.
+            if commit && (r.is_ok() || corrected > 0) {
                 tx.commit()?;
             }
-            Ok(r)
-        })
+            Ok((r, corrected))
+        })?;
+        if commit && corrected > 0 {
+            tracing::warn!(
+                playbook = %req.playbook,
+                "{corrected} runs of playbook {} were stamped in the future (the clock was ahead); counted as started now",
+                req.playbook
+            );
+        }
+        Ok(r)
     }
 
     fn run_progress(
@@ -290,26 +444,43 @@ impl RunStore for SqliteStore {
         run_id: i64,
         step: i64,
         downtime_since: Option<i64>,
-    ) -> Result<(), StoreError> {
+        fence: &Fence,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         self.with_conn(|c| {
-            c.exec(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !holds(&tx, fence, now_ms)? {
+                return Ok(false);
+            }
+            tx.exec(
                 "UPDATE runs SET step = ?2, downtime_since = ?3 WHERE id = ?1",
                 params![run_id, step, downtime_since],
-            )
-            .map(drop)
+            )?;
+            tx.commit()?;
+            Ok(true)
         })
     }
 
-    fn settle_run(&self, end: &RunEnd<'_>, audit: &AuditEntry) -> Result<bool, StoreError> {
+    fn settle_run(&self, end: &RunEnd<'_>, audit: &AuditEntry) -> Result<Settled, StoreError> {
         self.with_conn(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Already ended first: a recovery that ended it also took the lease, and "already
+            // ended" is the truer word for what happened.
+            if run(&tx, end.run_id)?.is_none_or(|r| r.ended_at.is_some()) {
+                return Ok(Settled::AlreadyEnded);
+            }
+            if let Some(fence) = end.fence {
+                if !holds(&tx, fence, end.now_ms)? {
+                    return Ok(Settled::LeaseLost);
+                }
+            }
             if !end_run(&tx, end)? {
-                return Ok(false);
+                return Ok(Settled::AlreadyEnded);
             }
             set_status(&tx, end.intent_id, end.status, Some(end.note), end.now_ms)?;
             super::audit::append(&tx, audit)?;
             tx.commit()?;
-            Ok(true)
+            Ok(Settled::Ended)
         })
     }
 
@@ -348,7 +519,7 @@ impl RunStore for SqliteStore {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let r = acquire_lock(&tx, name, holder, lease_ms, now_ms)?;
             tx.commit()?;
-            Ok(r)
+            Ok(r.map(drop))
         })
     }
 
@@ -365,23 +536,24 @@ impl RunStore for SqliteStore {
     fn renew_leases(&self, holder: &str, lease_ms: i64, now_ms: i64) -> Result<usize, StoreError> {
         self.with_conn(|c| {
             c.exec(
-                "UPDATE intents SET lease_expires = ?2 WHERE status = 'running' AND lease_holder = ?1",
-                params![holder, now_ms + lease_ms],
+                "UPDATE intents SET lease_expires = ?2
+                 WHERE status = 'running' AND lease_holder = ?1 AND lease_expires >= ?3",
+                params![holder, now_ms + lease_ms, now_ms],
             )?;
             // Runs hold locks as `HOLDER/INTENT`.
             c.exec(
                 "UPDATE locks SET expires_at = ?2
-                 WHERE holder = ?1 OR substr(holder, 1, length(?1) + 1) = ?1 || '/'",
-                params![holder, now_ms + lease_ms],
+                 WHERE (holder = ?1 OR substr(holder, 1, length(?1) + 1) = ?1 || '/')
+                   AND expires_at >= ?3",
+                params![holder, now_ms + lease_ms, now_ms],
             )
         })
     }
 
     fn locks(&self) -> Result<Vec<LockRecord>, StoreError> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT name, holder, acquired_at, expires_at FROM locks ORDER BY name",
-            )?;
+            let mut stmt =
+                c.prepare_cached(&format!("SELECT {LOCK_COLUMNS} FROM locks ORDER BY name"))?;
             let rows = stmt.query_map([], row_to_lock)?;
             rows.collect()
         })

@@ -1,14 +1,15 @@
-//! `vigil symptoms`, `vigil escalation` and `vigil audit`: the CLI over the same store the
-//! daemon uses, with or without a daemon running.
+//! `vigil symptoms record|list` and `vigil escalation status|clear`: the symptom ledger and
+//! the flags it arms, on the same store the daemon uses, with or without a daemon running.
 
-use crate::app::App;
-use crate::clock::rfc3339_ms;
-use crate::escalation;
-use crate::store::EscalationStore;
+use super::{print_json, Exit};
 use anyhow::bail;
-use clap::Subcommand;
+use vigil::app::App;
+use vigil::clock::rfc3339_ms;
+use vigil::escalation;
+use vigil::event::Data;
+use vigil::store::EscalationStore;
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, clap::Subcommand)]
 pub enum SymptomsCommand {
     /// Record a symptom (may arm its escalation flag): `vigil symptoms record vllm_oom deficit_mb=1155`.
     Record {
@@ -27,7 +28,7 @@ pub enum SymptomsCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, clap::Subcommand)]
 pub enum EscalationCommand {
     /// Flags and symptom counts by kind.
     Status {
@@ -38,24 +39,9 @@ pub enum EscalationCommand {
     Clear { kind: String },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// The last entries of the audit trail, oldest first.
-    Tail {
-        #[arg(short = 'n', default_value_t = 20)]
-        n: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// How many entries of each event the trail holds.
-    Count {
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-fn parse_meta(items: &[String]) -> anyhow::Result<crate::event::Data> {
-    let mut data = crate::event::Data::new();
+/// `key=value` arguments as data: numbers and booleans stay typed, anything else is a string.
+fn parse_meta(items: &[String]) -> anyhow::Result<Data> {
+    let mut data = Data::new();
     for item in items {
         let Some((k, v)) = item.split_once('=') else {
             bail!("{item:?} is not key=value; write e.g. deficit_mb=1155");
@@ -69,10 +55,10 @@ fn parse_meta(items: &[String]) -> anyhow::Result<crate::event::Data> {
     Ok(data)
 }
 
-pub fn symptoms(app: &App, cmd: SymptomsCommand) -> anyhow::Result<u8> {
+pub fn symptoms(app: &App, cmd: SymptomsCommand) -> Exit {
     match cmd {
         SymptomsCommand::Record { kind, meta } => {
-            crate::intent::validate_type(&kind)
+            vigil::intent::validate_type(&kind)
                 .map_err(|e| anyhow::anyhow!("symptom kind: {e}"))?;
             let rec = escalation::record(app, &kind, parse_meta(&meta)?)?;
             let p = escalation::policy(app);
@@ -97,8 +83,7 @@ pub fn symptoms(app: &App, cmd: SymptomsCommand) -> anyhow::Result<u8> {
                     .iter()
                     .map(|s| serde_json::json!({"id": s.id, "kind": s.kind, "ts": rfc3339_ms(s.ts), "meta": s.meta}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&out)?);
-                return Ok(0);
+                return print_json(&out);
             }
             if list.is_empty() {
                 println!("no symptoms in the window");
@@ -116,13 +101,12 @@ pub fn symptoms(app: &App, cmd: SymptomsCommand) -> anyhow::Result<u8> {
     }
 }
 
-pub fn escalation(app: &App, cmd: EscalationCommand) -> anyhow::Result<u8> {
+pub fn escalation(app: &App, cmd: EscalationCommand) -> Exit {
     match cmd {
         EscalationCommand::Status { json } => {
             let flags = escalation::status(app)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&flags)?);
-                return Ok(0);
+                return print_json(&flags);
             }
             if flags.is_empty() {
                 println!("no flags and no symptoms in the window");
@@ -148,42 +132,6 @@ pub fn escalation(app: &App, cmd: EscalationCommand) -> anyhow::Result<u8> {
                 None => {
                     println!("{kind} was not armed; symptoms so far no longer count towards it")
                 }
-            }
-            Ok(0)
-        }
-    }
-}
-
-pub fn audit(app: &App, cmd: AuditCommand) -> anyhow::Result<u8> {
-    match cmd {
-        AuditCommand::Tail { n, json } => {
-            let entries = crate::audit::tail(app, n)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
-                return Ok(0);
-            }
-            for e in entries {
-                println!(
-                    "{}  {:<20} intent={:<6} playbook={:<16} {}",
-                    rfc3339_ms(e.ts),
-                    e.event,
-                    e.intent.map_or("-".into(), |i| i.to_string()),
-                    e.playbook.as_deref().unwrap_or("-"),
-                    e.details
-                );
-            }
-            Ok(0)
-        }
-        AuditCommand::Count { json } => {
-            let counts = crate::audit::counts(app)?;
-            if json {
-                let m: serde_json::Map<String, serde_json::Value> =
-                    counts.into_iter().map(|(k, n)| (k, n.into())).collect();
-                println!("{}", serde_json::to_string_pretty(&m)?);
-                return Ok(0);
-            }
-            for (event, n) in counts {
-                println!("{n:>7} {event}");
             }
             Ok(0)
         }

@@ -1,8 +1,9 @@
 //! `vigil invariants run|list|snapshot`.
 
-use super::harness::{CycleResult, Harness};
-use crate::app::App;
+use super::{print_json, Exit};
 use std::path::PathBuf;
+use vigil::app::App;
+use vigil::invariants::CycleResult;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum InvariantsCommand {
@@ -26,36 +27,43 @@ pub enum InvariantsCommand {
     },
 }
 
-pub async fn run(app: &App, cmd: InvariantsCommand) -> anyhow::Result<i32> {
-    let harness = Harness::from_app(app)?;
+pub fn run(app: &App, cmd: InvariantsCommand) -> Exit {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(run_async(app, cmd))
+}
+
+async fn run_async(app: &App, cmd: InvariantsCommand) -> Exit {
+    let harness = app.harness()?;
     match cmd {
         InvariantsCommand::Run { only, json } => {
             let only = (!only.is_empty()).then_some(only);
             let r = harness.run_cycle(only.as_deref()).await?;
             harness.flush_alerts().await;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                print_json(&r)?;
             } else {
-                print_human(&r);
+                print_cycle(&r);
             }
-            Ok(i32::from(!r.violations.is_empty()))
+            Ok(u8::from(!r.violations.is_empty()))
         }
         InvariantsCommand::List { json } => {
-            let l = harness.list()?;
+            let list = harness.list()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&l)?);
-            } else {
-                for i in l {
-                    println!(
-                        "{:<8} {:<8} tier {:<2} {:<8} {:<32} {}",
-                        i.id,
-                        i.state,
-                        i.tier,
-                        i.severity,
-                        i.name,
-                        i.since.unwrap_or_default()
-                    );
-                }
+                return print_json(&list);
+            }
+            if list.is_empty() {
+                println!("no invariants configured: add [invariants.ID] tables to the config");
+            }
+            for i in list {
+                println!(
+                    "{:<8} {:<8} tier {:<2} {:<8} {:<32} {}",
+                    i.id,
+                    i.state,
+                    i.tier,
+                    i.severity,
+                    i.name,
+                    i.since.unwrap_or_default()
+                );
             }
             Ok(0)
         }
@@ -70,7 +78,7 @@ pub async fn run(app: &App, cmd: InvariantsCommand) -> anyhow::Result<i32> {
     }
 }
 
-fn print_human(r: &CycleResult) {
+fn print_cycle(r: &CycleResult) {
     println!(
         "{} checks run, {} skipped, {} violations ({} ms)",
         r.checks_run.len(),
