@@ -20,5 +20,6 @@ pub mod orchestrator;
 pub mod rules;
 pub mod sources;
 pub mod store;
+pub mod supervisor;
 pub mod template;
 pub mod watch;

@@ -59,6 +59,9 @@ enum Command {
     /// Invariants over a snapshot of other systems' state: run a cycle, list, snapshot.
     #[command(subcommand)]
     Invariants(vigil::invariants::cli::InvariantsCommand),
+    /// Supervised units: list, show, release from quarantine.
+    #[command(subcommand)]
+    Units(vigil::supervisor::cli::UnitsCommand),
 }
 
 #[derive(Args)]
@@ -167,6 +170,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
             let code = rt.block_on(vigil::invariants::cli::run(&app, cmd))?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
+        Command::Units(cmd) => vigil::supervisor::cli::run(&app, cmd),
     }
 }
 
