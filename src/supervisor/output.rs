@@ -100,44 +100,6 @@ impl RotatingLog {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ring_keeps_the_last_lines() {
-        let r = Ring::default();
-        for i in 0..(RING_LINES + 5) {
-            r.push(i.to_string());
-        }
-        let last = r.last(3);
-        let n = RING_LINES + 5;
-        assert_eq!(
-            last,
-            vec![
-                (n - 3).to_string(),
-                (n - 2).to_string(),
-                (n - 1).to_string()
-            ]
-        );
-    }
-
-    #[test]
-    fn log_rotates_and_keeps_n_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("unit.log");
-        let mut log = RotatingLog::open(path.clone(), 20, 2).unwrap();
-        for i in 0..10 {
-            log.write_line(&format!("line number {i}")).unwrap();
-        }
-        assert!(path.exists());
-        assert!(dir.path().join("unit.log.1").exists());
-        assert!(dir.path().join("unit.log.2").exists());
-        assert!(!dir.path().join("unit.log.3").exists());
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "line number 9\n");
-    }
-}
-
 /// The unit's end of its output: a FIFO in its directory, opened read-write. Read-write
 /// because then the FIFO always has a reader: when the daemon dies, the unit's writes do not
 /// fail with SIGPIPE (they wait once the pipe's buffer is full), and the next daemon opens the
@@ -277,5 +239,43 @@ pub async fn read_fifo(
             }
             let _ = reply.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_keeps_the_last_lines() {
+        let r = Ring::default();
+        for i in 0..(RING_LINES + 5) {
+            r.push(i.to_string());
+        }
+        let last = r.last(3);
+        let n = RING_LINES + 5;
+        assert_eq!(
+            last,
+            vec![
+                (n - 3).to_string(),
+                (n - 2).to_string(),
+                (n - 1).to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn log_rotates_and_keeps_n_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("unit.log");
+        let mut log = RotatingLog::open(path.clone(), 20, 2).unwrap();
+        for i in 0..10 {
+            log.write_line(&format!("line number {i}")).unwrap();
+        }
+        assert!(path.exists());
+        assert!(dir.path().join("unit.log.1").exists());
+        assert!(dir.path().join("unit.log.2").exists());
+        assert!(!dir.path().join("unit.log.3").exists());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "line number 9\n");
     }
 }
