@@ -323,3 +323,81 @@ fn valid_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+    use std::time::Duration;
+
+    /// The issue's example, as written (with `redis` and `judge_standby` defined).
+    const JUDGE: &str = r#"
+[units.judge]
+command = ["/usr/bin/python3", "-m", "vllm.entrypoints.openai.api_server", "--port", "8000"]
+env = { CUDA_VISIBLE_DEVICES = "0" }
+cwd = "/srv/judge"
+tier = 1                           # 1 critical .. 5
+restart = "on-failure"             # always | on-failure | never
+backoff = { initial = "1s", max = "60s", reset = "30s" }
+max_restarts = 3                   # within ...
+restart_window = "10m"
+ready = { http = "http://127.0.0.1:8000/health", timeout = "300s" }   # starting -> running
+health = { http = "http://127.0.0.1:8000/health", interval = "10s", timeout = "2s", failures = 3 }
+stop = { signal = "SIGTERM", timeout = "20s" }
+state_dir = "/srv/judge/state"     # golden snapshots are taken of this
+replica = "judge_standby"          # optional: a unit to fail over to
+after = ["redis"]                  # start order: waits until those are ready
+
+[units.judge_standby]
+command = ["/bin/true"]
+
+[units.redis]
+command = ["/usr/bin/redis-server"]
+"#;
+
+    fn errors(text: &str) -> String {
+        match Config::parse("vigil.toml", text) {
+            Err(ConfigError::Invalid(ds)) => ds
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("expected errors"),
+        }
+    }
+
+    #[test]
+    fn the_issues_example_parses_as_written() {
+        let c = Config::parse("vigil.toml", JUDGE).unwrap_or_else(|e| panic!("{e}"));
+        let u = &c.units["judge"];
+        assert_eq!(u.command[0], "/usr/bin/python3");
+        assert_eq!(u.env["CUDA_VISIBLE_DEVICES"], "0");
+        assert_eq!(u.tier, 1);
+        assert_eq!(u.restart, super::RestartMode::OnFailure);
+        assert_eq!(u.backoff.max.0, Duration::from_secs(60));
+        assert_eq!(u.max_restarts, 3);
+        assert_eq!(u.restart_window.0, Duration::from_secs(600));
+        assert_eq!(u.stop.signal.0, libc::SIGTERM);
+        assert_eq!(u.stop_timeout(), Duration::from_secs(20));
+        assert_eq!(u.health.as_ref().unwrap().failures, Some(3));
+        assert_eq!(u.replica.as_deref(), Some("judge_standby"));
+        assert_eq!(u.after, vec!["redis".to_string()]);
+        assert!(u.adopt);
+    }
+
+    #[test]
+    fn mistakes_are_reported_at_their_place() {
+        let e = errors("[units.web]\ncommand = [\"/bin/true\"]\nmax_restart = 3\n");
+        assert!(e.starts_with("vigil.toml:3:1:"), "{e}");
+        assert!(e.contains("max_restart"), "{e}");
+        let e = errors("[units.web]\ncommand = []\n");
+        assert!(e.starts_with("vigil.toml:1:"), "{e}");
+        assert!(e.contains("`command` is empty"), "{e}");
+        let e = errors("[units.web]\ncommand = [\"/bin/true\"]\nafter = [\"rediss\"]\n\n[units.redis]\ncommand = [\"/bin/true\"]\n");
+        assert!(e.contains("did you mean \"redis\"?"), "{e}");
+        let e = errors("[units.web]\ncommand = [\"/bin/true\"]\nstop = { signal = \"SIGFOO\" }\n");
+        assert!(e.contains("unknown signal"), "{e}");
+        let e = errors("[units.web]\ncommand = [\"/bin/true\"]\ntier = 9\n");
+        assert!(e.contains("tier 9 is out of range"), "{e}");
+    }
+}
