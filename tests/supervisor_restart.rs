@@ -110,6 +110,65 @@ async fn a_crash_loop_restarts_exactly_max_restarts_then_quarantines_with_a_bund
         "still nothing started"
     );
     sup.stop_all().await;
+
+    // The CLI reads the same store: list, show, release.
+    let cfg = dir.path().join("vigil.toml");
+    std::fs::write(&cfg, CRASHY).unwrap();
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let list: serde_json::Value = serde_json::from_str(&cli(&["units", "list", "--json"])).unwrap();
+    assert_eq!(list[0]["name"], "crashy");
+    assert_eq!(list[0]["state"], "quarantined");
+    assert_eq!(list[0]["tier"], 2);
+    assert_eq!(list[0]["restarts_in_window"], 3);
+    let show: serde_json::Value =
+        serde_json::from_str(&cli(&["units", "show", "crashy", "--json"])).unwrap();
+    assert_eq!(show["bundle"], bundle.display().to_string());
+    assert_eq!(show["last_exit"], "exit code 3");
+    assert_eq!(show["last_error"], "fatal: cannot open /etc/crashy.conf");
+    cli(&["units", "release", "crashy"]);
+    let list: serde_json::Value = serde_json::from_str(&cli(&["units", "list", "--json"])).unwrap();
+    assert_eq!(list[0]["state"], "stopped");
+    assert_eq!(list[0]["restarts_in_window"], 0);
+}
+
+#[tokio::test]
+async fn a_unit_waits_for_the_units_it_comes_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(
+        dir.path(),
+        r#"
+[units.api]
+command = ["/bin/sh", "-c", "exec sleep 1000"]
+after = ["db"]
+
+[units.db]
+command = ["/bin/sh", "-c", "exec sleep 1000"]
+"#,
+    );
+    let (sup, mut rx) = start(&app).await;
+    wait(&sup, "api", "running", |s| s.state == UnitState::Running).await;
+    let started: Vec<String> = drain(&mut rx)
+        .into_iter()
+        .filter(|e| e.kind == "unit_started")
+        .map(|e| e.data["unit"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(started, vec!["db", "api"]);
+    sup.stop_all().await;
 }
 
 #[tokio::test]

@@ -179,7 +179,6 @@ impl UnitTask {
         self.rec.marker = Some(marker.clone());
         self.rec.start_ticks = start_time(pid);
         self.status.send_modify(|s| s.starts += 1);
-        self.set(UnitState::Running, Some(pid)).await;
         self.emit("unit_started", json!({ "pid": pid }));
         if restarted {
             let in_window = self.policy.restarts_in_window(self.now());
@@ -188,6 +187,8 @@ impl UnitTask {
                 json!({ "pid": pid, "restarts": in_window, "total_restarts": self.rec.total_restarts }),
             );
         }
+        // Events first: whoever sees the state change also finds them already sent.
+        self.set(UnitState::Running, Some(pid)).await;
         loop {
             tokio::select! {
                 r = child.wait() => {
@@ -451,7 +452,7 @@ impl UnitTask {
         }
     }
 
-    /// Moves to `state`, publishes it and keeps it in the store.
+    /// Moves to `state`: keeps it in the store, then publishes it.
     async fn set(&mut self, state: UnitState, pid: Option<i32>) {
         let now = self.now();
         self.rec.state = state.as_str().into();
@@ -460,11 +461,6 @@ impl UnitTask {
             self.rec.start_ticks = None;
         }
         self.rec.since_ms = now;
-        self.status.send_modify(|s| {
-            s.state = state;
-            s.pid = pid;
-            s.since_ms = now;
-        });
         let rec = self.rec.clone();
         let app = self.app.clone();
         let r = tokio::task::spawn_blocking(move || app.store().and_then(|s| s.put_unit(&rec)))
@@ -473,5 +469,11 @@ impl UnitTask {
         if let Err(e) = r {
             tracing::error!(unit = %self.name, "cannot record state {state}: {e}");
         }
+        // Published after the store has it: whoever sees the state finds it stored too.
+        self.status.send_modify(|s| {
+            s.state = state;
+            s.pid = pid;
+            s.since_ms = now;
+        });
     }
 }

@@ -92,3 +92,16 @@ pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// `until` with a message made when it times out (for logs read at that moment).
+pub async fn until_msg(what: impl Fn() -> String, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {}",
+            what()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
