@@ -88,7 +88,11 @@ pub fn unit_processes(leader: Option<i32>, marker: &str) -> Vec<ProcInfo> {
             continue;
         }
         let in_session = leader.is_some_and(|l| p.pid == l || p.session == l || p.pgrp == l);
-        if in_session || has_marker(p.pid, marker) {
+        // Only an orphan can be of the unit without being in its session or below a process
+        // that is, and orphans re-parent to vigil (the subreaper) or to init: reading the
+        // environment of those alone keeps a scan (on every restart) cheap.
+        let orphan = p.ppid == me || p.ppid == 1;
+        if in_session || (orphan && has_marker(p.pid, marker)) {
             members.insert(p.pid);
         }
     }
@@ -182,6 +186,11 @@ pub fn stop_unit(leader: Option<i32>, marker: &str, sig: i32, timeout: Duration)
         signalled: alive(&procs),
         killed: 0,
     };
+    if out.signalled == 0 {
+        // The usual case after a crash: nothing of the instance is left. One scan, no wait.
+        reap(procs.iter().map(|p| p.pid).filter(|p| Some(*p) != leader));
+        return out;
+    }
     if let Some(l) = leader {
         signal(-l, sig);
     }

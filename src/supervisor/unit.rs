@@ -236,7 +236,11 @@ impl UnitTask {
                 self.rec.restarts = self.policy.history(now);
                 self.status
                     .send_modify(|s| s.total_restarts = self.rec.total_restarts);
-                self.set(UnitState::Backoff, None).await;
+                // An immediate restart is stored once, with its new pid: one store write
+                // less between a crash and the new process.
+                if !d.is_zero() {
+                    self.set(UnitState::Backoff, None).await;
+                }
                 Next::Wait(d)
             }
             Decision::Stay => {
@@ -363,6 +367,9 @@ impl UnitTask {
     }
 
     async fn backoff(&mut self, d: Duration) -> Next {
+        if d.is_zero() {
+            return Next::Start { restarted: true };
+        }
         let sleep = tokio::time::sleep(d);
         tokio::pin!(sleep);
         loop {
