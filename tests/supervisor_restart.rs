@@ -234,3 +234,59 @@ event = "gpu_oom"
         .any(|l| l.contains("CUDA out of memory")));
     sup.stop_all().await;
 }
+
+#[tokio::test]
+async fn an_exhausted_tier_1_unit_fails_over_to_its_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(
+        dir.path(),
+        r#"
+[units.primary]
+command = ["/bin/sh", "-c", "echo 'bind: address in use'; exit 1"]
+tier = 1
+replica = "standby"
+max_restarts = 1
+backoff = { initial = "5ms", max = "5ms", reset = "30s" }
+
+[units.standby]
+command = ["/bin/sh", "-c", "exec sleep 1000"]
+"#,
+    );
+    let (sup, mut rx) = start(&app).await;
+    let s = wait(&sup, "primary", "failed over", |s| {
+        s.state == UnitState::FailedOver
+    })
+    .await;
+    assert_eq!(s.starts, 2);
+    let standby = wait(&sup, "standby", "serving", |s| {
+        s.state == UnitState::Running
+    })
+    .await;
+    assert_eq!(
+        standby.starts, 1,
+        "the standby started once, at the failover"
+    );
+    let events = drain(&mut rx);
+    let q = events
+        .iter()
+        .find(|e| e.kind == "unit_quarantined")
+        .unwrap();
+    assert_eq!(q.data["failed_over_to"], "standby");
+    let first_standby_start = events
+        .iter()
+        .position(|e| e.kind == "unit_started" && e.data["unit"] == "standby")
+        .unwrap();
+    let exhausted = events
+        .iter()
+        .position(|e| e.kind == "unit_exhausted")
+        .unwrap();
+    assert!(
+        exhausted < first_standby_start,
+        "a cold standby waits for the failover"
+    );
+    assert_eq!(
+        app.store().unwrap().unit("primary").unwrap().unwrap().state,
+        "failed_over"
+    );
+    sup.stop_all().await;
+}

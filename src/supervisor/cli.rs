@@ -1,4 +1,4 @@
-//! `vigil units list|show|release`, on the store (with or without a daemon running).
+//! `vigil units list|show|logs|release`, on the store (with or without a daemon running).
 
 use super::state::UnitState;
 use crate::app::App;
@@ -23,6 +23,23 @@ pub enum UnitsCommand {
     /// Lift a unit's quarantine and forget its restart history. A running daemon starts it
     /// at its next start.
     Release { name: String },
+    /// The last lines of a unit's output (`DATA_DIR/units/NAME/unit.log`).
+    Logs {
+        name: String,
+        /// Lines to print.
+        #[arg(short = 'n', long = "lines", default_value_t = 50)]
+        n: usize,
+    },
+}
+
+/// The last `n` lines of a file (the whole file is read: unit logs rotate at `log.max_size`).
+fn tail(path: &std::path::Path, n: usize) -> std::io::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)?;
+    let lines: Vec<&str> = text.lines().collect();
+    Ok(lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect())
 }
 
 /// The stored record of `name`, or what a unit that never ran looks like.
@@ -144,11 +161,29 @@ pub fn run(app: &App, cmd: UnitsCommand) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        UnitsCommand::Logs { name, n } => {
+            record(app, &name)?;
+            let path = app.dir("units").join(&name).join("unit.log");
+            match tail(&path, n) {
+                Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    eprintln!(
+                        "{name} has written no output yet ({} does not exist)",
+                        path.display()
+                    )
+                }
+                Err(e) => bail!("cannot read {}: {e}", path.display()),
+            }
+            Ok(0)
+        }
         UnitsCommand::Release { name } => {
             let mut r = record(app, &name)?;
-            if r.state != UnitState::Quarantined.as_str()
-                && r.state != UnitState::Exhausted.as_str()
-            {
+            let disabled = [
+                UnitState::Quarantined,
+                UnitState::Exhausted,
+                UnitState::FailedOver,
+            ];
+            if !disabled.iter().any(|s| s.as_str() == r.state) {
                 println!("{name} is {}, not quarantined; nothing to release", r.state);
                 return Ok(0);
             }

@@ -80,7 +80,11 @@ impl Supervisor {
         let now = app.clock.now_ms();
         let mut statuses = BTreeMap::new();
         let mut senders = BTreeMap::new();
+        let mut controls = BTreeMap::new();
+        let replicas: std::collections::BTreeSet<String> =
+            units.values().filter_map(|u| u.replica.clone()).collect();
         for name in units.keys() {
+            controls.insert(name.clone(), mpsc::channel::<Control>(8));
             let (tx, rx) = watch::channel(Status {
                 state: UnitState::Stopped,
                 pid: None,
@@ -117,7 +121,13 @@ impl Supervisor {
                 s.bundle = rec.bundle.as_ref().map(Into::into);
             });
             let ring = Ring::default();
-            let (control_tx, control_rx) = mpsc::channel(8);
+            let (control_tx, control_rx) = controls.remove(&name).expect("made above");
+            let replica = cfg.replica.as_ref().and_then(|r| {
+                controls
+                    .get(r)
+                    .map(|(tx, _)| tx.clone())
+                    .or_else(|| sup.units.get(r).map(|h| h.control.clone()))
+            });
             let (flush_tx, flush_rx) = mpsc::channel(1);
             let dir = app.dir("units").join(&name);
             let log = match RotatingLog::open(dir.join("unit.log"), cfg.log.max_size, cfg.log.keep)
@@ -161,6 +171,8 @@ impl Supervisor {
                 deps,
                 rec,
                 policy,
+                replica,
+                standby: replicas.contains(&name),
             };
             sup.tasks.spawn(task.run());
             sup.units.insert(

@@ -65,6 +65,14 @@ pub(super) struct UnitTask {
     pub deps: Vec<(String, watch::Receiver<Status>)>,
     pub rec: UnitRecord,
     pub policy: RestartPolicy,
+    /// The control of the unit's `replica`, started when a tier-1 unit is exhausted.
+    pub replica: Option<mpsc::Sender<Control>>,
+    /// A unit that is another's replica waits (cold standby) until a failover starts it.
+    pub standby: bool,
+}
+
+fn disabled(state: UnitState) -> bool {
+    matches!(state, UnitState::Quarantined | UnitState::FailedOver)
 }
 
 impl UnitTask {
@@ -93,7 +101,14 @@ impl UnitTask {
                 self.set(UnitState::Quarantined, None).await;
                 return Next::Idle;
             }
-            Some(UnitState::Stopped) if self.rec.pid.is_none() && self.rec.total_restarts > 0 => {}
+            Some(UnitState::FailedOver) => {
+                self.set(UnitState::FailedOver, None).await;
+                return Next::Idle;
+            }
+            // A standby that never served waits for a failover.
+            Some(UnitState::Stopped) | None if self.standby && self.rec.pid.is_none() => {
+                return Next::Idle;
+            }
             _ => {}
         }
         let (Some(pid), Some(ticks)) = (self.rec.pid, self.rec.start_ticks) else {
@@ -360,9 +375,26 @@ impl UnitTask {
         .await;
         self.rec.bundle = bundle_text.clone();
         self.status.send_modify(|s| s.bundle = bundle.clone());
+        // Tier 1 keeps serving through its replica; every tier is disabled until released.
+        let failover = match (&self.replica, &self.cfg.replica) {
+            (Some(control), Some(name)) if self.cfg.tier == 1 => {
+                let _ = control.send(Control::Start).await;
+                tracing::warn!(unit = %self.name, replica = %name, "failed over to the replica");
+                Some(name.clone())
+            }
+            _ => None,
+        };
         // Emitted first: whoever sees the state change also finds the event already sent.
-        self.emit("unit_quarantined", json!({ "bundle": bundle_text }));
-        self.set(UnitState::Quarantined, None).await;
+        self.emit(
+            "unit_quarantined",
+            json!({ "bundle": bundle_text, "failed_over_to": failover }),
+        );
+        let state = if failover.is_some() {
+            UnitState::FailedOver
+        } else {
+            UnitState::Quarantined
+        };
+        self.set(state, None).await;
         tracing::error!(unit = %self.name, bundle = ?bundle_text, "quarantined: restarts exhausted; `vigil units release {}` after a fix", self.name);
     }
 
@@ -397,8 +429,9 @@ impl UnitTask {
                     let _ = reply.send(());
                 }
                 Some(Control::Start) => {
-                    if self.status.borrow().state == UnitState::Quarantined {
-                        tracing::warn!(unit = %self.name, "quarantined: release it first");
+                    let state = self.status.borrow().state;
+                    if disabled(state) {
+                        tracing::warn!(unit = %self.name, "{state}: release it first");
                     } else {
                         return Next::Start { restarted: false };
                     }
