@@ -3,8 +3,9 @@
 //! supervisord and monit (`set daemon 1`) when they are installed (Debian packages
 //! `supervisor` and `monit`). A plain spawn of `sleep` is the floor.
 //!
-//! vigil's side reads the supervisor's state (woken at once); the others' side scans /proc for
-//! the new process every 0.5 ms, which is far below their latency.
+//! vigil's side waits for the supervisor's `unit_started` event (sent once the new process is
+//! spawned); the others' side scans /proc for the new process every 0.5 ms, which is far below
+//! their latency.
 //!
 //! Run: `cargo bench --bench restart` (`VIGIL_RESTART_KILLS`, default 100, for vigil; the
 //! others get a fifth of that, at least 10: they take a second each). Aim (issue 12): vigil's
@@ -125,20 +126,25 @@ restart_window = "1s"
     let mut samples = Vec::new();
     rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
         let sup = Supervisor::start(app, tx).await.unwrap();
         let running = |s: &vigil::supervisor::Status| s.state == UnitState::Running;
         let mut pid = sup.wait_for("sleeper", running).await.unwrap().pid.unwrap();
         for _ in 0..kills {
             tokio::time::sleep(rng.ms(60, 200)).await;
+            while rx.try_recv().is_ok() {}
             let t0 = Instant::now();
             kill(pid);
-            let s = sup
-                .wait_for("sleeper", |s| running(s) && s.pid != Some(pid))
-                .await
-                .unwrap();
+            // `unit_started` goes out as soon as the new process is spawned (its state is
+            // stored after that).
+            let new = loop {
+                let e = rx.recv().await.unwrap();
+                if e.kind == "unit_started" {
+                    break e.data["pid"].as_i64().unwrap() as i32;
+                }
+            };
             samples.push(t0.elapsed());
-            pid = s.pid.unwrap();
+            assert_ne!(new, pid);
+            pid = new;
         }
         sup.stop_all().await;
     });

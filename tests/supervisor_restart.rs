@@ -142,7 +142,10 @@ async fn a_crash_loop_restarts_exactly_max_restarts_then_quarantines_with_a_bund
     assert_eq!(show["last_error"], "fatal: cannot open /etc/crashy.conf");
     let logs = cli(&["units", "logs", "crashy", "-n", "2"]);
     assert_eq!(logs.lines().count(), 2, "{logs}");
-    assert!(logs.contains("fatal: cannot open /etc/crashy.conf"), "{logs}");
+    assert!(
+        logs.contains("fatal: cannot open /etc/crashy.conf"),
+        "{logs}"
+    );
     cli(&["units", "release", "crashy"]);
     let list: serde_json::Value = serde_json::from_str(&cli(&["units", "list", "--json"])).unwrap();
     assert_eq!(list[0]["state"], "stopped");
