@@ -147,6 +147,14 @@ pub async fn run(
         }
         Err(e) => tracing::error!("invariants: {e}; no invariant cycles will run"),
     }
+    // The supervisor's events go through the pipeline like a source's; a dry run starts nothing.
+    if !opts.dry_run {
+        source_tasks.spawn(crate::supervisor::run(
+            app.clone(),
+            tx.clone(),
+            sources_stopping.clone(),
+        ));
+    }
     drop(tx);
 
     let pipeline = tokio::spawn(pipeline(app.clone(), rx, counters.clone(), opts.clone()));

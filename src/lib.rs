@@ -22,5 +22,6 @@ pub mod private_fs;
 pub mod rules;
 pub mod sources;
 pub mod store;
+pub mod supervisor;
 pub mod template;
 pub mod watch;

@@ -61,6 +61,9 @@ enum Command {
     /// Invariants over a snapshot of other systems' state: run a cycle, list, snapshot.
     #[command(subcommand)]
     Invariants(cli::invariants::InvariantsCommand),
+    /// Supervised units: list, show, logs, release from quarantine.
+    #[command(subcommand)]
+    Units(cli::units::UnitsCommand),
     /// Print a shell completion script: `vigil completions bash > /etc/bash_completion.d/vigil`.
     Completions {
         #[arg(value_enum)]
@@ -106,6 +109,7 @@ fn dispatch(cli: Cli) -> cli::Exit {
         Command::Escalation(cmd) => cli::symptoms::escalation(&app, cmd),
         Command::Audit(cmd) => cli::audit::run(&app, cmd),
         Command::Invariants(cmd) => cli::invariants::run(&app, cmd),
+        Command::Units(cmd) => cli::units::run(&app, cmd),
         Command::Init(_) | Command::Completions { .. } | Command::Man => {
             unreachable!("dispatched above")
         }

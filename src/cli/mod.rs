@@ -12,6 +12,7 @@ pub mod invariants;
 pub mod run;
 pub mod status;
 pub mod symptoms;
+pub mod units;
 
 use std::path::{Path, PathBuf};
 use vigil::config::{Config, DEFAULT_FILE};

@@ -37,6 +37,8 @@ pub struct Config {
     pub orchestrator: crate::orchestrator::config::OrchestratorConfig,
     /// `[invariants]`, `[invariants.ID]` and the `[collectors.NAME]` that feed them.
     pub invariants: crate::invariants::InvariantsConfig,
+    /// `[units.NAME]`: the processes the supervisor runs.
+    pub units: BTreeMap<String, crate::supervisor::UnitConfig>,
     /// Where each `[section.NAME]` starts, for validation messages.
     locations: BTreeMap<String, usize>,
     text: String,
@@ -276,6 +278,7 @@ impl Config {
         }
         let orchestrator = crate::orchestrator::config::take(&src, &mut table, &mut errors);
         let invariants = crate::invariants::config::take(&src, &mut table, &mut errors);
+        let units = crate::supervisor::config::take(&src, &mut table, &mut errors);
         let plain: Option<Plain> =
             match load::deserialize(&src, Spanned::new(root_span, DeValue::Table(table))) {
                 Ok(p) => Some(p),
@@ -307,6 +310,7 @@ impl Config {
             rules,
             orchestrator,
             invariants,
+            units,
             locations,
             text: text.to_string(),
         };
@@ -395,6 +399,8 @@ impl Config {
             .sources
             .values()
             .flat_map(|s| s.event_types())
+            .chain(self.units.values().flat_map(|u| u.event_types()))
+            .chain(crate::supervisor::config::EVENTS.map(String::from))
             .collect();
         let mut out = Vec::new();
         for (name, rule) in &self.rules {

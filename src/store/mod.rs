@@ -14,6 +14,7 @@ mod invariants;
 mod runs;
 mod sources;
 mod sqlite;
+mod units;
 
 pub use audit::AuditStore;
 pub use escalation::EscalationStore;
@@ -25,6 +26,7 @@ pub use runs::{
 };
 pub use sources::SourceStore;
 pub use sqlite::SqliteStore;
+pub use units::{UnitRecord, UnitStore};
 
 /// Every store trait, for `use vigil::store::prelude::*` where one calls many concerns.
 pub mod prelude {

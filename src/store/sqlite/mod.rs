@@ -8,6 +8,7 @@ mod intents;
 mod invariants;
 mod runs;
 mod sources;
+mod units;
 
 use super::StoreError;
 use rusqlite::Connection;
@@ -138,6 +139,23 @@ ALTER TABLE runs ADD COLUMN lock_epoch INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE sequences (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+);
+"#,
+    // Supervised units: state, leader pid and start time, restart history, quarantine.
+    r#"
+CREATE TABLE units (
+    name           TEXT PRIMARY KEY,
+    state          TEXT NOT NULL,
+    tier           INTEGER NOT NULL,
+    pid            INTEGER,
+    start_ticks    INTEGER,
+    restarts       TEXT NOT NULL,
+    total_restarts INTEGER NOT NULL,
+    last_exit      TEXT,
+    last_error     TEXT,
+    bundle         TEXT,
+    since_ms       INTEGER NOT NULL,
+    marker         TEXT
 );
 "#,
 ];

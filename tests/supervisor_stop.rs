@@ -1,0 +1,186 @@
+//! Stopping with real processes: nothing of a stopped unit survives, including a `setsid`
+//! grandchild and a double-forked one, and none is left a zombie; a `kill -9` of the daemon
+//! and a restart adopt the running unit without starting a second copy.
+
+mod supervisor_support;
+
+use std::time::Duration;
+use supervisor_support::*;
+use vigil::store::UnitStore;
+use vigil::supervisor::UnitState;
+
+#[tokio::test]
+async fn no_process_of_a_stopped_unit_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    // The shell and its sleeps ignore SIGTERM, so the SIGKILL after the timeout is needed;
+    // one grandchild has its own session, another double-forked and lost its parent.
+    let app = app(
+        dir.path(),
+        r#"
+[units.edge]
+command = ["/bin/sh", "-c", "trap '' TERM; setsid sh -c 'sleep 1000' & (setsid sleep 1001 &); sleep 1002"]
+stop = { signal = "SIGTERM", timeout = "200ms" }
+"#,
+    );
+    let (sup, _rx) = start(&app).await;
+    let s = wait(&sup, "edge", "running", |s| s.state == UnitState::Running).await;
+    let leader = s.pid.unwrap();
+    let marker = app
+        .store()
+        .unwrap()
+        .unit("edge")
+        .unwrap()
+        .unwrap()
+        .marker
+        .unwrap();
+    // sh, setsid sh, sleep 1000, sleep 1001, sleep 1002
+    until("five processes of the unit", || marked(&marker).len() >= 5).await;
+    let pids = marked(&marker);
+    let sessions: std::collections::BTreeSet<i32> = pids
+        .iter()
+        .filter_map(|p| vigil::supervisor::process::ProcInfo::read(*p))
+        .map(|p| p.session)
+        .collect();
+    assert!(
+        sessions.len() >= 3,
+        "grandchildren in sessions of their own: {sessions:?}"
+    );
+    assert!(pids.contains(&leader));
+
+    sup.stop("edge").await.unwrap();
+    for pid in &pids {
+        assert!(
+            !present(*pid),
+            "pid {pid} survived the stop (or is a zombie)"
+        );
+    }
+    assert!(marked(&marker).is_empty());
+    assert_eq!(sup.status("edge").unwrap().state, UnitState::Stopped);
+    sup.stop_all().await;
+}
+
+/// A `vigil run` child, killed with SIGKILL when dropped (a failing test leaves none behind).
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    fn start(config: &std::path::Path, data: &std::path::Path, log: &std::path::Path) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Daemon(
+            std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+                .arg("--config")
+                .arg(config)
+                .arg("--data-dir")
+                .arg(data)
+                .arg("run")
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn kill_9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// Kills what is left of a unit when dropped.
+struct Leftovers(String);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for pid in marked(&self.0) {
+            // SAFETY: kill with a pid and a signal number.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_kill_9_of_the_daemon_and_a_restart_adopt_the_unit_without_a_second_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("vigil.toml");
+    let log = dir.path().join("daemon.log");
+    // A name of its own, so processes of other runs of this test are not counted.
+    let name = format!("solo{}", std::process::id());
+    let _leftovers = Leftovers(format!("{name}:"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[api]
+enabled = false
+
+[units.{name}]
+command = ["/bin/sh", "-c", "while true; do echo tick; sleep 0.05; done"]
+"#
+        ),
+    )
+    .unwrap();
+    let mut first = Daemon::start(&config, &data, &log);
+    until("the first daemon's store", || {
+        data.join("vigil.db").exists()
+    })
+    .await;
+    let store = vigil::store::SqliteStore::open_dir(&data).unwrap();
+    let record = || store.unit(&name).unwrap();
+    let mut rec = None;
+    let what = || {
+        format!(
+            "the unit running under the first daemon; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    };
+    until_msg(what, || {
+        rec = record().filter(|r| r.state == "running" && r.pid.is_some());
+        rec.is_some()
+    })
+    .await;
+    let rec = rec.unwrap();
+    let pid = rec.pid.unwrap();
+    first.kill_9();
+    // The unit keeps running, and writing, with no daemon at all: give it time to write a few
+    // lines into its FIFO (a unit on a plain pipe would die of SIGPIPE here).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        vigil::supervisor::process::start_time(pid).is_some(),
+        "the unit died with the daemon"
+    );
+
+    let _second = Daemon::start(&config, &data, &log);
+    until("the unit adopted by the second daemon", || {
+        record().is_some_and(|r| r.state == "adopted")
+    })
+    .await;
+    let now = record().unwrap();
+    assert_eq!(now.pid, Some(pid));
+    assert_eq!(now.start_ticks, rec.start_ticks);
+    let leaders: Vec<i32> = marked(&format!("{name}:"))
+        .iter()
+        .filter_map(|p| vigil::supervisor::process::ProcInfo::read(*p))
+        .filter(|p| p.pid == p.session)
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(leaders, vec![pid], "exactly one copy of the unit runs");
+    // The adopted unit's output is read again from its FIFO.
+    let unit_log = data.join(format!("units/{name}/unit.log"));
+    let before = std::fs::metadata(&unit_log).map(|m| m.len()).unwrap_or(0);
+    until("more output after adoption", || {
+        std::fs::metadata(&unit_log).is_ok_and(|m| m.len() > before)
+    })
+    .await;
+}

@@ -1,0 +1,107 @@
+//! Shared by the supervisor tests: an app on a temp dir, a supervisor started on it, and the
+//! events it sends.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use vigil::app::App;
+use vigil::clock::SystemClock;
+use vigil::config::Config;
+use vigil::event::Event;
+use vigil::supervisor::{Status, Supervisor};
+
+pub fn app(dir: &std::path::Path, config: &str) -> Arc<App> {
+    let text = config.replace("{dir}", &dir.display().to_string());
+    let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(App::new(config, dir.to_path_buf(), Arc::new(SystemClock)))
+}
+
+pub async fn start(app: &Arc<App>) -> (Supervisor, mpsc::Receiver<Event>) {
+    let (tx, rx) = mpsc::channel(4096);
+    let sup = Supervisor::start(app.clone(), tx).await.unwrap();
+    (sup, rx)
+}
+
+/// Waits for the unit's status to satisfy `pred` (woken by each change; bounded so a broken
+/// supervisor fails the test instead of hanging it).
+pub async fn wait(
+    sup: &Supervisor,
+    unit: &str,
+    what: &str,
+    pred: impl FnMut(&Status) -> bool,
+) -> Status {
+    tokio::time::timeout(Duration::from_secs(20), sup.wait_for(unit, pred))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "timed out waiting for {unit}: {what}; now {:?}",
+                sup.status(unit)
+            )
+        })
+        .unwrap()
+}
+
+/// Every event received so far.
+pub fn drain(rx: &mut mpsc::Receiver<Event>) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
+pub fn count(events: &[Event], kind: &str) -> usize {
+    events.iter().filter(|e| e.kind == kind).count()
+}
+
+/// Is a process with this pid (and, if given, this start time) present in /proc at all,
+/// zombie or not?
+pub fn present(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Pids of processes whose environment holds `VIGIL_UNIT_ID=<prefix>...`.
+pub fn marked(prefix: &str) -> Vec<i32> {
+    let want = format!("VIGIL_UNIT_ID={prefix}");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
+            if env
+                .split(|b| *b == 0)
+                .any(|v| v.starts_with(want.as_bytes()))
+            {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Polls a condition on the outside world (processes, files) with a deadline.
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `until` with a message made when it times out (for logs read at that moment).
+pub async fn until_msg(what: impl Fn() -> String, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {}",
+            what()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
