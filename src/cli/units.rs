@@ -1,11 +1,11 @@
 //! `vigil units list|show|logs|release`, on the store (with or without a daemon running).
 
-use vigil::supervisor::state::UnitState;
+use anyhow::bail;
+use serde_json::json;
 use vigil::app::App;
 use vigil::clock::rfc3339_ms;
 use vigil::store::{UnitRecord, UnitStore};
-use anyhow::bail;
-use serde_json::json;
+use vigil::supervisor::state::UnitState;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum UnitsCommand {
