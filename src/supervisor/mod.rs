@@ -11,7 +11,7 @@
 //! - `quarantine`: the diagnostics bundle.
 //! - `state`: unit states and exit statuses.
 //! - `unit`: one unit's task.
-//! - `cli`: `vigil units list|show|release`.
+//! - the command line (`vigil units list|show|logs|release`) lives in `src/cli/units.rs`.
 
 pub mod config;
 pub mod output;
