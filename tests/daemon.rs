@@ -223,18 +223,7 @@ async fn metrics_pass_promtool() {
     inbox::write(&d.app.inbox_dir(), &intent("alert_lint", 5), 10).unwrap();
     d.wait_until("stored", || d.intents().len() == 1).await;
     let text = d.get_text("/metrics").await;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/setup installs it)");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "promtool: {report}\n{text}");
+    common::promtool_check_metrics(&text);
     d.stop().await;
 }
 

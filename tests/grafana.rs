@@ -157,7 +157,7 @@ async fn every_metric_the_dashboard_queries_is_one_vigil_exports() {
         ),
         "{text}"
     );
-    promtool_check_metrics(&text);
+    common::promtool_check_metrics(&text);
     let names = exported(&text);
     d.stop().await;
 
@@ -190,25 +190,6 @@ async fn every_metric_the_dashboard_queries_is_one_vigil_exports() {
     ] {
         assert!(used.contains(must), "no panel shows {must}");
     }
-}
-
-/// `promtool check metrics` accepts `text`, histogram series included.
-fn promtool_check_metrics(text: &str) {
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/setup installs it)");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -87,27 +87,11 @@ async fn distinct_api_event_types_leave_metrics_bounded_and_intake_steady() {
         "{} lines",
         text.lines().count()
     );
-    promtool_check(&text);
+    common::promtool_check_metrics(&text);
 
     let d = Arc::try_unwrap(d).ok().expect("the clients are done");
     let summary = d.stop().await;
     assert_eq!(summary.events, EVENTS as u64);
-}
-
-/// `promtool check metrics` (Debian package prometheus; scripts/setup installs it) accepts `text`.
-fn promtool_check(text: &str) {
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/setup installs it)");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "promtool: {report}");
 }
 
 /// A config with `max_series = 0` is refused with its place, not silently unbounded.
