@@ -3,6 +3,9 @@
 //! process running as `nobody` takes them all, and a real `vigil run` as `nobody` starts beside
 //! it. Other tests, running as another user, are not touched.
 
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
 use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -39,14 +42,6 @@ time.sleep(300)\n";
     (child, line.trim().parse().unwrap())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn get(port: u16, path: &str) -> serde_json::Value {
     reqwest::get(format!("http://127.0.0.1:{port}{path}"))
         .await
@@ -75,7 +70,7 @@ async fn with_inotify_used_up_the_file_source_and_the_inbox_poll_and_lose_nothin
     for p in [dir.path(), &data, &data.join("inbox"), &logs, &log] {
         chown(p);
     }
-    let port = free_port();
+    let port = redis_server::free_port();
     let config = dir.path().join("vigil.toml");
     std::fs::write(
         &config,
