@@ -496,12 +496,13 @@ async fn the_page_shows_the_state_live_and_data_as_text_in_a_real_browser() {
     assert!(errors(&log).is_empty(), "console errors: {log:#?}");
 
     // Desktop and phone screenshots; on a phone the page fits its width.
+    b.set_viewport(1280, 800, false).await;
     std::fs::write(
         screenshot_path("desktop"),
         b.client.screenshot().await.unwrap(),
     )
     .unwrap();
-    b.client.set_window_size(390, 844).await.unwrap();
+    b.set_viewport(390, 844, true).await;
     b.wait_for(
         "the phone layout",
         10,
@@ -516,6 +517,13 @@ async fn the_page_shows_the_state_live_and_data_as_text_in_a_real_browser() {
     );
     std::fs::write(
         screenshot_path("phone"),
+        b.client.screenshot().await.unwrap(),
+    )
+    .unwrap();
+    // And the whole page at desktop width, every panel in view, for a reviewer.
+    b.set_viewport(1280, 1800, false).await;
+    std::fs::write(
+        screenshot_path("desktop-full"),
         b.client.screenshot().await.unwrap(),
     )
     .unwrap();

@@ -1,7 +1,8 @@
 //! The HTTP API on `[api] listen` (loopback by default): `/healthz`, `/metrics`, and JSON over
 //! the store. Calls that change state need `Authorization: Bearer <token>` (see [`token`]); on
 //! an address other than loopback, reads need it too (all but `/healthz` and `/readyz`, which
-//! service managers and load balancers probe without credentials).
+//! service managers and load balancers probe without credentials, and the dashboard page's own
+//! files, which hold no data; a GET may carry the token as `?access_token=`, see [`dashboard`]).
 
 pub mod dashboard;
 pub mod stream;

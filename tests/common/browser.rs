@@ -38,6 +38,30 @@ impl WebDriverCompatibleCommand for BrowserLog {
     }
 }
 
+/// chromedriver's `POST /session/{id}/goog/cdp/execute`: one DevTools protocol command.
+#[derive(Debug)]
+struct Cdp(&'static str, Value);
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &reqwest::Url,
+        session: Option<&str>,
+    ) -> Result<reqwest::Url, UrlParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &reqwest::Url) -> (hyper::http::Method, Option<String>) {
+        (
+            hyper::http::Method::POST,
+            Some(json!({"cmd": self.0, "params": self.1}).to_string()),
+        )
+    }
+}
+
 impl Browser {
     /// Starts chromedriver on a free port and a headless Chromium session whose window is
     /// `width` x `height`.
@@ -120,6 +144,18 @@ impl Browser {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// Emulates a viewport of `width` x `height` CSS pixels (`mobile`: as a phone, with its
+    /// viewport meta tag honoured), through the DevTools protocol: resizing the window would
+    /// not do, since a window has a minimum width and a frame around the page.
+    pub async fn set_viewport(&self, width: u32, height: u32, mobile: bool) {
+        let params =
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile});
+        self.client
+            .issue_cmd(Cdp("Emulation.setDeviceMetricsOverride", params))
+            .await
+            .unwrap();
     }
 
     /// Ends the session, then chromedriver.

@@ -153,7 +153,7 @@ function drawPlaybooks(d) {
   panel("p-playbooks", table(
     [{ text: "playbook" }, { text: "mode" }, { text: "cooldown" }, { text: "runs 24h", cls: "num" }, { text: "last", cls: "hide-narrow" }],
     d.playbooks.map((p) => el("tr", { "data-playbook": p.name },
-      el("td", {}, el("span", { class: "name" }, p.name), el("div", { class: "muted details" }, p.on)),
+      el("td", {}, el("span", { class: "name" }, p.name), el("div", { class: "muted small" }, p.on)),
       el("td", {}, badge(p.mode, p.escalated ? "warn" : "info")),
       el("td", {}, p.cooldown_remaining_s > 0 ? countdown(p.cooldown_remaining_s) : el("span", { class: "muted" }, "ready")),
       el("td", { class: "num" }, String(p.runs_24h)),
@@ -265,8 +265,10 @@ function svg(tag, attrs, ...children) {
 // (events usually outnumber intents by far).
 function drawChart(d) {
   const c = d.chart, n = c.hours.length;
-  const W = 720, H = 180, left = 34, top = 8, band = 70, gap = 16, bw = (W - left) / n;
-  const chart = svg("svg", { class: "chart", viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none", role: "img",
+  // Drawn at the panel's width in CSS pixels, so text is never stretched.
+  const W = Math.max(240, document.querySelector("#p-chart .body").clientWidth || 720);
+  const H = 180, left = 34, top = 8, band = 70, gap = 16, bw = (W - left) / n;
+  const chart = svg("svg", { class: "chart", viewBox: "0 0 " + W + " " + H, role: "img",
     "aria-label": "events and intents per hour over the last 24 hours" });
   const rows = [["events", c.events, top], ["intents", c.intents, top + band + gap]];
   for (const [name, values, y0] of rows) {
@@ -281,8 +283,9 @@ function drawChart(d) {
         svg("title", {}, hour.toLocaleString([], { hour: "2-digit", minute: "2-digit" }) + ": " + v + " " + name)));
     });
   }
+  const every = W < 480 ? 8 : 6;
   c.hours.forEach((t, k) => {
-    if (k % 6 === 0) {
+    if (k % every === 0) {
       chart.appendChild(svg("text", { x: left + k * bw, y: H - 2 },
         new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
     }
@@ -331,13 +334,18 @@ async function drawCanaries() {
   }));
 }
 
+let last = null;
 function draw(d) {
+  last = d;
   document.getElementById("meta").textContent = "v" + d.version + " · " + d.config + " · " + d.timezone;
   drawPlaybooks(d); drawFlags(d); drawBudgets(d); drawWindows(d); drawSources(d);
   drawInvariants(d); drawIntents(d); drawChart(d);
   auditEntries = d.audit.slice().reverse().slice(0, AUDIT_SHOWN);
   drawAudit();
 }
+
+// The chart is drawn at the panel's width: again when that changes.
+window.addEventListener("resize", () => { if (last) drawChart(last); });
 
 // --- loading, coalesced --------------------------------------------------------------------
 
