@@ -145,29 +145,7 @@ path = "{dir}/app.log"
 /// headers), and state-changing calls still need the header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_loopback_the_page_is_open_and_its_data_takes_the_token_in_the_query() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = vigil::config::Config::parse(
-        "test.toml",
-        "[api]\nlisten = \"0.0.0.0:9108\"\ntoken = \"s3cret\"\n",
-    )
-    .unwrap();
-    let app = Arc::new(vigil::app::App::new(
-        config,
-        dir.path().join("data"),
-        Arc::new(vigil::clock::SystemClock),
-    ));
-    let health = Arc::new(vigil::sources::Health::new(app.metrics.clone()));
-    let (tx, _rx) = tokio::sync::mpsc::channel(16);
-    // The router reads `listen` to decide; the test serves it on loopback all the same.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(vigil::api::serve(
-        listener,
-        vigil::api::router(app.clone(), health, tx),
-        app.config.api.clone(),
-        stopping,
-    ));
+    let (base, _app, _dir, stop) = serve_off_loopback("s3cret").await;
     let get = |path: &str| reqwest::get(format!("{base}{path}"));
     for page in ["/", "/app.js", "/app.css"] {
         let r = get(page).await.unwrap();
@@ -199,9 +177,102 @@ async fn off_loopback_the_page_is_open_and_its_data_takes_the_token_in_the_query
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "a state change needs the header");
-    app.changes.close();
-    let _ = stop.send(true);
-    server.await.unwrap();
+    stop().await.unwrap();
+}
+
+/// The API as it is served off loopback (`listen` not on loopback, a token), on a loopback
+/// port: the router decides by `listen`. Returns the base URL and what stops it.
+async fn serve_off_loopback(
+    token: &str,
+) -> (
+    String,
+    Arc<vigil::app::App>,
+    tempfile::TempDir,
+    impl FnOnce() -> tokio::task::JoinHandle<()>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = vigil::config::Config::parse(
+        "test.toml",
+        &format!("[api]\nlisten = \"0.0.0.0:9108\"\ntoken = \"{token}\"\n"),
+    )
+    .unwrap();
+    let app = Arc::new(vigil::app::App::new(
+        config,
+        dir.path().join("data"),
+        Arc::new(vigil::clock::SystemClock),
+    ));
+    let health = Arc::new(vigil::sources::Health::new(app.metrics.clone()));
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(vigil::api::serve(
+        listener,
+        vigil::api::router(app.clone(), health, tx),
+        app.config.api.clone(),
+        stopping,
+    ));
+    let a = app.clone();
+    let stop = move || {
+        drop(rx);
+        a.changes.close();
+        let _ = stop.send(true);
+        server
+    };
+    (base, app, dir, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_loopback_the_page_takes_the_token_from_its_address_or_its_form() {
+    let (base, _app, _dir, stop) = serve_off_loopback("s3cret").await;
+    let b = Browser::start(1280, 800).await;
+    b.client
+        .goto(&format!("{base}/#access_token=s3cret"))
+        .await
+        .unwrap();
+    b.wait_for(
+        "the page loaded and live with the token from its address",
+        10,
+        "return document.body.dataset.loaded !== undefined && document.getElementById('conn').textContent === 'live'",
+    )
+    .await;
+    assert_eq!(
+        b.eval("return location.hash").await,
+        "",
+        "the token is taken out of the address bar"
+    );
+    assert_eq!(
+        b.eval("return document.getElementById('token-form').hidden")
+            .await,
+        true
+    );
+    let log = b.log().await;
+    assert!(errors(&log).is_empty(), "console errors: {log:#?}");
+
+    // Without it, the page asks for it, and works once given.
+    b.eval("sessionStorage.clear(); return null").await;
+    b.client.goto(&format!("{base}/")).await.unwrap();
+    b.wait_for(
+        "the token form",
+        10,
+        "return document.getElementById('token-form').hidden === false",
+    )
+    .await;
+    assert_eq!(
+        b.eval("return document.querySelector('#p-intents .body').textContent")
+            .await,
+        "",
+        "no data without the token"
+    );
+    b.eval("document.getElementById('token-input').value = 's3cret'; document.querySelector('#token-form button').click(); return null").await;
+    b.wait_for(
+        "the page live with the pasted token",
+        10,
+        "return document.body.dataset.loaded !== undefined && document.getElementById('conn').textContent === 'live'",
+    )
+    .await;
+    b.close().await;
+    stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

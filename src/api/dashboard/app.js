@@ -400,8 +400,14 @@ function connect() {
   for (const kind of ["intent_stored", "sources", "unit", "canary", "lagged"]) {
     source.addEventListener(kind, refreshSoon);
   }
-  // EventSource reconnects by itself; say so meanwhile.
-  source.onerror = () => setConn("reconnecting", "warn");
+  // EventSource reconnects by itself after a lost connection; after a refusal (an HTTP error:
+  // a wrong token, vigil starting) it gives up, so try again a little later.
+  const mine = source;
+  source.onerror = () => {
+    if (!document.getElementById("token-form").hidden) return;
+    setConn("reconnecting", "warn");
+    if (mine.readyState === EventSource.CLOSED) setTimeout(() => { if (source === mine) connect(); }, 5000);
+  };
 }
 
 connect();
