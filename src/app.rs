@@ -27,6 +27,9 @@ pub struct App {
     pub api_addr: OnceLock<std::net::SocketAddr>,
     /// The API's bearer token, once the daemon has resolved it (`api::token::resolve`).
     pub api_token: OnceLock<crate::api::token::ApiToken>,
+    /// The daemon's supervised units, once the supervisor has started them (unset in the CLI
+    /// and when no unit is configured): the API, playbook steps and canaries act through it.
+    pub supervisor: OnceLock<Arc<crate::supervisor::Supervisor>>,
     store: OnceLock<Arc<SqliteStore>>,
     audit: OnceLock<Arc<Audit>>,
     harness: OnceLock<Arc<Harness>>,
@@ -44,6 +47,7 @@ impl App {
             changes: Default::default(),
             api_addr: OnceLock::new(),
             api_token: OnceLock::new(),
+            supervisor: OnceLock::new(),
             store: OnceLock::new(),
             audit: OnceLock::new(),
             harness: OnceLock::new(),

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod check;
 pub mod completions;
+pub mod daemon_api;
 pub mod init;
 pub mod intents;
 pub mod invariants;

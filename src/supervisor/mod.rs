@@ -45,7 +45,8 @@ struct Handle {
 /// for the next daemon to adopt; `stop_all` stops them.
 pub struct Supervisor {
     units: BTreeMap<String, Handle>,
-    tasks: tokio::task::JoinSet<()>,
+    /// The units' and output readers' tasks; taken by `stop_all` or `detach`.
+    tasks: std::sync::Mutex<Option<tokio::task::JoinSet<()>>>,
 }
 
 /// The supervisor could not start.
@@ -97,8 +98,9 @@ impl Supervisor {
         }
         let mut sup = Supervisor {
             units: BTreeMap::new(),
-            tasks: tokio::task::JoinSet::new(),
+            tasks: std::sync::Mutex::new(None),
         };
+        let mut tasks = tokio::task::JoinSet::new();
         for (name, cfg) in units {
             let rec = records.remove(&name).unwrap_or_else(|| UnitRecord {
                 name: name.clone(),
@@ -145,8 +147,7 @@ impl Supervisor {
                 events: events.clone(),
                 clock: app.clock.clone(),
             };
-            sup.tasks
-                .spawn(output::read_fifo(dir.join("output.fifo"), sink, flush_rx));
+            tasks.spawn(output::read_fifo(dir.join("output.fifo"), sink, flush_rx));
             let deps = cfg
                 .after
                 .iter()
@@ -173,7 +174,7 @@ impl Supervisor {
                 replica,
                 standby: replicas.contains(&name),
             };
-            sup.tasks.spawn(task.run());
+            tasks.spawn(task.run());
             sup.units.insert(
                 name.clone(),
                 Handle {
@@ -183,6 +184,7 @@ impl Supervisor {
                 },
             );
         }
+        *sup.tasks.get_mut().expect("not shared yet") = Some(tasks);
         Ok(sup)
     }
 
@@ -244,17 +246,20 @@ impl Supervisor {
     }
 
     /// Stops every unit (dependents first would be nicer; all at once is what this does).
-    pub async fn stop_all(mut self) {
-        let stops: Vec<_> = self.units.keys().cloned().collect();
-        for name in stops {
-            let _ = self.stop(&name).await;
+    pub async fn stop_all(&self) {
+        for name in self.units.keys() {
+            let _ = self.stop(name).await;
         }
-        self.tasks.shutdown().await;
+        self.detach().await;
     }
 
     /// Ends the supervisor's tasks and leaves the units running, for the next daemon to adopt.
-    pub async fn detach(mut self) {
-        self.tasks.shutdown().await;
+    /// Controls sent afterwards go nowhere.
+    pub async fn detach(&self) {
+        let tasks = self.tasks.lock().expect("not poisoned").take();
+        if let Some(mut tasks) = tasks {
+            tasks.shutdown().await;
+        }
     }
 }
 
@@ -264,13 +269,14 @@ pub async fn run(app: Arc<App>, events: mpsc::Sender<Event>, mut stopping: watch
     if app.config.units.is_empty() {
         return;
     }
-    let sup = match Supervisor::start(app, events).await {
-        Ok(s) => s,
+    let sup = match Supervisor::start(app.clone(), events).await {
+        Ok(s) => Arc::new(s),
         Err(e) => {
             tracing::error!("supervisor: {e}; no units are supervised");
             return;
         }
     };
+    let _ = app.supervisor.set(sup.clone());
     let _ = stopping.wait_for(|s| *s).await;
     sup.detach().await;
 }
