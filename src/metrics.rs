@@ -411,6 +411,7 @@ pub struct Metrics {
     pub invariant_cycle_duration_seconds: Family,
     pub collector_up: Family,
     pub invariant_alerts_total: Family,
+    pub stream_skipped_total: Family,
     registry: Registry,
 }
 
@@ -543,6 +544,11 @@ impl Metrics {
                 "vigil_invariant_alerts_total",
                 "Invariant alert deliveries, by result (sent, failed).",
                 &["result"],
+            ),
+            stream_skipped_total: r.counter(
+                "vigil_stream_skipped_total",
+                "Changes that clients of GET /api/stream (the dashboard) skipped because they read too slowly.",
+                &[],
             ),
             registry: r.finish(),
         };

@@ -4,7 +4,8 @@
 //!
 //! Bounded on purpose: the broadcast keeps the last [`CAPACITY`] changes; a client that reads
 //! slower than vigil changes skips what it missed and is told so (an event `lagged` with the
-//! count), so a slow or stuck browser never grows vigil's memory. Nothing is kept for a client
+//! count, and `vigil_stream_skipped_total` counts them), so a slow or stuck browser never grows
+//! vigil's memory. Nothing is kept for a client
 //! that is not connected: the page fetches the current state (`GET /api/dashboard`) when it
 //! (re)connects, then follows the stream.
 
@@ -137,32 +138,37 @@ impl EventsPerHour {
 /// reconnects by itself.
 pub async fn stream(State(s): State<ApiState>) -> Response {
     let changes = s.app.changes.clone();
+    let metrics = s.app.metrics.clone();
     let rx = changes.subscribe();
     let closing = changes.closing.subscribe();
     let hello = json!({"now_ms": s.app.clock.now_ms()});
     let first = Some(SseEvent::default().event("hello").data(hello.to_string()));
-    let events = futures_util::stream::unfold(
-        (first, rx, closing),
-        |(first, mut rx, mut closing)| async move {
-            if let Some(ev) = first {
-                return Some((Ok::<_, std::convert::Infallible>(ev), (None, rx, closing)));
+    let events =
+        futures_util::stream::unfold((first, rx, closing), move |(first, mut rx, mut closing)| {
+            let metrics = metrics.clone();
+            async move {
+                if let Some(ev) = first {
+                    return Some((Ok::<_, std::convert::Infallible>(ev), (None, rx, closing)));
+                }
+                if *closing.borrow() {
+                    return None;
+                }
+                let ev = tokio::select! {
+                    r = rx.recv() => match r {
+                        Ok(c) => SseEvent::default().event(c.kind).data(c.data.to_string()),
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            metrics.stream_skipped_total.add(&[], n as f64);
+                            SseEvent::default()
+                                .event("lagged")
+                                .data(json!({"skipped": n}).to_string())
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = closing.wait_for(|c| *c) => return None,
+                };
+                Some((Ok(ev), (None, rx, closing)))
             }
-            if *closing.borrow() {
-                return None;
-            }
-            let ev = tokio::select! {
-                r = rx.recv() => match r {
-                    Ok(c) => SseEvent::default().event(c.kind).data(c.data.to_string()),
-                    Err(broadcast::error::RecvError::Lagged(n)) => SseEvent::default()
-                        .event("lagged")
-                        .data(json!({"skipped": n}).to_string()),
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = closing.wait_for(|c| *c) => return None,
-            };
-            Some((Ok(ev), (None, rx, closing)))
-        },
-    );
+        });
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
         .into_response();
