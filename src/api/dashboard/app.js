@@ -150,6 +150,9 @@ function shortTime(rfc3339) {
 
 function drawPlaybooks(d) {
   if (!d.playbooks.length) return panel("p-playbooks", empty("no playbooks configured"));
+  const locks = d.locks.map((l) => el("div", { class: "row", "data-lock": l.name },
+    el("span", {}, "lock"), el("span", { class: "name" }, l.name),
+    el("span", { class: "muted" }, "held by " + l.holder), countdown(l.expires_in_s, "lease ")));
   panel("p-playbooks", table(
     [{ text: "playbook" }, { text: "mode" }, { text: "cooldown" }, { text: "runs 24h", cls: "num" }, { text: "last", cls: "hide-narrow" }],
     d.playbooks.map((p) => el("tr", { "data-playbook": p.name },
@@ -157,7 +160,7 @@ function drawPlaybooks(d) {
       el("td", {}, badge(p.mode, p.escalated ? "warn" : "info")),
       el("td", {}, p.cooldown_remaining_s > 0 ? countdown(p.cooldown_remaining_s) : el("span", { class: "muted" }, "ready")),
       el("td", { class: "num" }, String(p.runs_24h)),
-      el("td", { class: "hide-narrow" }, p.last_result ? badge(p.last_result, p.last_result === "done" ? "ok" : (p.last_result === "running" ? "info" : "bad")) : "")))));
+      el("td", { class: "hide-narrow" }, p.last_result ? badge(p.last_result, p.last_result === "done" ? "ok" : (p.last_result === "running" ? "info" : "bad")) : "")))), locks);
 }
 
 function drawFlags(d) {
@@ -301,18 +304,20 @@ async function drawUnits() {
   let units;
   try { units = await getJson("/api/units"); } catch (e) { if (e.status !== 404) throw e; units = []; }
   if (!Array.isArray(units) || !units.length) return panel("p-units", empty("no units configured"));
-  const kind = { running: "ok", adopted: "ok", quarantined: "bad", exhausted: "bad", failed: "bad", backoff: "warn", starting: "info" };
+  const kind = { running: "ok", adopted: "ok", quarantined: "bad", exhausted: "bad", failed_over: "warn", backoff: "warn", starting: "info" };
   panel("p-units", units.map((u) => {
     const q = u.state === "quarantined";
     const bundle = u.bundle || u.quarantine_bundle;
     return el("div", { class: "row" + (q ? " bad" : ""), "data-unit": u.name },
       el("span", { class: "name" }, u.name), badge(u.state, kind[u.state]),
+      u.degraded ? badge("degraded", "bad") : null,
+      u.configured === false ? el("span", { class: "muted" }, "no longer configured") : null,
       u.pid ? el("span", { class: "muted" }, "pid " + u.pid) : null,
       u.tier !== undefined ? el("span", { class: "muted" }, "tier " + u.tier) : null,
       u.restarts_in_window !== undefined ? el("span", {}, u.restarts_in_window + " restarts") : null,
       u.since ? el("span", { class: "muted" }, "since " + shortTime(u.since)) : null,
       u.last_error ? el("span", { class: "reason" }, u.last_error) : null,
-      q && bundle ? el("div", { class: "details" }, "bundle: " + bundle) : null);
+      (q || u.degraded) && bundle ? el("div", { class: "details" }, "bundle: " + bundle) : null);
   }));
 }
 
