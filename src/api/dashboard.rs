@@ -35,7 +35,7 @@ pub const LATEST_INTENTS: usize = 20;
 const VIOLATIONS_SHOWN: usize = 5;
 /// Intents read to chart the last 24 h: past this many in a day, the oldest hours undercount.
 const CHART_INTENTS: usize = 5000;
-const HOUR_MS: i64 = 3_600_000;
+use super::stream::{HOURS, HOUR_MS};
 
 /// What the page may load and run: its own files only. Data is inserted as text (never as
 /// markup); this policy is the second line should that ever slip.
@@ -239,8 +239,8 @@ pub fn collect(app: &App, sources: Vec<SourceState>) -> Result<Summary, StoreErr
         limit: Some(CHART_INTENTS),
         ..Default::default()
     })?;
-    let first_hour = (now_ms.div_euclid(HOUR_MS) - (super::stream::HOURS as i64 - 1)) * HOUR_MS;
-    let mut intents_per_hour = vec![0u64; super::stream::HOURS];
+    let first_hour = (now_ms.div_euclid(HOUR_MS) - (HOURS as i64 - 1)) * HOUR_MS;
+    let mut intents_per_hour = vec![0u64; HOURS];
     for i in &recent {
         if i.created_at >= first_hour {
             let k = ((i.created_at - first_hour) / HOUR_MS) as usize;
@@ -250,7 +250,7 @@ pub fn collect(app: &App, sources: Vec<SourceState>) -> Result<Summary, StoreErr
         }
     }
     let chart = Chart {
-        hours: (0..super::stream::HOURS as i64)
+        hours: (0..HOURS as i64)
             .map(|k| first_hour + k * HOUR_MS)
             .collect(),
         events: app.changes.events_per_hour(now_ms).to_vec(),

@@ -23,7 +23,8 @@ use tokio::sync::{broadcast, watch};
 pub const CAPACITY: usize = 256;
 /// A comment line this often keeps proxies and the browser from closing an idle stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-const HOUR_MS: i64 = 3_600_000;
+/// One hour in ms: the chart's buckets.
+pub const HOUR_MS: i64 = 3_600_000;
 /// Hours of events the chart shows.
 pub const HOURS: usize = 24;
 
