@@ -8,6 +8,7 @@
 //! (RFC 6750 §2.3): the page reads it from its own address (`/#access_token=TOKEN`) and sends
 //! it that way. State-changing calls still need the header.
 
+use super::stream::{HOURS, HOUR_MS};
 use super::ApiState;
 use crate::app::App;
 use crate::clock::rfc3339_ms;
@@ -35,7 +36,6 @@ pub const LATEST_INTENTS: usize = 20;
 const VIOLATIONS_SHOWN: usize = 5;
 /// Intents read to chart the last 24 h: past this many in a day, the oldest hours undercount.
 const CHART_INTENTS: usize = 5000;
-use super::stream::{HOURS, HOUR_MS};
 
 /// What the page may load and run: its own files only. Data is inserted as text (never as
 /// markup); this policy is the second line should that ever slip.
