@@ -9,6 +9,7 @@ pub mod completions;
 pub mod init;
 pub mod intents;
 pub mod invariants;
+mod memory;
 pub mod run;
 pub mod status;
 pub mod symptoms;
