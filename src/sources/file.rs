@@ -75,12 +75,16 @@ impl SourceKind for FileConfig {
 
 /// Bytes read per system call.
 const CHUNK: usize = 256 * 1024;
+/// Lines turned into events and sent at once: what [`SourceContext::emit_all`] sends after
+/// one wait for queue space.
+const LINES_PER_SEND: usize = super::SEND_BATCH;
 /// A safety net for missed notifications (network filesystems, overflowed inotify queues).
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// How long vigil's stop waits for the pipeline to finish the source's events before it
-/// saves the last checkpoint anyway (lines not finished by then are read again next start).
-const FINISH_WAIT: Duration = Duration::from_secs(5);
+/// How long vigil's stop waits for the pipeline to finish the source's events (it drains its
+/// queue before vigil exits) before it saves the last checkpoint anyway: lines not finished
+/// by then are read again at the next start. Below the unit's `TimeoutStopSec` (30 s).
+const FINISH_WAIT: Duration = Duration::from_secs(20);
 
 /// One open file being read: where, and the partial line read so far.
 struct Tail {
@@ -426,29 +430,39 @@ async fn drain(
         if buf.is_empty() {
             return Ok(Some(total));
         }
-        let start = tail.offset;
+        let mut at = tail.offset;
         tail.offset += buf.len() as u64;
         total += buf.len() as u64;
+        // In pieces of at most one send's worth of lines: `emit_all` sends up to that many
+        // events after a single wait, so a stop that cuts the pass short falls between two
+        // pieces, and `line_end` (where a restart reads on) says exactly what was sent.
+        let mut rest = &buf[..];
         let mut found = Vec::new();
-        let mut cut_count = 0u64;
-        tail.lines.feed(&buf, |text, cut| {
-            cut_count += u64::from(cut);
-            if let Some(hit) = matches.classify(text) {
-                found.push(hit);
+        while !rest.is_empty() {
+            let cut = memchr::memchr_iter(b'\n', rest)
+                .nth(LINES_PER_SEND - 1)
+                .map_or(rest.len(), |i| i + 1);
+            let (piece, after) = rest.split_at(cut);
+            rest = after;
+            let mut cut_count = 0u64;
+            tail.lines.feed(piece, |text, cut| {
+                cut_count += u64::from(cut);
+                if let Some(hit) = matches.classify(text) {
+                    found.push(hit);
+                }
+            });
+            if cut_count > 0 {
+                ctx.metrics
+                    .lines_truncated_total
+                    .add(&[&ctx.name], cut_count as f64);
             }
-        });
-        if cut_count > 0 {
-            ctx.metrics
-                .lines_truncated_total
-                .add(&[&ctx.name], cut_count as f64);
-        }
-        if !ctx.emit_all(found).await {
-            return Ok(None);
-        }
-        // Only once its lines are all sent: cut short while sending, a restart reads the whole
-        // chunk's lines again rather than skip some.
-        if let Some(i) = memchr::memrchr(b'\n', &buf) {
-            tail.line_end = start + i as u64 + 1;
+            if !found.is_empty() && !ctx.emit_all(found.drain(..)).await {
+                return Ok(None);
+            }
+            if let Some(i) = memchr::memrchr(b'\n', piece) {
+                tail.line_end = at + i as u64 + 1;
+            }
+            at += piece.len() as u64;
         }
     }
 }
@@ -559,7 +573,7 @@ impl FileSource {
             let recheck = tokio::time::Instant::now() + RECHECK;
             loop {
                 let write_at = self.saver.write_at();
-                let awaiting = self.saver.awaiting_delivery();
+                let awaiting = self.saver.awaiting_delivery() && !ctx.pipeline_closed();
                 tokio::select! {
                     _ = wake.notified() => break,
                     _ = tokio::time::sleep_until(recheck) => break,
@@ -587,7 +601,7 @@ impl FileSource {
         let _ = tokio::time::timeout(FINISH_WAIT, async {
             loop {
                 self.saver.delivered(ctx.delivered());
-                if !self.saver.awaiting_delivery() {
+                if !self.saver.awaiting_delivery() || ctx.pipeline_closed() {
                     break;
                 }
                 ctx.delivery_progressed().await;

@@ -167,6 +167,9 @@ pub trait Source: Send {
     }
 }
 
+/// Events [`SourceContext::emit_all`] sends after one wait for queue space.
+pub const SEND_BATCH: usize = 256;
+
 /// What a running source may use: its name, the clock, the way to emit events, and the store
 /// for a position kept across restarts of vigil.
 #[derive(Clone)]
@@ -240,12 +243,22 @@ impl SourceContext {
         }
     }
 
-    /// Resolves when [`SourceContext::delivered`] may have moved on; never without a report.
+    /// Resolves when [`SourceContext::delivered`] may have moved on, or the pipeline is gone
+    /// ([`SourceContext::pipeline_closed`]); never without a report.
     pub async fn delivery_progressed(&self) {
         match &self.delivery {
-            Some(d) => d.progressed().await,
+            Some(d) => tokio::select! {
+                _ = d.progressed() => {}
+                _ = self.events.closed() => {}
+            },
             None => std::future::pending().await,
         }
+    }
+
+    /// Whether the pipeline has stopped taking events (it ended, or crashed): nothing sent
+    /// will be finished any more.
+    pub fn pipeline_closed(&self) -> bool {
+        self.events.is_closed()
     }
 
     /// Sends an event stamped with the clock's time. Waits while the pipeline is full, so a
@@ -267,7 +280,7 @@ impl SourceContext {
         let ts = self.clock.now_ms();
         let mut events = events.into_iter().peekable();
         while events.peek().is_some() {
-            let Ok(permits) = self.events.reserve_many(256).await else {
+            let Ok(permits) = self.events.reserve_many(SEND_BATCH).await else {
                 return false;
             };
             for permit in permits {
