@@ -117,3 +117,38 @@ fn position(
         offset: offset as u64,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_round_trip_per_source_and_path_with_full_u64_inodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open_dir(dir.path()).unwrap();
+        assert_eq!(s.checkpoint("log", "/var/log/a").unwrap(), None);
+        let pos = |ino: u64, offset: u64| FilePosition {
+            dev: 2049,
+            ino,
+            head_sha256: [ino as u8; 32],
+            head_len: 1024,
+            offset,
+        };
+        let c = Checkpoint {
+            file: pos(u64::MAX - 1, 10),
+            rotated: Some(pos(7, 99)),
+            saved_ms: 5,
+        };
+        s.save_checkpoint("log", "/var/log/a", &c).unwrap();
+        assert_eq!(s.checkpoint("log", "/var/log/a").unwrap(), Some(c.clone()));
+        assert_eq!(s.checkpoint("log", "/var/log/b").unwrap(), None);
+        assert_eq!(s.checkpoint("other", "/var/log/a").unwrap(), None);
+        let later = Checkpoint {
+            file: pos(u64::MAX - 1, 20),
+            rotated: None,
+            saved_ms: 6,
+        };
+        s.save_checkpoint("log", "/var/log/a", &later).unwrap();
+        assert_eq!(s.checkpoint("log", "/var/log/a").unwrap(), Some(later));
+    }
+}
