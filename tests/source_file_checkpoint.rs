@@ -245,6 +245,53 @@ async fn a_file_truncated_or_replaced_while_stopped_is_read_from_its_start() {
     assert!(run.stop().await.is_empty());
 }
 
+#[tokio::test]
+async fn a_long_backlog_is_saved_as_it_is_read_not_only_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, log) = (store(dir.path()), dir.path().join("server.log"));
+    append(&log, "");
+    let run = Run::start(&store, &log, "").await;
+    assert!(run.stop().await.is_empty());
+    // About 2.8 MB written while vigil was stopped.
+    const BACKLOG: usize = 40_000;
+    let text: String = (0..BACKLOG).map(|i| oom(&format!("{i}.0"))).collect();
+    append(&log, &text);
+    let len = text.len() as u64;
+
+    let mut run = Run::start(&store, &log, "").await;
+    let offset = || {
+        store
+            .checkpoint("log", log.to_str().unwrap())
+            .unwrap()
+            .unwrap()
+            .file
+            .offset
+    };
+    let mut taken = 0;
+    while offset() == 0 {
+        for _ in 0..500 {
+            run.next().await;
+            taken += 1;
+        }
+        assert!(
+            taken < BACKLOG,
+            "saved only once the whole backlog was sent"
+        );
+    }
+    let saved = offset();
+    assert!(saved < len, "saved in the middle: {saved} of {len} bytes");
+    assert!(
+        taken < BACKLOG - 4_000,
+        "saved after {taken} of {BACKLOG} lines"
+    );
+    while taken < BACKLOG {
+        run.next().await;
+        taken += 1;
+    }
+    assert!(run.stop().await.is_empty());
+    assert_eq!(offset(), len);
+}
+
 /// A daemon config: every `tick n=N` line is an intent whose data holds the line, and intents
 /// are not merged (a 1 ms dedup window), so each time a line becomes an event shows.
 fn daemon_config(dir: &Path) -> std::path::PathBuf {

@@ -2,11 +2,13 @@
 //! first bytes, because inodes are reused) and the offset past the last line that became an
 //! event, kept in the store so a restart of vigil, clean or not, loses no line.
 //!
-//! Saving: positions are marked after each read pass, and one is saved once the pipeline has
-//! finished every event sent before it ([`super::delivery`]), at most every [`SAVE_GAP`]
-//! while lines keep coming, at once when they stop, and when vigil stops. A crash therefore
-//! loses nothing: lines not yet finished are read again. The price is duplicates: a crash
-//! repeats the lines finished since the last save (at most [`SAVE_GAP`] of them).
+//! Saving: positions are marked after each read pass (at most 1 MiB), and one is saved once
+//! the pipeline has finished every event sent before it ([`super::delivery`]): at most every
+//! [`SAVE_GAP`] while lines keep coming, at once when they stop, and when vigil stops (after
+//! the pipeline has finished what was sent). A crash therefore loses nothing: lines not yet
+//! finished are read again. The price is duplicates: a crash repeats the lines finished since
+//! the last save, about [`SAVE_GAP`] worth of them (the last pass's under a backlog); a clean
+//! stop repeats none.
 
 use crate::store::{Checkpoint, FilePosition, SourceStore, StoreError};
 use sha2::{Digest, Sha256};

@@ -78,6 +78,9 @@ const CHUNK: usize = 256 * 1024;
 /// Lines turned into events and sent at once: what [`SourceContext::emit_all`] sends after
 /// one wait for queue space.
 const LINES_PER_SEND: usize = super::SEND_BATCH;
+/// Bytes read in one pass before the position is marked for saving: a long backlog (a
+/// restart after a day) still saves as it goes, so a crash in it repeats little.
+const PASS_BYTES: u64 = 4 * CHUNK as u64;
 /// A safety net for missed notifications (network filesystems, overflowed inotify queues).
 const RECHECK: Duration = Duration::from_secs(1);
 
@@ -248,10 +251,7 @@ impl FileSource {
         // newest is kept like a rotation seen while running.
         let newest = away.pop();
         for mut older in away {
-            if drain(&mut older, &self.config.matches, &self.config.path, ctx)
-                .await?
-                .is_none()
-            {
+            if !drain_to_end(&mut older, &self.config.matches, &self.config.path, ctx).await? {
                 return Ok(());
             }
         }
@@ -395,8 +395,24 @@ fn open(path: &Path) -> std::io::Result<(File, u64)> {
     Ok((f, ino))
 }
 
-/// Reads `tail` from its offset to the end of the file, emitting lines. Returns the number of
-/// bytes read, or `None` when vigil is stopping.
+/// Reads `tail` to the end of the file, whatever its length; false when vigil is stopping.
+async fn drain_to_end(
+    tail: &mut Tail,
+    matches: &Matches,
+    path: &Path,
+    ctx: &SourceContext,
+) -> Result<bool, SourceError> {
+    loop {
+        match drain(tail, matches, path, ctx).await? {
+            None => return Ok(false),
+            Some(n) if n < PASS_BYTES => return Ok(true),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Reads `tail` from its offset to the end of the file, or [`PASS_BYTES`] of it, emitting
+/// lines. Returns the number of bytes read, or `None` when vigil is stopping.
 async fn drain(
     tail: &mut Tail,
     matches: &Matches,
@@ -464,6 +480,9 @@ async fn drain(
             }
             at += piece.len() as u64;
         }
+        if total >= PASS_BYTES {
+            return Ok(Some(total));
+        }
     }
 }
 
@@ -519,7 +538,7 @@ impl FileSource {
                             // the oldest file first.
                             if let Some(mut older) = self.rotated.take() {
                                 let m = &self.config.matches;
-                                if drain(&mut older.tail, m, &path, ctx).await?.is_none() {
+                                if !drain_to_end(&mut older.tail, m, &path, ctx).await? {
                                     return Ok(());
                                 }
                             }
@@ -551,24 +570,32 @@ impl FileSource {
                 }
             }
             // The rotated file's last lines come before the new file's first ones.
+            let mut more = false;
             if let Some(r) = &mut self.rotated {
                 match drain(&mut r.tail, &self.config.matches, &path, ctx).await? {
                     None => return Ok(()),
                     Some(0) => {}
                     // The time this pass began, before the lines went out: stamping after
                     // emitting could see a clock moved on by whoever took them.
-                    Some(_) => r.last_data_ms = now,
+                    Some(n) => {
+                        r.last_data_ms = now;
+                        more = n >= PASS_BYTES;
+                    }
                 }
                 if ctx.clock.now_ms() - r.last_data_ms >= grace_ms {
                     self.rotated = None;
                 }
             }
-            if let Some(t) = &mut self.current {
-                if drain(t, &self.config.matches, &path, ctx).await?.is_none() {
-                    return Ok(());
+            if let (false, Some(t)) = (more, &mut self.current) {
+                match drain(t, &self.config.matches, &path, ctx).await? {
+                    None => return Ok(()),
+                    Some(n) => more = n >= PASS_BYTES,
                 }
             }
             self.save(ctx, false).await;
+            if more {
+                continue;
+            }
             // Until the files may have changed: meanwhile, save what the pipeline finishes.
             let recheck = tokio::time::Instant::now() + RECHECK;
             loop {
