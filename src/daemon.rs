@@ -136,6 +136,7 @@ pub async fn run(
             sources_stopping.clone(),
         )
         .with_store(store.clone(), Some(&deliveries));
+        let ctx = if opts.dry_run { ctx.read_only() } else { ctx };
         source_tasks.spawn(sources::supervise(cfg.build(), ctx));
     }
     // The invariant loop feeds transitions to the rule engine like a source. It records

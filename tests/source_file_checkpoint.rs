@@ -292,6 +292,44 @@ async fn a_long_backlog_is_saved_as_it_is_read_not_only_at_its_end() {
     assert_eq!(offset(), len);
 }
 
+#[tokio::test]
+async fn a_dry_run_reads_lines_but_saves_no_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    append(&log, "");
+    let text = format!(
+        "[api]\nenabled = false\n[sources.log]\ntype = \"file\"\npath = {:?}\n{}",
+        log.to_str().unwrap(),
+        OOM.replace("[[match]]", "[[sources.log.match]]")
+    );
+    let config = vigil::config::Config::parse("test.toml", &text).unwrap();
+    let data = dir.path().join("data");
+    let app = Arc::new(vigil::app::App::new(config, data, Arc::new(SystemClock)));
+    let (stop, rx) = watch::channel(false);
+    let opts = vigil::daemon::Options {
+        dry_run: true,
+        ..Default::default()
+    };
+    let daemon = tokio::spawn(vigil::daemon::run(app.clone(), opts, rx));
+    let events = || app.metrics.events_total.get(&["log", "gpu_oom"]);
+    // Appended until one is seen: the source attaches in its own time.
+    common::wait_until("the dry run turns a line into an event", &mut || {
+        if events() == 0.0 {
+            append(&log, &oom("1"));
+        }
+        events() > 0.0
+    })
+    .await;
+    let _ = stop.send(true);
+    daemon.await.unwrap().unwrap();
+    let store = app.store().unwrap();
+    assert_eq!(
+        store.checkpoint("log", log.to_str().unwrap()).unwrap(),
+        None,
+        "a dry run moves no real start's position on"
+    );
+}
+
 /// A daemon config: every `tick n=N` line is an intent whose data holds the line, and intents
 /// are not merged (a 1 ms dedup window), so each time a line becomes an event shows.
 fn daemon_config(dir: &Path) -> std::path::PathBuf {

@@ -191,7 +191,7 @@ impl FileSource {
     /// Marks where the source is after a read pass, and writes what the pipeline has
     /// finished when it is due (`now`: whatever the gap).
     async fn save(&mut self, ctx: &SourceContext, now: bool) {
-        let Some(store) = ctx.store() else {
+        let Some(store) = ctx.saving_store() else {
             return;
         };
         if let Some(c) = self.snapshot(ctx.clock.now_ms()) {
@@ -609,7 +609,7 @@ impl FileSource {
                     _ = tokio::time::sleep_until(write_at.unwrap_or(recheck)), if write_at.is_some() => {}
                 }
                 self.saver.delivered(ctx.delivered());
-                if let Some(store) = ctx.store() {
+                if let Some(store) = ctx.saving_store() {
                     self.saver.write(store, &ctx.name, &self.key(), false).await;
                 }
             }
@@ -619,7 +619,7 @@ impl FileSource {
     /// When vigil stops: waits (a while) for the pipeline to finish the events sent, then
     /// saves where the source is, so a clean restart repeats no line.
     async fn finish(&mut self, ctx: &SourceContext) {
-        if ctx.store().is_none() || !self.restored {
+        if ctx.saving_store().is_none() || !self.restored {
             return;
         }
         if let Some(c) = self.snapshot(ctx.clock.now_ms()) {

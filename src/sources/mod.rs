@@ -183,6 +183,8 @@ pub struct SourceContext {
     /// Why the source works, but not as well as it should (see [`SourceContext::degraded`]).
     degraded: Arc<Mutex<Option<String>>>,
     store: Option<Arc<dyn SourceStore>>,
+    /// A dry run reads positions from the store but saves none.
+    read_only: bool,
     /// Events emitted so far, and how many of them the pipeline has finished (when it says).
     sent: Arc<AtomicU64>,
     delivery: Option<Arc<Delivery>>,
@@ -206,6 +208,7 @@ impl SourceContext {
             shutdown,
             degraded: Arc::default(),
             store: None,
+            read_only: false,
             sent: Arc::default(),
             delivery: None,
         }
@@ -225,9 +228,22 @@ impl SourceContext {
         self
     }
 
-    /// The store for a position kept across restarts, if the source has one.
+    /// For a dry run, which acts on nothing: positions are still read from the store, so the
+    /// dry run sees what a real start would, but none is saved, so it does not move a real
+    /// start's position on.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+
+    /// The store to read a position kept across restarts from, if the source has one.
     pub fn store(&self) -> Option<&Arc<dyn SourceStore>> {
         self.store.as_ref()
+    }
+
+    /// The store to save positions in: none without a store, or in a dry run.
+    pub fn saving_store(&self) -> Option<&Arc<dyn SourceStore>> {
+        self.store.as_ref().filter(|_| !self.read_only)
     }
 
     /// Events emitted by this source so far.
