@@ -1,6 +1,7 @@
 //! Matched lines per second through the file source while a writer appends to the log,
 //! against a baseline measured in the same run: one thread reading the same file with
-//! `BufRead::read_until` and the same regex (no inotify, no channel, no events).
+//! `BufRead::read_until` and the same regex (no inotify, no channel, no events). The source
+//! keeps its checkpoint in a SQLite store as in the daemon (a save at most every 200 ms).
 //!
 //! Run: `cargo bench --bench file_source`. Prints
 //! `file_source matched_lines_per_sec median=... baseline=... ratio=...`, where `ratio` is
@@ -56,6 +57,10 @@ async fn through_source(dir: &std::path::Path, run: usize) -> f64 {
         tx,
         health.clone(),
         shutdown,
+    )
+    .with_store(
+        Arc::new(vigil::store::SqliteStore::open_dir(&dir.join(format!("data-{run}"))).unwrap()),
+        None,
     );
     let task = tokio::spawn(vigil::sources::supervise(
         Box::new(FileSource::new(config)),

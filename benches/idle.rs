@@ -5,8 +5,10 @@
 //!
 //! Run: `cargo bench --bench idle`. Aim (issue 10): under 0.2% of a core and 12 MB RSS. It
 //! prints no ratio: the baseline's CPU is zero ticks, so the figures stand beside it instead.
+//! `VIGIL_IDLE_COMPARE=/path/to/an/older/vigil` runs that binary with both configs too, in the
+//! same period, for a before/after on the same machine state.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -40,11 +42,15 @@ fn config(dir: &Path, example: &str) -> std::path::PathBuf {
     path
 }
 
-fn vigil(dir: &Path, example: &str) -> Child {
-    let data = dir.join(format!("data-{}", example.replace('/', "_")));
+fn vigil(bin: &Path, dir: &Path, example: &str) -> Child {
+    let data = dir.join(format!(
+        "data-{}-{}",
+        example.replace('/', "_"),
+        bin.to_string_lossy().replace('/', "_")
+    ));
     let log = dir.join("server.log");
     std::fs::write(&log, "").unwrap();
-    Command::new(env!("CARGO_BIN_EXE_vigil"))
+    Command::new(bin)
         .args(["run", "--config"])
         .arg(config(dir, example))
         .env("VIGIL_DATA_DIR", &data)
@@ -63,39 +69,42 @@ fn main() {
         .unwrap_or(30);
     let dir = tempfile::tempdir().unwrap();
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut runs: Vec<(&str, Child)> = vec![
-        (
-            "sleep (baseline)",
-            Command::new("sleep")
-                .arg((secs + 10).to_string())
-                .spawn()
-                .unwrap(),
-        ),
-        (
-            "vigil quickstart",
-            vigil(dir.path(), "examples/quickstart.toml"),
-        ),
-        (
-            "vigil self_healing",
-            vigil(dir.path(), "examples/self_healing.toml"),
-        ),
-    ];
-    // Start-up is not idle: measure from one second in.
-    std::thread::sleep(Duration::from_secs(1));
+    let mut runs: Vec<(String, Child)> = vec![(
+        "sleep (baseline)".to_string(),
+        Command::new("sleep")
+            .arg((secs + 10).to_string())
+            .spawn()
+            .unwrap(),
+    )];
+    let mut bins = vec![(PathBuf::from(env!("CARGO_BIN_EXE_vigil")), "")];
+    if let Some(other) = std::env::var_os("VIGIL_IDLE_COMPARE") {
+        bins.push((PathBuf::from(other), " (compare)"));
+    }
+    for (bin, label) in &bins {
+        for (name, example) in [
+            ("vigil quickstart", "examples/quickstart.toml"),
+            ("vigil self_healing", "examples/self_healing.toml"),
+        ] {
+            runs.push((format!("{name}{label}"), vigil(bin, dir.path(), example)));
+        }
+    }
+    // Start-up is not idle: measure from six seconds in, after `vigil run` has released the
+    // pages start-up touched (five seconds after it starts, src/cli/memory.rs).
+    std::thread::sleep(Duration::from_secs(6));
     let start: Vec<_> = runs.iter().map(|(_, c)| sample(c.id())).collect();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let elapsed = t0.elapsed().as_secs_f64();
     println!("idle for {secs} s (CPU: % of one core over the period; RSS at the end; peak RSS)");
     println!(
-        "{:<22} {:>8} {:>9} {:>10}",
+        "{:<32} {:>8} {:>9} {:>10}",
         "process", "CPU %", "RSS MB", "peak MB"
     );
     for ((name, child), (t0, _, _)) in runs.iter_mut().zip(start) {
         let (t1, rss, hwm) = sample(child.id());
         let cpu = (t1 - t0) as f64 / hz / elapsed * 100.0;
         println!(
-            "{name:<22} {cpu:>8.3} {:>9.1} {:>10.1}",
+            "{name:<32} {cpu:>8.3} {:>9.1} {:>10.1}",
             rss as f64 / 1024.0,
             hwm as f64 / 1024.0
         );

@@ -9,6 +9,7 @@ use crate::config::human;
 use crate::event::Event;
 use crate::intent::{inbox, queue, NewIntent};
 use crate::rules::{Output, RuleEngine};
+use crate::sources::delivery::{Deliveries, Tally};
 use crate::sources::{self, Health, SourceContext};
 use crate::store::{IntentStore, SourceStore};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,6 +123,8 @@ pub async fn run(
     // Sources get their own stop signal so the pipeline can drain after they have stopped.
     let (stop_sources, sources_stopping) = watch::channel(false);
     let mut source_tasks = tokio::task::JoinSet::new();
+    // The pipeline says which events it has finished, so sources save positions only past them.
+    let deliveries = Arc::new(Deliveries::default());
     for (name, cfg) in &app.config.sources {
         health.register(name, cfg.kind(), app.clock.now_ms());
         let ctx = SourceContext::new(
@@ -131,7 +134,9 @@ pub async fn run(
             tx.clone(),
             health.clone(),
             sources_stopping.clone(),
-        );
+        )
+        .with_store(store.clone(), Some(&deliveries));
+        let ctx = if opts.dry_run { ctx.read_only() } else { ctx };
         source_tasks.spawn(sources::supervise(cfg.build(), ctx));
     }
     // The invariant loop feeds transitions to the rule engine like a source. It records
@@ -157,7 +162,13 @@ pub async fn run(
     }
     drop(tx);
 
-    let pipeline = tokio::spawn(pipeline(app.clone(), rx, counters.clone(), opts.clone()));
+    let pipeline = tokio::spawn(pipeline(
+        app.clone(),
+        rx,
+        counters.clone(),
+        opts.clone(),
+        deliveries,
+    ));
     tasks.spawn(persist_health(
         store.clone(),
         health.clone(),
@@ -234,9 +245,13 @@ async fn pipeline(
     mut rx: mpsc::Receiver<Event>,
     counters: Arc<Counters>,
     opts: Options,
+    deliveries: Arc<Deliveries>,
 ) {
     let mut engine = RuleEngine::new(&app.config.rules, app.clock.now_ms());
     let mut out = Output::default();
+    let mut tally = Tally::default();
+    // The source of the event just taken: finished once what it proposed is stored.
+    let mut finished: Option<String> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -250,6 +265,7 @@ async fn pipeline(
                     spool(&app, &ev);
                 }
                 engine.process(&ev, &mut out);
+                finished = Some(ev.source);
             }
             _ = tick.tick() => {
                 engine.tick(app.clock.now_ms(), &mut out);
@@ -274,6 +290,12 @@ async fn pipeline(
                 }
             })
             .await;
+        }
+        if let Some(source) = finished.take() {
+            tally.add(&deliveries, &source);
+        }
+        if rx.is_empty() {
+            tally.flush(&deliveries);
         }
     }
     let dropped = engine.stats().duplicates_dropped as f64;

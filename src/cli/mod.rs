@@ -10,6 +10,7 @@ pub mod daemon_api;
 pub mod init;
 pub mod intents;
 pub mod invariants;
+mod memory;
 pub mod run;
 pub mod status;
 pub mod symptoms;

@@ -28,8 +28,23 @@ pub fn run(app: Arc<App>, args: RunArgs) -> Exit {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let rt = tokio::runtime::Runtime::new()?;
+    super::memory::limit_arenas();
+    // Two workers whatever the core count: the daemon's async work waits on I/O and its heavy
+    // work runs on blocking threads, while every worker costs a stack and an allocator arena
+    // that an idle daemon keeps resident (benches/idle.rs).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
+        tokio::spawn(async {
+            // Start-up (config, regexes, migrations, sources attaching) is over by then.
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            let kb = tokio::task::spawn_blocking(super::memory::release_startup_pages)
+                .await
+                .unwrap_or(0);
+            tracing::debug!("start-up over: released {kb} kB of mapped pages");
+        });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};

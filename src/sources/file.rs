@@ -11,10 +11,20 @@
 //! the writer does not use `O_APPEND`) are skipped. Lines longer than `max_line` are cut and
 //! counted, invalid UTF-8 is replaced. A missing file marks the source down ("waiting for
 //! ...") until it appears; a missing directory is an error, retried with backoff.
+//!
+//! With a store (the daemon gives one), where the source is survives vigil's restarts
+//! ([`super::checkpoint`]). On start: the same file as the checkpoint's (device, inode and
+//! first bytes, no shorter than the offset) is read on from the offset; a file rotated away
+//! while vigil was stopped (found by its inode in the directory, e.g. as `app.log.1`) has its
+//! tail read first, then the new file from its start; a truncated or other file is read from
+//! its start. Without a checkpoint (the first start ever) reading begins at the end of the
+//! file, or its start with `from_start`.
 
+use super::checkpoint::{self, Saver};
 use super::lines::{decode_line, Matches, DEFAULT_MAX_LINE};
 use super::{BoxFuture, Source, SourceContext, SourceError, SourceKind};
 use crate::config::Dur;
+use crate::store::{Checkpoint, FilePosition};
 use crate::watch::DirWatch;
 use serde::Deserialize;
 use std::fs::File;
@@ -65,25 +75,59 @@ impl SourceKind for FileConfig {
 
 /// Bytes read per system call.
 const CHUNK: usize = 256 * 1024;
+/// Lines turned into events and sent at once: what [`SourceContext::emit_all`] sends after
+/// one wait for queue space.
+const LINES_PER_SEND: usize = super::SEND_BATCH;
+/// Bytes read in one pass before the position is marked for saving: a long backlog (a
+/// restart after a day) still saves as it goes, so a crash in it repeats little.
+const PASS_BYTES: u64 = 4 * CHUNK as u64;
 /// A safety net for missed notifications (network filesystems, overflowed inotify queues).
 const RECHECK: Duration = Duration::from_secs(1);
+
+/// How long vigil's stop waits for the pipeline to finish the source's events (it drains its
+/// queue before vigil exits) before it saves the last checkpoint anyway: lines not finished
+/// by then are read again at the next start. Below the unit's `TimeoutStopSec` (30 s).
+const FINISH_WAIT: Duration = Duration::from_secs(20);
 
 /// One open file being read: where, and the partial line read so far.
 struct Tail {
     file: Arc<File>,
+    dev: u64,
     ino: u64,
+    /// Read up to here.
     offset: u64,
+    /// Just past the last line handed to the pipeline: where a restart reads on from.
+    line_end: u64,
+    /// The file's fingerprint and how many bytes it covers, once read (see
+    /// [`checkpoint::fingerprint`]); read again while the file is shorter than it covers.
+    head: Option<([u8; 32], u32)>,
     lines: LineSplitter,
 }
 
 impl Tail {
     fn new(file: File, ino: u64, offset: u64, max_line: usize) -> Self {
+        let dev = file.metadata().map(|m| m.dev()).unwrap_or(0);
         Self {
             file: Arc::new(file),
+            dev,
             ino,
             offset,
+            line_end: offset,
+            head: None,
             lines: LineSplitter::new(max_line),
         }
+    }
+
+    /// Where a restart would read on, once the fingerprint is known.
+    fn position(&self) -> Option<FilePosition> {
+        let (head_sha256, head_len) = self.head?;
+        Some(FilePosition {
+            dev: self.dev,
+            ino: self.ino,
+            head_sha256,
+            head_len,
+            offset: self.line_end,
+        })
     }
 }
 
@@ -102,6 +146,9 @@ pub struct FileSource {
     /// The file was missing (or could not be opened) when we started: all of it is new when
     /// it appears.
     appeared: bool,
+    /// The checkpoint was looked up (once, at the first `run`; later runs go on from memory).
+    restored: bool,
+    saver: Saver,
 }
 
 impl FileSource {
@@ -111,7 +158,165 @@ impl FileSource {
             current: None,
             rotated: None,
             appeared: false,
+            restored: false,
+            saver: Saver::default(),
         }
+    }
+
+    /// The checkpoint key: the configured path, as written.
+    fn key(&self) -> String {
+        self.config.path.display().to_string()
+    }
+
+    /// Where the source is now: the rotated file (if any) and the file at the path. When
+    /// only a rotated file is being read, it is the checkpoint's file: a restart finds it by
+    /// its inode and reads the file at the path, when there is one, from its start.
+    fn snapshot(&self, now_ms: i64) -> Option<Checkpoint> {
+        let rotated = match &self.rotated {
+            Some(r) => Some(r.tail.position()?),
+            None => None,
+        };
+        let (file, rotated) = match (&self.current, rotated) {
+            (Some(t), rotated) => (t.position()?, rotated),
+            (None, Some(r)) => (r, None),
+            (None, None) => return None,
+        };
+        Some(Checkpoint {
+            file,
+            rotated,
+            saved_ms: now_ms,
+        })
+    }
+
+    /// Marks where the source is after a read pass, and writes what the pipeline has
+    /// finished when it is due (`now`: whatever the gap).
+    async fn save(&mut self, ctx: &SourceContext, now: bool) {
+        let Some(store) = ctx.saving_store() else {
+            return;
+        };
+        if let Some(c) = self.snapshot(ctx.clock.now_ms()) {
+            self.saver.mark(ctx.sent(), c);
+        }
+        self.saver.delivered(ctx.delivered());
+        self.saver.write(store, &ctx.name, &self.key(), now).await;
+    }
+
+    /// At the first run with a store: picks up where the last run of vigil left off.
+    async fn restore(&mut self, ctx: &SourceContext, dir: &Path) -> Result<(), SourceError> {
+        let Some(store) = ctx.store() else {
+            return Ok(());
+        };
+        let (store, name, key) = (store.clone(), ctx.name.clone(), self.key());
+        let path = self.config.path.clone();
+        let dir = dir.to_path_buf();
+        let found = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let saved = store
+                .checkpoint(&name, &key)
+                .map_err(|e| format!("cannot read the checkpoint of {key}: {e}"))?;
+            Ok(saved.map(|c| {
+                let found = Resumed::find(&c, &path, &dir);
+                (c, found)
+            }))
+        })
+        .await
+        .map_err(|e| SourceError::new(e.to_string()))?
+        .map_err(SourceError::new)?;
+        let Some((saved, found)) = found else {
+            return Ok(());
+        };
+        let max_line = self.config.max_line.max(1);
+        let path = self.config.path.display();
+        let mut away = Vec::new();
+        for (p, f, offset) in found.away {
+            tracing::info!(source = %ctx.name, "{} was rotated away to {} while vigil was stopped; reading its last lines first", path, p.display());
+            let ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+            away.push(Tail::new(f, ino, offset, max_line));
+        }
+        for lost in found.lost {
+            tracing::warn!(source = %ctx.name, "the file {path} was at when vigil stopped ({lost}) is gone; lines written to it after that are lost");
+        }
+        match found.at_path {
+            AtPath::Same(f, offset) => {
+                let ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+                self.current = Some(Tail::new(f, ino, offset, max_line));
+            }
+            AtPath::Other(f) => {
+                tracing::info!(source = %ctx.name, "{path} is not the file vigil read before it stopped (truncated or replaced); reading it from the start");
+                let ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+                self.current = Some(Tail::new(f, ino, 0, max_line));
+            }
+            AtPath::Missing => self.appeared = true,
+        }
+        // Older first: all but the newest rotated-away file are read to their end now, the
+        // newest is kept like a rotation seen while running.
+        let newest = away.pop();
+        for mut older in away {
+            if !drain_to_end(&mut older, &self.config.matches, &self.config.path, ctx).await? {
+                return Ok(());
+            }
+        }
+        self.rotated = newest.map(|tail| Rotated {
+            tail,
+            last_data_ms: ctx.clock.now_ms(),
+        });
+        self.saver.started_from(Some(saved));
+        Ok(())
+    }
+}
+
+/// What a saved checkpoint's files have become.
+struct Resumed {
+    /// Files rotated away from the path, still there, with the offset to read on from;
+    /// older first.
+    away: Vec<(PathBuf, File, u64)>,
+    /// Files of the checkpoint that are gone (deleted, compressed, moved elsewhere).
+    lost: Vec<String>,
+    at_path: AtPath,
+}
+
+enum AtPath {
+    /// The checkpoint's file, read on from the offset.
+    Same(File, u64),
+    /// Another file (or the same truncated): read from its start.
+    Other(File),
+    Missing,
+}
+
+impl Resumed {
+    /// Blocking: opens and fingerprints files, lists `dir`.
+    fn find(c: &Checkpoint, path: &Path, dir: &Path) -> Resumed {
+        let mut r = Resumed {
+            away: Vec::new(),
+            lost: Vec::new(),
+            at_path: AtPath::Missing,
+        };
+        let here = File::open(path).ok();
+        let here_id = here
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| (m.dev(), m.ino()));
+        for pos in [c.rotated.as_ref(), Some(&c.file)].into_iter().flatten() {
+            if let Some(f) = &here {
+                if checkpoint::is_same(f, pos) {
+                    if let Ok(f) = f.try_clone() {
+                        r.at_path = AtPath::Same(f, pos.offset);
+                    }
+                    continue;
+                }
+            }
+            if here_id == Some((pos.dev, pos.ino)) {
+                // Still at the path, but truncated or rewritten: read from its start below.
+                continue;
+            }
+            match checkpoint::find_in(dir, pos) {
+                Some((p, f)) => r.away.push((p, f, pos.offset)),
+                None => r.lost.push(format!("inode {}", pos.ino)),
+            }
+        }
+        if let (AtPath::Missing, Some(f)) = (&r.at_path, here) {
+            r.at_path = AtPath::Other(f);
+        }
+        r
     }
 }
 
@@ -190,8 +395,24 @@ fn open(path: &Path) -> std::io::Result<(File, u64)> {
     Ok((f, ino))
 }
 
-/// Reads `tail` from its offset to the end of the file, emitting lines. Returns the number of
-/// bytes read, or `None` when vigil is stopping.
+/// Reads `tail` to the end of the file, whatever its length; false when vigil is stopping.
+async fn drain_to_end(
+    tail: &mut Tail,
+    matches: &Matches,
+    path: &Path,
+    ctx: &SourceContext,
+) -> Result<bool, SourceError> {
+    loop {
+        match drain(tail, matches, path, ctx).await? {
+            None => return Ok(false),
+            Some(n) if n < PASS_BYTES => return Ok(true),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Reads `tail` from its offset to the end of the file, or [`PASS_BYTES`] of it, emitting
+/// lines. Returns the number of bytes read, or `None` when vigil is stopping.
 async fn drain(
     tail: &mut Tail,
     matches: &Matches,
@@ -201,35 +422,66 @@ async fn drain(
     let mut total = 0;
     loop {
         let (file, offset) = (tail.file.clone(), tail.offset);
-        let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        // The fingerprint is read once, and again while the file is shorter than it covers.
+        let need_head = tail
+            .head
+            .is_none_or(|(_, n)| (n as usize) < checkpoint::HEAD);
+        let (buf, head) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             let mut buf = vec![0u8; CHUNK];
             let n = file.read_at(&mut buf, offset)?;
             buf.truncate(n);
-            Ok(buf)
+            let head = if need_head {
+                Some(checkpoint::fingerprint(&file)?)
+            } else {
+                None
+            };
+            Ok((buf, head))
         })
         .await
         .map_err(|e| SourceError::new(e.to_string()))?
         .map_err(|e| SourceError::new(format!("cannot read {}: {e}", path.display())))?;
+        if head.is_some() {
+            tail.head = head;
+        }
         if buf.is_empty() {
             return Ok(Some(total));
         }
+        let mut at = tail.offset;
         tail.offset += buf.len() as u64;
         total += buf.len() as u64;
+        // In pieces of at most one send's worth of lines: `emit_all` sends up to that many
+        // events after a single wait, so a stop that cuts the pass short falls between two
+        // pieces, and `line_end` (where a restart reads on) says exactly what was sent.
+        let mut rest = &buf[..];
         let mut found = Vec::new();
-        let mut cut_count = 0u64;
-        tail.lines.feed(&buf, |text, cut| {
-            cut_count += u64::from(cut);
-            if let Some(hit) = matches.classify(text) {
-                found.push(hit);
+        while !rest.is_empty() {
+            let cut = memchr::memchr_iter(b'\n', rest)
+                .nth(LINES_PER_SEND - 1)
+                .map_or(rest.len(), |i| i + 1);
+            let (piece, after) = rest.split_at(cut);
+            rest = after;
+            let mut cut_count = 0u64;
+            tail.lines.feed(piece, |text, cut| {
+                cut_count += u64::from(cut);
+                if let Some(hit) = matches.classify(text) {
+                    found.push(hit);
+                }
+            });
+            if cut_count > 0 {
+                ctx.metrics
+                    .lines_truncated_total
+                    .add(&[&ctx.name], cut_count as f64);
             }
-        });
-        if cut_count > 0 {
-            ctx.metrics
-                .lines_truncated_total
-                .add(&[&ctx.name], cut_count as f64);
+            if !found.is_empty() && !ctx.emit_all(found.drain(..)).await {
+                return Ok(None);
+            }
+            if let Some(i) = memchr::memrchr(b'\n', piece) {
+                tail.line_end = at + i as u64 + 1;
+            }
+            at += piece.len() as u64;
         }
-        if !ctx.emit_all(found).await {
-            return Ok(None);
+        if total >= PASS_BYTES {
+            return Ok(Some(total));
         }
     }
 }
@@ -243,6 +495,10 @@ impl FileSource {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        if !self.restored {
+            self.restore(ctx, &dir).await?;
+            self.restored = true;
+        }
         // Not there at the first try, for whatever reason (no file, no directory yet, no
         // permission): when it does appear, every line in it is new.
         if self.current.is_none() && open(&path).is_err() {
@@ -282,7 +538,7 @@ impl FileSource {
                             // the oldest file first.
                             if let Some(mut older) = self.rotated.take() {
                                 let m = &self.config.matches;
-                                if drain(&mut older.tail, m, &path, ctx).await?.is_none() {
+                                if !drain_to_end(&mut older.tail, m, &path, ctx).await? {
                                     return Ok(());
                                 }
                             }
@@ -314,35 +570,85 @@ impl FileSource {
                 }
             }
             // The rotated file's last lines come before the new file's first ones.
+            let mut more = false;
             if let Some(r) = &mut self.rotated {
                 match drain(&mut r.tail, &self.config.matches, &path, ctx).await? {
                     None => return Ok(()),
                     Some(0) => {}
                     // The time this pass began, before the lines went out: stamping after
                     // emitting could see a clock moved on by whoever took them.
-                    Some(_) => r.last_data_ms = now,
+                    Some(n) => {
+                        r.last_data_ms = now;
+                        more = n >= PASS_BYTES;
+                    }
                 }
                 if ctx.clock.now_ms() - r.last_data_ms >= grace_ms {
                     self.rotated = None;
                 }
             }
-            if let Some(t) = &mut self.current {
-                if drain(t, &self.config.matches, &path, ctx).await?.is_none() {
-                    return Ok(());
+            if let (false, Some(t)) = (more, &mut self.current) {
+                match drain(t, &self.config.matches, &path, ctx).await? {
+                    None => return Ok(()),
+                    Some(n) => more = n >= PASS_BYTES,
                 }
             }
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(RECHECK) => {}
-                _ = ctx.stopping() => return Ok(()),
+            self.save(ctx, false).await;
+            if more {
+                continue;
+            }
+            // Until the files may have changed: meanwhile, save what the pipeline finishes.
+            let recheck = tokio::time::Instant::now() + RECHECK;
+            loop {
+                let write_at = self.saver.write_at();
+                let awaiting = self.saver.awaiting_delivery() && !ctx.pipeline_closed();
+                tokio::select! {
+                    _ = wake.notified() => break,
+                    _ = tokio::time::sleep_until(recheck) => break,
+                    _ = ctx.stopping() => return Ok(()),
+                    _ = ctx.delivery_progressed(), if awaiting => {}
+                    _ = tokio::time::sleep_until(write_at.unwrap_or(recheck)), if write_at.is_some() => {}
+                }
+                self.saver.delivered(ctx.delivered());
+                if let Some(store) = ctx.saving_store() {
+                    self.saver.write(store, &ctx.name, &self.key(), false).await;
+                }
             }
         }
+    }
+
+    /// When vigil stops: waits (a while) for the pipeline to finish the events sent, then
+    /// saves where the source is, so a clean restart repeats no line.
+    async fn finish(&mut self, ctx: &SourceContext) {
+        if ctx.saving_store().is_none() || !self.restored {
+            return;
+        }
+        if let Some(c) = self.snapshot(ctx.clock.now_ms()) {
+            self.saver.mark(ctx.sent(), c);
+        }
+        let _ = tokio::time::timeout(FINISH_WAIT, async {
+            loop {
+                self.saver.delivered(ctx.delivered());
+                if !self.saver.awaiting_delivery() || ctx.pipeline_closed() {
+                    break;
+                }
+                ctx.delivery_progressed().await;
+            }
+        })
+        .await;
+        if self.saver.awaiting_delivery() {
+            tracing::warn!(source = %ctx.name, "stopping before the pipeline finished this source's last events; they are read again at the next start");
+        }
+        self.save(ctx, true).await;
     }
 }
 
 impl Source for FileSource {
     fn run<'a>(&'a mut self, ctx: &'a SourceContext) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(self.tail(ctx))
+    }
+
+    fn finish<'a>(&'a mut self, ctx: &'a SourceContext) -> BoxFuture<'a, ()> {
+        Box::pin(FileSource::finish(self, ctx))
     }
 }
 

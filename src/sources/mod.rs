@@ -3,6 +3,8 @@
 //! A source that cannot start or breaks is reported (log, `vigil_source_up`, reason in
 //! `vigil status`) and restarted with backoff. The daemon never dies for a source.
 
+pub mod checkpoint;
+pub mod delivery;
 pub mod dir;
 pub mod file;
 pub mod host;
@@ -16,12 +18,15 @@ use crate::config::load::{self, Diagnostic, ParseKind};
 use crate::config::Dur;
 use crate::event::{Data, Event};
 use crate::metrics::Metrics;
+use crate::store::SourceStore;
+use delivery::{Deliveries, Delivery};
 use serde::de::DeserializeOwned;
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
@@ -154,9 +159,19 @@ pub trait Source: Send {
     /// vigil stops (`ctx.stopping()` resolves; returning `Ok` is fine). Call `ctx.up()` once
     /// the source is established. State kept in `self` survives restarts.
     fn run<'a>(&'a mut self, ctx: &'a SourceContext) -> BoxFuture<'a, Result<(), SourceError>>;
+
+    /// Called once when vigil stops, after the last `run` (which may have been cut short at
+    /// any await): the place to save a final position. The pipeline still takes events then.
+    fn finish<'a>(&'a mut self, _ctx: &'a SourceContext) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
-/// What a running source may use: its name, the clock, and the way to emit events.
+/// Events [`SourceContext::emit_all`] sends after one wait for queue space.
+pub const SEND_BATCH: usize = 256;
+
+/// What a running source may use: its name, the clock, the way to emit events, and the store
+/// for a position kept across restarts of vigil.
 #[derive(Clone)]
 pub struct SourceContext {
     pub name: String,
@@ -167,6 +182,12 @@ pub struct SourceContext {
     shutdown: watch::Receiver<bool>,
     /// Why the source works, but not as well as it should (see [`SourceContext::degraded`]).
     degraded: Arc<Mutex<Option<String>>>,
+    store: Option<Arc<dyn SourceStore>>,
+    /// A dry run reads positions from the store but saves none.
+    read_only: bool,
+    /// Events emitted so far, and how many of them the pipeline has finished (when it says).
+    sent: Arc<AtomicU64>,
+    delivery: Option<Arc<Delivery>>,
 }
 
 impl SourceContext {
@@ -186,14 +207,87 @@ impl SourceContext {
             health,
             shutdown,
             degraded: Arc::default(),
+            store: None,
+            read_only: false,
+            sent: Arc::default(),
+            delivery: None,
         }
+    }
+
+    /// Gives the source the store to keep its position in (the file source's checkpoints),
+    /// and, when a pipeline reports them, the count of its events finished there: a position
+    /// is then saved only once every event before it is finished (see [`delivery`]). Without
+    /// `deliveries`, an event counts as finished once sent.
+    pub fn with_store(
+        mut self,
+        store: Arc<dyn SourceStore>,
+        deliveries: Option<&Deliveries>,
+    ) -> Self {
+        self.store = Some(store);
+        self.delivery = deliveries.map(|d| d.track(&self.name));
+        self
+    }
+
+    /// For a dry run, which acts on nothing: positions are still read from the store, so the
+    /// dry run sees what a real start would, but none is saved, so it does not move a real
+    /// start's position on.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+
+    /// The store to read a position kept across restarts from, if the source has one.
+    pub fn store(&self) -> Option<&Arc<dyn SourceStore>> {
+        self.store.as_ref()
+    }
+
+    /// The store to save positions in: none without a store, or in a dry run.
+    pub fn saving_store(&self) -> Option<&Arc<dyn SourceStore>> {
+        self.store.as_ref().filter(|_| !self.read_only)
+    }
+
+    /// Events emitted by this source so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Acquire)
+    }
+
+    /// Events of this source the pipeline has finished (all sent ones when nobody reports).
+    pub fn delivered(&self) -> u64 {
+        match &self.delivery {
+            Some(d) => d.count(),
+            None => self.sent(),
+        }
+    }
+
+    /// Resolves when [`SourceContext::delivered`] may have moved on, or the pipeline is gone
+    /// ([`SourceContext::pipeline_closed`]); never without a report.
+    pub async fn delivery_progressed(&self) {
+        match &self.delivery {
+            Some(d) => tokio::select! {
+                _ = d.progressed() => {}
+                _ = self.events.closed() => {}
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether the pipeline has stopped taking events (it ended, or crashed): nothing sent
+    /// will be finished any more.
+    pub fn pipeline_closed(&self) -> bool {
+        self.events.is_closed()
     }
 
     /// Sends an event stamped with the clock's time. Waits while the pipeline is full, so a
     /// source that reads from disk simply reads later; returns false once vigil is stopping.
     pub async fn emit(&self, kind: &str, data: Data) -> bool {
         let ev = Event::new(self.name.clone(), kind, self.clock.now_ms(), data);
-        self.events.send(ev).await.is_ok()
+        let Ok(permit) = self.events.reserve().await else {
+            return false;
+        };
+        // Counted before the pipeline can see it, so its count never runs ahead of ours.
+        self.sent.fetch_add(1, Ordering::AcqRel);
+        permit.send(ev);
+        true
     }
 
     /// Sends a batch of events with one clock read and one wait per chunk of queue space:
@@ -202,13 +296,15 @@ impl SourceContext {
         let ts = self.clock.now_ms();
         let mut events = events.into_iter().peekable();
         while events.peek().is_some() {
-            let Ok(permits) = self.events.reserve_many(256).await else {
+            let Ok(permits) = self.events.reserve_many(SEND_BATCH).await else {
                 return false;
             };
             for permit in permits {
                 let Some((kind, data)) = events.next() else {
                     break;
                 };
+                // Counted before the pipeline can see it, so its count never runs ahead of ours.
+                self.sent.fetch_add(1, Ordering::AcqRel);
                 permit.send(Event::new(self.name.clone(), kind, ts, data));
             }
         }
@@ -340,13 +436,21 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << attempt.min(7))).min(Duration::from_secs(60))
 }
 
-/// Runs one source until vigil stops, restarting it with backoff whenever it breaks.
+/// Runs one source until vigil stops, restarting it with backoff whenever it breaks; then
+/// lets it finish ([`Source::finish`]).
 pub async fn supervise(mut source: Box<dyn Source>, ctx: SourceContext) {
+    keep_running(&mut source, &ctx).await;
+    if let Err(panic) = CatchPanic(source.finish(&ctx)).await {
+        tracing::error!(source = %ctx.name, "source crashed while stopping (a bug in vigil, please report it): {panic}");
+    }
+}
+
+async fn keep_running(source: &mut Box<dyn Source>, ctx: &SourceContext) {
     let mut attempt = 0u32;
     loop {
         let started = std::time::Instant::now();
         let result = tokio::select! {
-            r = CatchPanic(source.run(&ctx)) => r,
+            r = CatchPanic(source.run(ctx)) => r,
             _ = ctx.stopping() => return,
         };
         if ctx.is_stopping() {

@@ -24,7 +24,7 @@ pub use runs::{
     BudgetRequest, BudgetUsage, Claim, Fence, Lease, LeaseFence, LockFence, LockRecord, Refusal,
     RunEnd, RunRecord, RunRequest, RunStore, Settled,
 };
-pub use sources::SourceStore;
+pub use sources::{Checkpoint, FilePosition, SourceStore};
 pub use sqlite::SqliteStore;
 pub use units::{UnitRecord, UnitStore};
 
