@@ -13,6 +13,7 @@ pub mod log;
 pub mod run;
 pub mod symptom;
 pub mod systemd;
+pub mod unit;
 pub mod webhook;
 
 use crate::app::App;
@@ -45,6 +46,7 @@ pub const KINDS: &[(&str, Kind)] = &[
         Kind::of::<clear_escalation::ClearEscalation>(),
     ),
     ("log", Kind::of::<log::Log>()),
+    ("unit", Kind::of::<unit::UnitStep>()),
 ];
 
 /// What each kind of action is, implemented by its config struct (the step's table minus the
@@ -169,9 +171,20 @@ pub fn parse_step(
         return None;
     };
     let keys: Vec<String> = table.keys().map(|k| k.get_ref().to_string()).collect();
-    let present: Vec<&(&str, Kind)> = KINDS
+    let named: Vec<&(&str, Kind)> = KINDS
         .iter()
         .filter(|(k, _)| keys.iter().any(|key| key == k))
+        .collect();
+    // A kind's key may also be a field of another kind present (`unit` of a `systemd` step):
+    // there it is that kind's field, not a second action.
+    let present: Vec<&(&str, Kind)> = named
+        .iter()
+        .copied()
+        .filter(|(k, _)| {
+            !named
+                .iter()
+                .any(|(other, kind)| other != k && (kind.fields)().contains(k))
+        })
         .collect();
     let (kind, how) = match present[..] {
         [] => {
