@@ -6,7 +6,7 @@
 use super::daemon_api;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,19 +232,10 @@ fn verb(app: &Arc<App>, name: &str, verb: Verb) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// The last `n` lines of a file (the whole file is read: unit logs rotate at `log.max_size`).
-fn tail(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)?;
-    let lines: Vec<&str> = text.lines().collect();
-    Ok(lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect())
-}
-
 fn logs(path: &Path, name: &str, n: usize, follow: bool) -> anyhow::Result<u8> {
-    match tail(path, n) {
-        Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+    // One open file for both: the follow goes on exactly where the tail ended.
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => Some(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if !follow {
                 eprintln!(
@@ -253,11 +244,26 @@ fn logs(path: &Path, name: &str, n: usize, follow: bool) -> anyhow::Result<u8> {
                 );
                 return Ok(0);
             }
+            None
         }
         Err(e) => bail!("cannot read {}: {e}", path.display()),
+    };
+    let mut rest = Vec::new();
+    if let Some(f) = file.as_mut() {
+        // The whole file is read: unit logs rotate at `log.max_size`.
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        rest = bytes.split_off(whole);
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text.lines().collect();
+        for l in &lines[lines.len().saturating_sub(n)..] {
+            println!("{l}");
+        }
     }
     if follow {
-        follow_file(path)?;
+        follow_file(path, file, rest)?;
     }
     Ok(0)
 }
@@ -266,7 +272,11 @@ fn logs(path: &Path, name: &str, n: usize, follow: bool) -> anyhow::Result<u8> {
 /// directory (polling when inotify is used up, and once a second anyway); a rotation
 /// (`unit.log` renamed to `unit.log.1` and made anew) is followed: the rest of the old file
 /// first, then the new one from its start, so no line is lost or printed twice.
-fn follow_file(path: &Path) -> anyhow::Result<()> {
+fn follow_file(
+    path: &Path,
+    mut file: Option<std::fs::File>,
+    mut pending: Vec<u8>,
+) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let dir = path.parent().context("the log has a directory")?;
     std::fs::create_dir_all(dir)?;
@@ -275,15 +285,7 @@ fn follow_file(path: &Path) -> anyhow::Result<()> {
         let _ = tx.try_send(());
     })
     .with_context(|| format!("cannot watch {}", dir.display()))?;
-    let open = |from_end: bool| -> Option<std::fs::File> {
-        let mut f = std::fs::File::open(path).ok()?;
-        if from_end {
-            f.seek(SeekFrom::End(0)).ok()?;
-        }
-        Some(f)
-    };
-    let mut file = open(true);
-    let mut pending: Vec<u8> = Vec::new();
+    let open = || std::fs::File::open(path).ok();
     let mut out = std::io::stdout();
     loop {
         let mut buf = Vec::new();
@@ -317,7 +319,7 @@ fn follow_file(path: &Path) -> anyhow::Result<()> {
                     pending.clear();
                 }
             }
-            file = open(false);
+            file = open();
             continue;
         }
         let _ = rx.recv_timeout(Duration::from_secs(1));

@@ -126,6 +126,8 @@ pub(super) struct UnitTask {
     /// A `unit_unhealthy` was sent; `unit_recovered` follows at the next passing probe.
     unhealthy: bool,
     attempt: Option<Attempt>,
+    /// The next published state comes with one more start.
+    count_start: bool,
 }
 
 impl UnitTask {
@@ -166,6 +168,7 @@ impl UnitTask {
             health,
             unhealthy: false,
             attempt: None,
+            count_start: false,
         }
     }
 }
@@ -275,7 +278,9 @@ impl UnitTask {
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         self.rec.marker = Some(marker.clone());
         self.rec.start_ticks = start_time(pid);
-        self.status.send_modify(|s| s.starts += 1);
+        // Counted with the state the start publishes, so whoever sees the new count sees the
+        // new state too.
+        self.count_start = true;
         self.emit("unit_started", json!({ "pid": pid }));
         if restarted {
             let in_window = self.policy.restarts_in_window(self.now());
@@ -861,7 +866,11 @@ impl UnitTask {
             tracing::error!(unit = %self.name, "cannot record state {state}: {e}");
         }
         // Published after the store has it: whoever sees the state finds it stored too.
+        let count = std::mem::take(&mut self.count_start);
         self.status.send_modify(|s| {
+            if count {
+                s.starts += 1;
+            }
             s.state = state;
             s.pid = pid;
             s.since_ms = now;
