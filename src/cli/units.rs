@@ -149,19 +149,13 @@ fn learn(
     let Some(bundle) = rec.bundle.as_deref() else {
         bail!("{name} has no quarantine bundle, so there is no failure to record a fix for");
     };
-    let Some(fingerprint) = view::bundle_fingerprint(bundle) else {
+    let Some((fingerprint, failure)) = view::bundle_fingerprint(bundle) else {
         bail!("the bundle {bundle} of {name} has no fingerprint (written by an older vigil, or removed); nothing to record the fix against");
     };
     if fixed.trim().is_empty() {
         bail!("--fixed is empty; say what was done, like --fixed \"removed the stale lock\"");
     }
     learned::parse_steps(name, &steps).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let failure = std::fs::read_to_string(Path::new(bundle).join("unit.log"))
-        .map(|t| {
-            let lines: Vec<String> = t.lines().map(String::from).collect();
-            learned::fingerprint(&lines).1
-        })
-        .unwrap_or_default();
     let dir = app.dir("playbooks");
     let previous = learned::find(&dir, name, &fingerprint);
     let l = learned::Learned {

@@ -11,6 +11,7 @@
 use crate::app::App;
 use crate::intent::{Intent, IntentStatus};
 use crate::orchestrator::actions::{self, Step, StepContext};
+use crate::supervisor::state::ExitStatus;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -70,17 +71,21 @@ pub fn normalize(line: &str) -> String {
     s
 }
 
-/// A failure's fingerprint: the hash (16 hex digits) of its last error lines, normalized,
-/// and the normalized text itself.
-pub fn fingerprint(lines: &[String]) -> (String, String) {
-    let mut last: Vec<String> = lines
-        .iter()
-        .rev()
-        .filter(|l| !l.trim().is_empty())
-        .take(FINGERPRINT_LINES)
-        .map(|l| normalize(l))
-        .collect();
+/// A failure's fingerprint: the hash (16 hex digits) of the last error lines of the run that
+/// failed and how it ended, normalized (repeated lines once), and that normalized text.
+pub fn fingerprint(run_lines: &[String], exit: &ExitStatus) -> (String, String) {
+    let mut last: Vec<String> = Vec::new();
+    for l in run_lines.iter().rev().filter(|l| !l.trim().is_empty()) {
+        let n = normalize(l);
+        if last.last() != Some(&n) {
+            last.push(n);
+        }
+        if last.len() == FINGERPRINT_LINES {
+            break;
+        }
+    }
     last.reverse();
+    last.push(normalize(&exit.describe()));
     let text = last.join("\n");
     let hash = Sha256::digest(text.as_bytes());
     let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
@@ -263,10 +268,28 @@ mod tests {
             "job <id> failed"
         );
         let lines = |s: &[&str]| s.iter().map(|l| l.to_string()).collect::<Vec<_>>();
-        let (f1, _) = fingerprint(&lines(&["starting 1", "error: disk full on /a", ""]));
-        let (f2, _) = fingerprint(&lines(&["starting 2", "error: disk full on /b/c"]));
-        let (f3, _) = fingerprint(&lines(&["starting 2", "error: permission denied"]));
-        assert_eq!(f1, f2);
+        let code = |c| ExitStatus {
+            code: Some(c),
+            signal: None,
+            note: None,
+        };
+        let (f1, _) = fingerprint(
+            &lines(&["starting 1", "error: disk full on /a", ""]),
+            &code(1),
+        );
+        let (f2, _) = fingerprint(
+            &lines(&[
+                "starting 2",
+                "error: disk full on /b/c",
+                "error: disk full on /d",
+            ]),
+            &code(1),
+        );
+        let (f3, _) = fingerprint(
+            &lines(&["starting 2", "error: permission denied"]),
+            &code(1),
+        );
+        assert_eq!(f1, f2, "repeats count once");
         assert_ne!(f1, f3);
         assert_eq!(f1.len(), 16);
     }

@@ -23,8 +23,10 @@ pub struct Failure<'a> {
     /// Restart times (ms) inside the window.
     pub restarts: &'a [i64],
     pub now_ms: i64,
-    /// The failure's fingerprint ([`super::learned::fingerprint`]).
+    /// The failure's fingerprint ([`super::learned::fingerprint`]) and the normalized lines
+    /// it hashes.
     pub fingerprint: &'a str,
+    pub failure: &'a str,
 }
 
 impl Failure<'_> {
@@ -74,6 +76,7 @@ pub fn write_bundle(quarantine_dir: &Path, f: &Failure<'_>) -> std::io::Result<P
         "restart_history": f.restarts.iter().map(|t| crate::clock::rfc3339_ms(*t)).collect::<Vec<_>>(),
         "at": crate::clock::rfc3339_ms(f.now_ms),
         "fingerprint": f.fingerprint,
+        "failure": f.failure,
     });
     write_json(&dir.join("error.json"), &error)?;
     write_json(

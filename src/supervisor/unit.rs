@@ -128,6 +128,8 @@ pub(super) struct UnitTask {
     attempt: Option<Attempt>,
     /// The next published state comes with one more start.
     count_start: bool,
+    /// Where the output of the current (or last) run starts in the ring.
+    run_mark: u64,
 }
 
 impl UnitTask {
@@ -169,6 +171,7 @@ impl UnitTask {
             unhealthy: false,
             attempt: None,
             count_start: false,
+            run_mark: 0,
         }
     }
 }
@@ -250,6 +253,7 @@ impl UnitTask {
         let started = self.now();
         let marker = format!("{}:{}:{}", self.name, started, std::process::id());
         let fifo = self.app.dir("units").join(&self.name).join("output.fifo");
+        self.run_mark = self.ring.mark();
         let spawned = open_fifo_writer(&fifo).and_then(|out| {
             let err = out.try_clone()?;
             let mut cmd = process::command(
@@ -532,18 +536,19 @@ impl UnitTask {
         let attempt = self.attempt.take();
         self.set(UnitState::Exhausted, None).await;
         let lines = self.ring.last(quarantine::BUNDLE_LINES);
-        let (fingerprint, failure) = learned::fingerprint(&lines);
+        let (fingerprint, failure) = learned::fingerprint(&self.ring.since(self.run_mark), exit);
         self.emit(
             "unit_exhausted",
             json!({ "restarts": restarts.len(), "last_error": self.rec.last_error, "exit": exit.describe(), "tier": self.cfg.tier, "fingerprint": fingerprint }),
         );
         let dir = self.app.dir("quarantine");
-        let (name, cfg, exit2, hist, fp) = (
+        let (name, cfg, exit2, hist, fp, text) = (
             self.name.clone(),
             self.cfg.clone(),
             exit.clone(),
             restarts.clone(),
             fingerprint.clone(),
+            failure.clone(),
         );
         let bundle = tokio::task::spawn_blocking(move || {
             quarantine::write_bundle(
@@ -556,6 +561,7 @@ impl UnitTask {
                     restarts: &hist,
                     now_ms: now,
                     fingerprint: &fp,
+                    failure: &text,
                 },
             )
         })

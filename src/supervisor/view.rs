@@ -96,11 +96,15 @@ pub fn rows(app: &App) -> Result<Vec<Value>, ViewError> {
         .collect()
 }
 
-/// The fingerprint of the failure recorded in a bundle's `error.json`.
-pub fn bundle_fingerprint(bundle: &str) -> Option<String> {
+/// The fingerprint of the failure recorded in a bundle's `error.json`, and the normalized
+/// lines it hashes.
+pub fn bundle_fingerprint(bundle: &str) -> Option<(String, String)> {
     let text = std::fs::read(std::path::Path::new(bundle).join("error.json")).ok()?;
     let v: Value = serde_json::from_slice(&text).ok()?;
-    v["fingerprint"].as_str().map(String::from)
+    Some((
+        v["fingerprint"].as_str()?.to_string(),
+        v["failure"].as_str().unwrap_or_default().to_string(),
+    ))
 }
 
 /// One unit in detail: its row plus `last_exit`, `last_error`, `replica`, `command`,
@@ -119,7 +123,11 @@ pub fn show(app: &App, name: &str) -> Result<Value, ViewError> {
         .iter()
         .map(|t| rfc3339_ms(*t))
         .collect::<Vec<_>>());
-    v["fingerprint"] = json!(r.bundle.as_deref().and_then(bundle_fingerprint));
+    v["fingerprint"] = json!(r
+        .bundle
+        .as_deref()
+        .and_then(bundle_fingerprint)
+        .map(|(f, _)| f));
     v["playbooks"] = json!(learned::for_unit(&app.dir("playbooks"), name)
         .iter()
         .map(|l| json!({ "fingerprint": l.fingerprint, "failure": l.failure, "fixed": l.fixed,
