@@ -1,6 +1,7 @@
 //! Stopping with real processes: nothing of a stopped unit survives, including a `setsid`
 //! grandchild and a double-forked one, and none is left a zombie; a `kill -9` of the daemon
-//! and a restart adopt the running unit without starting a second copy.
+//! and a restart adopt the running unit without starting a second copy; with `adopt = false`
+//! a restart stops what the last daemon left and starts the unit anew.
 
 mod supervisor_support;
 
@@ -183,4 +184,42 @@ command = ["/bin/sh", "-c", "while true; do echo tick; sleep 0.05; done"]
         std::fs::metadata(&unit_log).is_ok_and(|m| m.len() > before)
     })
     .await;
+}
+
+#[tokio::test]
+async fn adopt_false_stops_what_the_last_daemon_left_and_starts_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[units.fresh]
+command = ["/bin/sh", "-c", "sh -c 'exec sleep 1000' & exec sleep 1000"]
+adopt = false
+"#;
+    let app1 = app(dir.path(), config);
+    let (sup, _rx) = start(&app1).await;
+    let first = wait(&sup, "fresh", "running", |s| {
+        s.state == vigil::supervisor::UnitState::Running
+    })
+    .await;
+    let old_pid = first.pid.unwrap();
+    until("the unit's child runs too", || marked("fresh:").len() >= 2).await;
+    let old: Vec<i32> = marked("fresh:");
+    // The daemon goes away and leaves the unit running, as a restart of vigil does.
+    sup.detach().await;
+    assert!(vigil::supervisor::process::start_time(old_pid).is_some());
+
+    let app2 = app(dir.path(), config);
+    let (sup, _rx) = start(&app2).await;
+    let s = wait(&sup, "fresh", "running anew", |s| {
+        s.state == vigil::supervisor::UnitState::Running
+    })
+    .await;
+    assert_ne!(s.pid, Some(old_pid));
+    assert_eq!(s.starts, 1, "started by this daemon, not adopted");
+    for pid in old {
+        assert!(
+            vigil::supervisor::process::start_time(pid).is_none(),
+            "{pid} of the old instance still runs"
+        );
+    }
+    sup.stop_all().await;
 }
