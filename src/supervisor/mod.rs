@@ -1,17 +1,26 @@
 //! The supervisor: starts the `[units.NAME]` it is given, restarts them with backoff and a
-//! restart-intensity limit, and when a unit exhausts its restarts stops the loop and
-//! escalates (diagnostics bundle, critical intent, quarantine). Its events (`unit_started`,
-//! `unit_exited`, `unit_restarted`, `unit_exhausted`, `unit_quarantined`) and the events of
-//! its units' output (`[[units.NAME.match]]`) go to the rule engine like any source's.
+//! restart-intensity limit, probes their readiness and health, and when a unit exhausts its
+//! restarts stops the loop and escalates (diagnostics bundle, critical intent, then a learned
+//! playbook, a replica or a golden snapshot for a second chance, else quarantine and a repair
+//! intent). Its events (`unit_started`, `unit_ready`, `unit_exited`, `unit_unhealthy`,
+//! `unit_recovered`, `unit_restarted`, `unit_exhausted`, `unit_quarantined`, `unit_restored`,
+//! `unit_playbook`) and the events of its units' output (`[[units.NAME.match]]`) go to the rule
+//! engine like any source's.
 //!
 //! - `config`: the `[units.NAME]` section.
 //! - `policy`: backoff and the restart window, on the injected clock.
+//! - `probe`: the `ready` and `health` probes.
 //! - `process`: sessions, the subreaper, finding and stopping every process of a unit.
 //! - `output`: the FIFO, the rotating log and the ring buffer of last lines.
 //! - `quarantine`: the diagnostics bundle.
+//! - `snapshot`: golden snapshots of `state_dir`, and restoring one.
+//! - `learned`: failure fingerprints and the playbooks learned from fixes.
 //! - `state`: unit states and exit statuses.
 //! - `unit`: one unit's task.
-//! - the command line (`vigil units list|show|logs|release`) lives in `src/cli/units.rs`.
+//! - `view`: units as the CLI, the API and `vigil status` show them.
+//! - `api`: `GET /api/units`, `POST /api/units/{name}/{verb}`; [`act`] is what the API, the CLI
+//!   and playbook steps (`src/orchestrator/actions/unit.rs`) call.
+//! - the command line (`vigil units ...`) lives in `src/cli/units.rs`.
 
 pub mod api;
 pub mod config;
@@ -102,6 +111,8 @@ impl Supervisor {
         let replicas: std::collections::BTreeSet<String> =
             units.values().filter_map(|u| u.replica.clone()).collect();
         for name in units.keys() {
+            // Every configured unit has its series from the start (alerts see 0 -> 1).
+            app.metrics.degraded.set(&[name], 0.0);
             controls.insert(name.clone(), mpsc::channel::<Control>(8));
             let (tx, rx) = watch::channel(Status {
                 state: UnitState::Stopped,
