@@ -158,6 +158,10 @@ CREATE TABLE units (
     marker         TEXT
 );
 "#,
+    // An alert a delivery round has taken: a "resolved" one no longer cancels it.
+    r#"
+ALTER TABLE alert_outbox ADD COLUMN sending INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub struct SqliteStore {
