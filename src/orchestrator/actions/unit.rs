@@ -36,6 +36,10 @@ impl Action for UnitStep {
         Ok(())
     }
 
+    fn templates(&self) -> Vec<&str> {
+        vec![&self.name]
+    }
+
     fn describe(&self) -> String {
         format!("unit {} {}", self.verb, self.name)
     }
