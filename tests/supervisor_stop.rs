@@ -96,8 +96,8 @@ impl Drop for Daemon {
     }
 }
 
-/// Kills what is left of a unit when dropped.
-struct Leftovers(String);
+/// Kills what is left of a unit when dropped, and removes its cgroup (`.1`) if it has one.
+struct Leftovers(String, Option<std::path::PathBuf>);
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
@@ -105,6 +105,18 @@ impl Drop for Leftovers {
             // SAFETY: kill with a pid and a signal number.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        if let Some(cg) = &self.1 {
+            // Busy until the killed processes are gone: a few tries.
+            for _ in 0..100 {
+                if std::fs::remove_dir(cg).is_ok() || !cg.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Some(parent) = cg.parent() {
+                let _ = std::fs::remove_dir(parent);
             }
         }
     }
@@ -118,7 +130,11 @@ async fn a_kill_9_of_the_daemon_and_a_restart_adopt_the_unit_without_a_second_co
     let log = dir.path().join("daemon.log");
     // A name of its own, so processes of other runs of this test are not counted.
     let name = format!("solo{}", std::process::id());
-    let _leftovers = Leftovers(format!("{name}:"));
+    let cgroup = vigil::supervisor::cgroup::delegated().map(|root| {
+        root.join(format!("vigil-{}", vigil::supervisor::cgroup::tag(&data)))
+            .join(&name)
+    });
+    let _leftovers = Leftovers(format!("{name}:"), cgroup);
     std::fs::write(
         &config,
         format!(
@@ -222,4 +238,54 @@ adopt = false
         );
     }
     sup.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_process_that_left_the_session_and_cleared_its_environment_goes_with_the_cgroup() {
+    let Some(root) = vigil::supervisor::cgroup::delegated() else {
+        eprintln!("no writable cgroup v2 hierarchy here: units are found without one");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(
+        dir.path(),
+        r#"
+[units.hide]
+command = ["/bin/sh", "-c", "env -i /usr/bin/setsid /bin/sh -c '/bin/sleep 1000 & echo $! > {dir}/hidden.pid'; exec sleep 1000"]
+"#,
+    );
+    let (sup, _rx) = start(&app).await;
+    wait(&sup, "hide", "running", |s| s.state == UnitState::Running).await;
+    let pid_file = dir.path().join("hidden.pid");
+    let mut hidden = 0;
+    until("the hidden process's pid", || {
+        hidden = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        hidden > 0
+    })
+    .await;
+    // Neither marker nor session nor parent ties it to the unit: only the cgroup does.
+    let env = std::fs::read(format!("/proc/{hidden}/environ")).unwrap();
+    assert!(!env.windows(13).any(|w| w == b"VIGIL_UNIT_ID"));
+    let info = vigil::supervisor::process::ProcInfo::read(hidden).unwrap();
+    let leader = sup.status("hide").unwrap().pid.unwrap();
+    assert_ne!(info.session, leader);
+    let cg = root
+        .join(format!(
+            "vigil-{}",
+            vigil::supervisor::cgroup::tag(&app.data_dir)
+        ))
+        .join("hide");
+    assert!(vigil::supervisor::cgroup::members(&cg).contains(&hidden));
+    sup.stop("hide").await.unwrap();
+    let gone = vigil::supervisor::process::start_time(hidden).is_none();
+    if !gone {
+        // SAFETY: kill with a pid and a signal number (cleanup of a failed test).
+        unsafe { libc::kill(hidden, libc::SIGKILL) };
+    }
+    assert!(gone, "{hidden} outlived the stop of its unit");
+    sup.stop_all().await;
+    let _ = std::fs::remove_dir(&cg);
 }

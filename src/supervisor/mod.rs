@@ -11,6 +11,7 @@
 //! - `policy`: backoff and the restart window, on the injected clock.
 //! - `probe`: the `ready` and `health` probes.
 //! - `process`: sessions, the subreaper, finding and stopping every process of a unit.
+//! - `cgroup`: a cgroup v2 subtree per unit, where one is delegated to vigil.
 //! - `output`: the FIFO, the rotating log and the ring buffer of last lines.
 //! - `quarantine`: the diagnostics bundle.
 //! - `snapshot`: golden snapshots of `state_dir`, and restoring one.
@@ -23,6 +24,7 @@
 //! - the command line (`vigil units ...`) lives in `src/cli/units.rs`.
 
 pub mod api;
+pub mod cgroup;
 pub mod config;
 pub mod learned;
 pub mod output;
@@ -53,6 +55,7 @@ struct Handle {
     control: mpsc::Sender<Control>,
     status: watch::Receiver<Status>,
     ring: Ring,
+    cgroup: Option<std::path::PathBuf>,
 }
 
 /// The units of one daemon. Dropping it (or `detach`) leaves the units' processes running,
@@ -98,6 +101,13 @@ impl Supervisor {
                 tracing::warn!("cannot become a child subreaper ({e}): descendants of units that double-fork may escape a stop");
             }
         }
+        // A cgroup per unit where vigil may make them; else the subreaper path alone.
+        let cgroups = if units.is_empty() {
+            None
+        } else {
+            cgroup::delegated()
+        };
+        let tag = cgroup::tag(&app.data_dir);
         let store = app.store()?;
         let records = tokio::task::spawn_blocking(move || store.units())
             .await
@@ -190,7 +200,12 @@ impl Supervisor {
                 cfg.max_restarts,
                 cfg.restart_window.as_ms(),
             );
-            let task = unit::UnitTask::new(
+            let unit_cgroup = cgroups.as_ref().and_then(|root| {
+                cgroup::for_unit(root, &tag, &name)
+                    .map_err(|e| tracing::warn!(unit = %name, "no cgroup for the unit ({e}); its processes are found through its session and marker"))
+                    .ok()
+            });
+            let mut task = unit::UnitTask::new(
                 name.clone(),
                 cfg,
                 app.clone(),
@@ -205,6 +220,7 @@ impl Supervisor {
                 replica,
                 replicas.contains(&name),
             );
+            task.cgroup = unit_cgroup.clone();
             tasks.spawn(task.run());
             sup.units.insert(
                 name.clone(),
@@ -212,6 +228,7 @@ impl Supervisor {
                     control: control_tx,
                     status: statuses[&name].clone(),
                     ring,
+                    cgroup: unit_cgroup,
                 },
             );
         }
@@ -446,6 +463,15 @@ impl Supervisor {
             let _ = self.stop(name).await;
         }
         self.detach().await;
+        // Empty now: the units' cgroups (and their parent, once empty) go too.
+        for h in self.units.values() {
+            if let Some(cg) = &h.cgroup {
+                let _ = std::fs::remove_dir(cg);
+                if let Some(parent) = cg.parent() {
+                    let _ = std::fs::remove_dir(parent);
+                }
+            }
+        }
     }
 
     /// Ends the supervisor's tasks and leaves the units running, for the next daemon to adopt.

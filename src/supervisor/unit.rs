@@ -130,6 +130,10 @@ pub(super) struct UnitTask {
     count_start: bool,
     /// Where the output of the current (or last) run starts in the ring.
     run_mark: u64,
+    /// The unit's cgroup v2 directory, where one is delegated to vigil.
+    pub cgroup: Option<PathBuf>,
+    /// An open descriptor of the output FIFO, held while the task runs.
+    fifo: Option<std::fs::File>,
 }
 
 impl UnitTask {
@@ -172,6 +176,8 @@ impl UnitTask {
             attempt: None,
             count_start: false,
             run_mark: 0,
+            cgroup: None,
+            fifo: None,
         }
     }
 }
@@ -254,17 +260,26 @@ impl UnitTask {
         let marker = format!("{}:{}:{}", self.name, started, std::process::id());
         let fifo = self.app.dir("units").join(&self.name).join("output.fifo");
         self.run_mark = self.ring.mark();
+        let mut hold = None;
         let spawned = open_fifo_writer(&fifo).and_then(|out| {
             let err = out.try_clone()?;
+            hold = Some(out.try_clone()?);
             let mut cmd = process::command(
                 &self.cfg.command,
                 &self.cfg.env,
                 self.cfg.cwd.as_deref(),
                 &marker,
+                self.cgroup.as_deref(),
             );
             cmd.stdout(out).stderr(err);
             cmd.spawn()
         });
+        // The task keeps the FIFO open too: a unit that writes and exits before the output
+        // reader has opened the FIFO (at a daemon's start) would otherwise take its lines with
+        // it, since a pipe's buffer goes with the last open descriptor.
+        if hold.is_some() {
+            self.fifo = hold;
+        }
         let child = match spawned {
             Ok(c) => c,
             Err(e) => {
@@ -812,10 +827,12 @@ impl UnitTask {
         let sig = self.cfg.stop.signal.0;
         let timeout = self.cfg.stop_timeout();
         let name = self.name.clone();
-        let stopped =
-            tokio::task::spawn_blocking(move || process::stop_unit(leader, &marker, sig, timeout))
-                .await
-                .unwrap_or_default();
+        let cgroup = self.cgroup.clone();
+        let stopped = tokio::task::spawn_blocking(move || {
+            process::stop_unit(leader, &marker, sig, timeout, cgroup.as_deref())
+        })
+        .await
+        .unwrap_or_default();
         if stopped.killed > 0 {
             tracing::warn!(unit = %name, killed = stopped.killed, "processes outlived the stop timeout and were killed");
         }
