@@ -413,6 +413,7 @@ pub struct Metrics {
     pub invariant_alerts_total: Family,
     pub degraded: Family,
     pub degraded_since_seconds: Family,
+    pub stream_skipped_total: Family,
     registry: Registry,
 }
 
@@ -555,6 +556,11 @@ impl Metrics {
                 "vigil_degraded_since_seconds",
                 "Unix time the unit was disabled at; 0 while it is not.",
                 &["unit"],
+            ),
+            stream_skipped_total: r.counter(
+                "vigil_stream_skipped_total",
+                "Changes that clients of GET /api/stream (the dashboard) skipped because they read too slowly.",
+                &[],
             ),
             registry: r.finish(),
         };
