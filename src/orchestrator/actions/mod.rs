@@ -180,17 +180,27 @@ pub fn parse_step(
         .iter()
         .filter(|(k, _)| keys.iter().any(|key| key == k))
         .collect();
-    // A kind's key may also be a field of another kind present (`unit` of a `systemd` step):
-    // there it is that kind's field, not a second action.
-    let present: Vec<&(&str, Kind)> = named
-        .iter()
-        .copied()
-        .filter(|(k, _)| {
-            !named
-                .iter()
-                .any(|(other, kind)| other != k && (kind.fields)().contains(k))
-        })
-        .collect();
+    // A kind's key may also be another kind's field (`unit` of a `systemd` step): beside other
+    // action keys it is read as that field, so `{ systemd = "stop", unit = "x" }` is one
+    // systemd step, and `unit` in a `run` step is reported as belonging to `systemd` steps.
+    let present: Vec<&(&str, Kind)> = if named.len() > 1 {
+        let narrowed: Vec<&(&str, Kind)> = named
+            .iter()
+            .copied()
+            .filter(|(k, _)| {
+                !KINDS
+                    .iter()
+                    .any(|(other, kind)| other != k && (kind.fields)().contains(k))
+            })
+            .collect();
+        if narrowed.is_empty() {
+            named
+        } else {
+            narrowed
+        }
+    } else {
+        named
+    };
     let (kind, how) = match present[..] {
         [] => {
             bad(format!(
