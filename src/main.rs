@@ -61,7 +61,7 @@ enum Command {
     /// Invariants over a snapshot of other systems' state: run a cycle, list, snapshot.
     #[command(subcommand)]
     Invariants(cli::invariants::InvariantsCommand),
-    /// Supervised units: list, show, logs, release from quarantine.
+    /// Supervised units: list, show, logs, start, stop, restart, release, snapshot.
     #[command(subcommand)]
     Units(cli::units::UnitsCommand),
     /// Print a shell completion script: `vigil completions bash > /etc/bash_completion.d/vigil`.

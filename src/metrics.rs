@@ -411,6 +411,8 @@ pub struct Metrics {
     pub invariant_cycle_duration_seconds: Family,
     pub collector_up: Family,
     pub invariant_alerts_total: Family,
+    pub degraded: Family,
+    pub degraded_since_seconds: Family,
     pub stream_skipped_total: Family,
     registry: Registry,
 }
@@ -544,6 +546,16 @@ impl Metrics {
                 "vigil_invariant_alerts_total",
                 "Invariant alert deliveries, by result (sent, failed).",
                 &["result"],
+            ),
+            degraded: r.gauge(
+                "vigil_degraded",
+                "1 while the supervised unit is disabled (exhausted, quarantined or failed over): the host runs degraded.",
+                &["unit"],
+            ),
+            degraded_since_seconds: r.gauge(
+                "vigil_degraded_since_seconds",
+                "Unix time the unit was disabled at; 0 while it is not.",
+                &["unit"],
             ),
             stream_skipped_total: r.counter(
                 "vigil_stream_skipped_total",

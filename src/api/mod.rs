@@ -43,6 +43,7 @@ pub fn router(app: Arc<App>, health: Arc<Health>, events: mpsc::Sender<Event>) -
         .route("/api/intents/{id}", get(show_intent))
         .merge(crate::orchestrator::api::routes())
         .merge(crate::invariants::api::routes())
+        .merge(crate::supervisor::api::routes())
         .merge(dashboard::routes())
         .layer(axum::extract::DefaultBodyLimit::max(
             app.config.api.max_body_size,

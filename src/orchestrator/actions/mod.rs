@@ -13,6 +13,7 @@ pub mod log;
 pub mod run;
 pub mod symptom;
 pub mod systemd;
+pub mod unit;
 pub mod webhook;
 
 use crate::app::App;
@@ -45,6 +46,7 @@ pub const KINDS: &[(&str, Kind)] = &[
         Kind::of::<clear_escalation::ClearEscalation>(),
     ),
     ("log", Kind::of::<log::Log>()),
+    ("unit", Kind::of::<unit::UnitStep>()),
 ];
 
 /// What each kind of action is, implemented by its config struct (the step's table minus the
@@ -174,10 +176,31 @@ pub fn parse_step(
         return None;
     };
     let keys: Vec<String> = table.keys().map(|k| k.get_ref().to_string()).collect();
-    let present: Vec<&(&str, Kind)> = KINDS
+    let named: Vec<&(&str, Kind)> = KINDS
         .iter()
         .filter(|(k, _)| keys.iter().any(|key| key == k))
         .collect();
+    // A kind's key may also be another kind's field (`unit` of a `systemd` step): beside other
+    // action keys it is read as that field, so `{ systemd = "stop", unit = "x" }` is one
+    // systemd step, and `unit` in a `run` step is reported as belonging to `systemd` steps.
+    let present: Vec<&(&str, Kind)> = if named.len() > 1 {
+        let narrowed: Vec<&(&str, Kind)> = named
+            .iter()
+            .copied()
+            .filter(|(k, _)| {
+                !KINDS
+                    .iter()
+                    .any(|(other, kind)| other != k && (kind.fields)().contains(k))
+            })
+            .collect();
+        if narrowed.is_empty() {
+            named
+        } else {
+            narrowed
+        }
+    } else {
+        named
+    };
     let (kind, how) = match present[..] {
         [] => {
             bad(format!(
