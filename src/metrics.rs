@@ -411,6 +411,10 @@ pub struct Metrics {
     pub invariant_cycle_duration_seconds: Family,
     pub collector_up: Family,
     pub invariant_alerts_total: Family,
+    pub canary_runs_total: Family,
+    pub canary_duration_seconds: Histograms,
+    pub canary_downtime_seconds_total: Family,
+    pub canary_cooldown_seconds: Family,
     registry: Registry,
 }
 
@@ -543,6 +547,27 @@ impl Metrics {
                 "vigil_invariant_alerts_total",
                 "Invariant alert deliveries, by result (sent, failed).",
                 &["result"],
+            ),
+            canary_runs_total: r.counter(
+                "vigil_canary_runs_total",
+                "Canary runs, by result (promoted, rolled_back, denied, failed, restore_failed, predicted) and mode.",
+                &["canary", "result", "mode"],
+            ),
+            canary_duration_seconds: r.histogram(
+                "vigil_canary_duration_seconds",
+                "Duration of canary runs, from start to production restored or the candidate stopped.",
+                &["canary"],
+                run_duration_histogram,
+            ),
+            canary_downtime_seconds_total: r.counter(
+                "vigil_canary_downtime_seconds_total",
+                "Production downtime spent by quiesced canary runs.",
+                &["canary"],
+            ),
+            canary_cooldown_seconds: r.gauge(
+                "vigil_canary_cooldown_seconds",
+                "Seconds until the canary may take the quiesced path again (cooldown and window).",
+                &["canary"],
             ),
             registry: r.finish(),
         };

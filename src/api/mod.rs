@@ -40,6 +40,7 @@ pub fn router(app: Arc<App>, health: Arc<Health>, events: mpsc::Sender<Event>) -
         .route("/api/intents/{id}", get(show_intent))
         .merge(crate::orchestrator::api::routes())
         .merge(crate::invariants::api::routes())
+        .merge(crate::canary::api::routes())
         .layer(axum::extract::DefaultBodyLimit::max(
             app.config.api.max_body_size,
         ))

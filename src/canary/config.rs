@@ -387,10 +387,47 @@ pub fn take(
     units: &BTreeMap<String, UnitConfig>,
     errors: &mut Vec<Diagnostic>,
 ) -> BTreeMap<String, CanaryConfig> {
-    let mut out = BTreeMap::new();
-    let Some(section) = load::take_key(root, "canaries") else {
-        return out;
+    let out = match load::take_key(root, "canaries") {
+        Some(section) => parse_all(src, section, orchestrator, units, errors),
+        None => BTreeMap::new(),
     };
+    // A playbook's `{ canary = "NAME" }` steps name configured canaries.
+    for (name, pb) in &orchestrator.playbooks {
+        for step in pb.steps.iter().chain(&pb.on_failure) {
+            let Some(c) = step
+                .action
+                .get::<crate::orchestrator::actions::canary::Canary>()
+            else {
+                continue;
+            };
+            if !out.contains_key(&c.name) {
+                let known: Vec<&str> = out.keys().map(String::as_str).collect();
+                let hint = match load::closest(&c.name, &known) {
+                    Some(k) => format!("did you mean {k:?}?"),
+                    None => format!("define it: [canaries.{}]", c.name),
+                };
+                let at = src.text.find(&format!("[playbooks.{name}]")).unwrap_or(0);
+                errors.push(src.at(
+                    at,
+                    format!(
+                        "step in [playbooks.{name}]: canary {:?} is not defined; {hint}",
+                        c.name
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn parse_all(
+    src: &Source,
+    section: toml::Spanned<DeValue<'_>>,
+    orchestrator: &OrchestratorConfig,
+    units: &BTreeMap<String, UnitConfig>,
+    errors: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, CanaryConfig> {
+    let mut out = BTreeMap::new();
     let start = section.span().start;
     let DeValue::Table(entries) = section.into_inner() else {
         errors.push(src.at(

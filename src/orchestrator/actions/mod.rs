@@ -8,6 +8,7 @@
 //! fill in inside one argv element or JSON string ([`fill`]); nothing is ever passed through a
 //! shell.
 
+pub mod canary;
 pub mod clear_escalation;
 pub mod log;
 pub mod run;
@@ -45,6 +46,7 @@ pub const KINDS: &[(&str, Kind)] = &[
         Kind::of::<clear_escalation::ClearEscalation>(),
     ),
     ("log", Kind::of::<log::Log>()),
+    ("canary", Kind::of::<canary::Canary>()),
 ];
 
 /// What each kind of action is, implemented by its config struct (the step's table minus the
