@@ -40,6 +40,8 @@ pub async fn wait_healthy(
         match answer {
             Ok(r) if r.status().is_success() => return Ok(started.elapsed()),
             Ok(r) => last = format!("HTTP {}", r.status()),
+            // A poll cut short by the deadline says nothing new about the service.
+            Err(e) if e.is_timeout() && Instant::now() >= deadline && last != "no answer yet" => {}
             Err(e) => last = short(&e),
         }
         let pause = interval.min(deadline.saturating_duration_since(Instant::now()));
