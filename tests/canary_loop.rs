@@ -56,7 +56,11 @@ fn oom(d: &TestDaemon, gib: &str) {
         .append(true)
         .open(d.path("judge.log"))
         .unwrap();
-    writeln!(f, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate {gib} GiB").unwrap();
+    writeln!(
+        f,
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate {gib} GiB"
+    )
+    .unwrap();
 }
 
 fn status(d: &TestDaemon, id: i64) -> IntentStatus {
@@ -69,16 +73,24 @@ async fn three_ooms_escalate_to_a_canary_that_is_promoted_and_clears_the_flag() 
     let clock = ManualClock::at("2026-11-30T04:00:00Z");
     let text = format!("{}{LOOP}", config(p, "prod_loop", "15s"));
     let d = TestDaemon::start_with(&text, Arc::new(clock.clone()), Default::default()).await;
+    let _guard = UnitGuard {
+        data: d.app.data_dir.clone(),
+        unit: "prod_loop".into(),
+    };
     wait_healthy(p.production, 20).await;
     let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, p.first)).unwrap();
 
     // The first OOM proposes an intent, which runs in the default mode, predictive: the
     // canary step says what it would do and starts nothing.
     oom(&d, "2.50");
-    d.wait_until("the first intent", || d.intents().len() == 1).await;
+    d.wait_until("the first intent", || d.intents().len() == 1)
+        .await;
     let first = d.intents()[0].id;
     d.wait_until("the first intent ran", || {
-        !matches!(status(&d, first), IntentStatus::Pending | IntentStatus::Running)
+        !matches!(
+            status(&d, first),
+            IntentStatus::Pending | IntentStatus::Running
+        )
     })
     .await;
     assert_eq!(status(&d, first), IntentStatus::Done);
@@ -88,7 +100,9 @@ async fn three_ooms_escalate_to_a_canary_that_is_promoted_and_clears_the_flag() 
     oom(&d, "4.25");
     let store = d.app.store().unwrap();
     d.wait_until("the flag armed", || {
-        vigil::escalation::armed(&d.app, "vllm_oom").unwrap().is_some()
+        vigil::escalation::armed(&d.app, "vllm_oom")
+            .unwrap()
+            .is_some()
     })
     .await;
 
@@ -105,13 +119,18 @@ async fn three_ooms_escalate_to_a_canary_that_is_promoted_and_clears_the_flag() 
         .as_i64()
         .unwrap();
     common::wait_within("the canary run ended", 60, || {
-        !matches!(status(&d, id), IntentStatus::Pending | IntentStatus::Running)
+        !matches!(
+            status(&d, id),
+            IntentStatus::Pending | IntentStatus::Running
+        )
     })
     .await;
     let intent = d.intents().into_iter().find(|i| i.id == id).unwrap();
     assert_eq!(intent.status, IntentStatus::Done, "{intent:?}");
     assert!(
-        vigil::escalation::armed(&d.app, "vllm_oom").unwrap().is_none(),
+        vigil::escalation::armed(&d.app, "vllm_oom")
+            .unwrap()
+            .is_none(),
         "a promoted escalated run clears the flag"
     );
     assert!(healthy(p.production).await, "production restored");
@@ -143,7 +162,11 @@ async fn three_ooms_escalate_to_a_canary_that_is_promoted_and_clears_the_flag() 
         "playbook_end",
     ] {
         let found = events[at..].iter().position(|e| *e == step);
-        assert!(found.is_some(), "{step} after {:?} in {events:?}", events.get(at));
+        assert!(
+            found.is_some(),
+            "{step} after {:?} in {events:?}",
+            events.get(at)
+        );
         at += found.unwrap() + 1;
     }
     let start = after.iter().find(|e| e.event == "playbook_start").unwrap();

@@ -19,7 +19,7 @@ use vigil::store::{AuditStore, RunStore};
 /// 04:00 UTC: inside the 03:00-07:00 window.
 const IN_WINDOW: &str = "2026-11-30T04:00:00Z";
 
-async fn daemon(p: Ports, unit: &str, at: &str) -> (TestDaemon, ManualClock) {
+async fn daemon(p: Ports, unit: &str, at: &str) -> (TestDaemon, ManualClock, UnitGuard) {
     let clock = ManualClock::at(at);
     let d = TestDaemon::start_with(
         &config(p, unit, "15s"),
@@ -27,8 +27,12 @@ async fn daemon(p: Ports, unit: &str, at: &str) -> (TestDaemon, ManualClock) {
         Default::default(),
     )
     .await;
+    let guard = UnitGuard {
+        data: d.app.data_dir.clone(),
+        unit: unit.into(),
+    };
     wait_healthy(p.production, 20).await;
-    (d, clock)
+    (d, clock, guard)
 }
 
 async fn run(d: &TestDaemon, canary: &str, body: Value) -> Value {
@@ -61,7 +65,7 @@ fn count(events: &[(String, Value)], event: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spare_path_takes_the_first_free_port_and_judges_against_production() {
     let p = Ports::pick();
-    let (d, _clock) = daemon(p, "prod_spare", IN_WINDOW).await;
+    let (d, _clock, _guard) = daemon(p, "prod_spare", IN_WINDOW).await;
     // The first port of the range is busy: the candidate gets the second.
     let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, p.first)).unwrap();
 
@@ -174,7 +178,7 @@ async fn spare_path_takes_the_first_free_port_and_judges_against_production() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quiesced_path_runs_only_in_the_window_within_budget_and_after_the_cooldown() {
     let p = Ports::pick();
-    let (d, clock) = daemon(p, "prod_gates", "2026-11-30T02:00:00Z").await;
+    let (d, clock, _guard) = daemon(p, "prod_gates", "2026-11-30T02:00:00Z").await;
 
     let outside = run(&d, "judge", json!({})).await;
     assert_eq!(outside["result"], "denied");
@@ -271,7 +275,7 @@ async fn the_quiesced_path_runs_only_in_the_window_within_budget_and_after_the_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_that_never_gets_healthy_is_rolled_back_and_production_restored() {
     let p = Ports::pick();
-    let (d, _clock) = daemon(p, "prod_health", IN_WINDOW).await;
+    let (d, _clock, _guard) = daemon(p, "prod_health", IN_WINDOW).await;
     let r = run(&d, "judge", json!({"candidate": {"flag": "--fail-health"}})).await;
     assert_eq!(r["result"], "rolled_back", "{r:#}");
     let reason = r["reason"].as_str().unwrap();

@@ -129,3 +129,26 @@ pub async fn wait_healthy(port: u16, secs: u64) {
 pub fn listening(port: u16) -> bool {
     std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
+
+/// Kills the supervised unit's process group when dropped: a clean stop of vigil leaves its
+/// units running for the next daemon, and a failed test must not leave a server behind.
+pub struct UnitGuard {
+    pub data: std::path::PathBuf,
+    pub unit: String,
+}
+
+impl Drop for UnitGuard {
+    fn drop(&mut self) {
+        use vigil::store::UnitStore;
+        let pid = vigil::store::SqliteStore::open_dir(&self.data)
+            .ok()
+            .and_then(|s| s.unit(&self.unit).ok().flatten())
+            .and_then(|u| u.pid);
+        if let Some(pid) = pid.filter(|p| *p > 1) {
+            // SAFETY: kill(2) on the unit's own group (it runs in a session of its own).
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+}
