@@ -32,9 +32,11 @@ fn acceptance(text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("vigil.toml");
     std::fs::write(&cfg, text).unwrap();
-    common::out(
-        common::vigil(&dir.path().join("data")).args(["acceptance", "--config", cfg.to_str().unwrap()]),
-    )
+    common::out(common::vigil(&dir.path().join("data")).args([
+        "acceptance",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]))
 }
 
 #[test]
@@ -55,8 +57,14 @@ fn every_check_passes_on_a_healthy_test_service() {
         assert!(line.starts_with(&format!("ok    {check}: ")), "{line}");
     }
     assert!(lines[1].contains("test_service predicted"), "{out}");
-    assert!(lines[2].contains("gpu_downtime 60.0s of 60.0s left"), "{out}");
-    assert!(lines[5].contains(&format!("test_service passed on port {}", p.first)), "{out}");
+    assert!(
+        lines[2].contains("gpu_downtime 60.0s of 60.0s left"),
+        "{out}"
+    );
+    assert!(
+        lines[5].contains(&format!("test_service passed on port {}", p.first)),
+        "{out}"
+    );
     assert_eq!(lines[6], "acceptance: all 6 checks passed");
     assert!(!listening(p.first), "the candidate was stopped");
 }
@@ -67,14 +75,22 @@ fn an_invalid_config_or_a_failing_service_fails_with_its_line() {
     let (code, out, _) = acceptance(&config(p, "").replace("requests = 20", "requets = 20"));
     assert_eq!(code, 1);
     assert!(out.starts_with("FAIL  config valid: "), "{out}");
-    assert!(out.contains("unknown key \\\"requets\\\"") || out.contains("unknown key \"requets\""), "{out}");
+    assert!(
+        out.contains("unknown key \\\"requets\\\"") || out.contains("unknown key \"requets\""),
+        "{out}"
+    );
 
     // Every other answer an error: the judge rolls it back, the check fails, exit 1.
     let (code, out, _) = acceptance(&config(p, r#", "--error-every", "2""#));
     assert_eq!(code, 1, "{out}");
-    let line = out.lines().find(|l| l.contains("spare-path canary")).unwrap();
+    let line = out
+        .lines()
+        .find(|l| l.contains("spare-path canary"))
+        .unwrap();
     assert!(
-        line.starts_with("FAIL  spare-path canary: test_service rolled_back: error rate 50.0% (10 of 20)"),
+        line.starts_with(
+            "FAIL  spare-path canary: test_service rolled_back: error rate 50.0% (10 of 20)"
+        ),
         "{line}"
     );
     assert_eq!(out.lines().last(), Some("acceptance: 1 of 6 checks failed"));

@@ -2,7 +2,7 @@
 """A small real HTTP service for the canary tests and bench: production or a candidate.
 
     canary_service.py --port P [--delay-ms D] [--fail-health] [--error-every N]
-                      [--start-delay-ms S]
+                      [--start-delay-ms S] [--ready-file PATH]
 
 GET /health answers 200 ("ok"), or 503 forever with --fail-health. POST (or GET)
 /v1/completions waits D milliseconds and answers a small JSON completion; with
@@ -10,10 +10,13 @@ GET /health answers 200 ("ok"), or 503 forever with --fail-health. POST (or GET)
 model server loading its weights. Threads serve requests concurrently.
 """
 
+import time
+
+STARTED = time.time()  # first thing: for the bench, the service's own start time
+
 import argparse
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ap = argparse.ArgumentParser()
@@ -22,6 +25,7 @@ ap.add_argument("--delay-ms", type=float, default=0.0)
 ap.add_argument("--fail-health", action="store_true")
 ap.add_argument("--error-every", type=int, default=0)
 ap.add_argument("--start-delay-ms", type=float, default=0.0)
+ap.add_argument("--ready-file", help="write 'STARTED LISTENING' (epoch seconds) here once listening")
 ap.add_argument("--quiet", action="store_true", help="does nothing: a flag a candidate setting can fill in")
 args = ap.parse_args()
 
@@ -77,4 +81,8 @@ class Handler(BaseHTTPRequestHandler):
 time.sleep(args.start_delay_ms / 1000.0)
 ThreadingHTTPServer.daemon_threads = True
 ThreadingHTTPServer.allow_reuse_address = True
-ThreadingHTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
+server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+if args.ready_file:
+    with open(args.ready_file, "w") as f:
+        f.write(f"{STARTED} {time.time()}")
+server.serve_forever()
