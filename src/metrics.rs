@@ -411,6 +411,7 @@ pub struct Metrics {
     pub invariant_cycle_duration_seconds: Family,
     pub collector_up: Family,
     pub invariant_alerts_total: Family,
+    pub stream_skipped_total: Family,
     pub canary_runs_total: Family,
     pub canary_duration_seconds: Histograms,
     pub canary_downtime_seconds_total: Family,
@@ -547,6 +548,11 @@ impl Metrics {
                 "vigil_invariant_alerts_total",
                 "Invariant alert deliveries, by result (sent, failed).",
                 &["result"],
+            ),
+            stream_skipped_total: r.counter(
+                "vigil_stream_skipped_total",
+                "Changes that clients of GET /api/stream (the dashboard) skipped because they read too slowly.",
+                &[],
             ),
             canary_runs_total: r.counter(
                 "vigil_canary_runs_total",

@@ -515,5 +515,9 @@ impl UnitTask {
             s.pid = pid;
             s.since_ms = now;
         });
+        self.app.changes.publish(
+            "unit",
+            json!({"unit": self.name, "state": state.as_str(), "pid": pid}),
+        );
     }
 }

@@ -56,6 +56,11 @@ pub trait Action: fmt::Debug + Send + Sync + Any {
     fn check(&self) -> Result<(), String> {
         Ok(())
     }
+    /// The strings that [`fill`] fills in when the step runs, so `vigil check` can refuse a
+    /// name no run provides (a typo would otherwise fail only when the step runs).
+    fn templates(&self) -> Vec<&str> {
+        Vec::new()
+    }
     /// What the step does, for the audit trail and dry-run plans: `systemd stop x.service`.
     fn describe(&self) -> String;
     /// Does it: Ok with details for the audit trail, or Err with what went wrong.
@@ -215,6 +220,11 @@ pub fn parse_step(
     if let Err(msg) = action.check() {
         bad(msg);
     }
+    for text in action.templates() {
+        if let Err(msg) = check_template(text) {
+            bad(msg);
+        }
+    }
     if shared.downtime && shared.restore {
         bad("a step is either `downtime = true` or `restore = true`, not both".into());
     }
@@ -248,6 +258,28 @@ pub async fn execute(
     step.action.action.execute(timeout, ctx).await
 }
 
+/// The names a step's templates may use besides `data.KEY` (see [`step_field`]).
+const STEP_FIELDS: [&str; 5] = ["mode", "reason", "intent", "intent_type", "playbook"];
+
+/// Refuses a template in `text` that names nothing a running step provides.
+fn check_template(text: &str) -> Result<(), String> {
+    for name in Template::parse(text).fields() {
+        if STEP_FIELDS.contains(&name) || name.strip_prefix("data.").is_some_and(|k| !k.is_empty())
+        {
+            continue;
+        }
+        let hint = load::closest(name, &STEP_FIELDS)
+            .map(|c| format!("did you mean {{{c}}}? "))
+            .unwrap_or_default();
+        return Err(format!(
+            "template {{{name}}} in {text:?} names nothing a step has; {hint}use {{mode}}, \
+             {{reason}}, {{intent}}, {{intent_type}}, {{playbook}} or {{data.KEY}}, and {{{{ }}}} \
+             for literal braces"
+        ));
+    }
+    Ok(())
+}
+
 /// Fills the templates of one string ([`crate::template`]). A step acts on the result, so a
 /// field that cannot be filled is an error ([`Missing::Error`]), never a placeholder in an argv.
 /// Braces that are not a template (JSON in an argument) stay as written; `{{`/`}}` are literal.
@@ -276,6 +308,16 @@ fn step_field<'a>(ctx: &'a StepContext, name: &str) -> Option<Cow<'a, str>> {
         "intent_type" => Some(Cow::Borrowed(&ctx.intent.intent_type)),
         "playbook" => Some(Cow::Borrowed(ctx.playbook)),
         _ => template::field(&ctx.intent.data, name.strip_prefix("data.")?),
+    }
+}
+
+/// Every string in `v` (what [`fill_json`] fills).
+fn json_strings<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Array(a) => a.iter().for_each(|x| json_strings(x, out)),
+        Value::Object(o) => o.values().for_each(|x| json_strings(x, out)),
+        _ => {}
     }
 }
 

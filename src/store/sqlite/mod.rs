@@ -159,6 +159,10 @@ CREATE TABLE units (
     marker         TEXT
 );
 "#,
+    // An alert a delivery round has taken: a "resolved" one no longer cancels it.
+    r#"
+ALTER TABLE alert_outbox ADD COLUMN sending INTEGER NOT NULL DEFAULT 0;
+"#,
     // Canary runs: results, downtime, judgements, and restores a dead daemon left pending.
     r#"
 CREATE TABLE canary_runs (
