@@ -560,6 +560,28 @@ cooldown = "6h"
     }
 
     #[test]
+    fn a_playbook_step_names_a_configured_canary_with_known_templates() {
+        let base = ISSUE.replace("\"judge.service\" }", "\"judge.service\", port = 8000 }");
+        let pb = |step: &str| format!("{base}\n[playbooks.p]\non = \"x\"\nsteps = [{step}]\n");
+        assert!(Config::parse(
+            "v.toml",
+            &pb("{ canary = \"judge\", candidate = { gpu_memory_utilization = \"{data.util}\" } }")
+        )
+        .is_ok());
+        let e = errors(&pb("{ canary = \"jugde\" }"));
+        assert!(
+            e.contains(
+                "step in [playbooks.p]: canary \"jugde\" is not defined; did you mean \"judge\"?"
+            ),
+            "{e}"
+        );
+        let e = errors(&pb(
+            "{ canary = \"judge\", candidate = { u = \"{dta.util}\" } }",
+        ));
+        assert!(e.contains("template {dta.util}"), "{e}");
+    }
+
+    #[test]
     fn references_and_templates_are_checked_with_their_place() {
         let text = ISSUE
             .replace("\"judge.service\" }", "\"judge.service\", port = 8000 }")

@@ -39,6 +39,20 @@ impl Action for Canary {
         Ok(())
     }
 
+    fn templates(&self) -> Vec<&str> {
+        fn strings<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+            match v {
+                Value::String(s) => out.push(s),
+                Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+                Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        self.candidate.values().for_each(|v| strings(v, &mut out));
+        out
+    }
+
     fn describe(&self) -> String {
         format!("canary {}", self.name)
     }
