@@ -12,7 +12,8 @@
 //!
 //! - `config`: `[canaries.NAME]`; `ports`: the free-port search; `candidate`: its process;
 //!   `health`, `probe`, `judge` (with `stats`): the judgement; `restore`: production's stop,
-//!   start and health; `api`: `POST /api/canaries/{name}/run`, `GET /api/canaries`.
+//!   start and health; `pending`: restores a dead daemon left; `status`: last runs and the
+//!   next allowed run; `api`: `POST /api/canaries/{name}/run`, `GET /api/canaries`.
 //! - A playbook step runs one (`orchestrator::actions::canary`); so does `vigil canary run`.
 
 pub mod api;
@@ -20,16 +21,19 @@ pub mod candidate;
 pub mod config;
 pub mod health;
 pub mod judge;
+pub mod pending;
 pub mod ports;
 pub mod probe;
 pub mod restore;
 pub mod stats;
+pub mod status;
 
 pub use config::{CanaryConfig, PathChoice};
+pub use pending::finish_pending;
+pub use status::{list, next_allowed_in, CanaryStatus, LastRun};
 
 use crate::app::App;
 use crate::config::human;
-use crate::intent::{queue, NewIntent};
 use crate::orchestrator::gates::{window_tz, Denial};
 use crate::orchestrator::window;
 use crate::store::{BudgetRequest, CanaryEnd, CanaryStore, NewCanaryRun, RunStore, StoreError};
@@ -741,7 +745,8 @@ impl Runner {
             .observe(&[&self.name], duration.as_secs_f64());
         m.canary_downtime_seconds_total
             .add(&[&self.name], self.downtime.as_secs_f64());
-        let next = next_allowed_in(&self.app, &self.name, &self.cfg).unwrap_or(0.0);
+        let (app, name, cfg) = (self.app.clone(), self.name.clone(), self.cfg.clone());
+        let next = blocking(move || next_allowed_in(&app, &name, &cfg).unwrap_or(0.0)).await;
         m.canary_cooldown_seconds.set(&[&self.name], next);
         let event = match outcome {
             Outcome::Promoted => "promoted",
@@ -758,193 +763,8 @@ impl Runner {
         if outcome == Outcome::RestoreFailed {
             let app = self.app.clone();
             let (name, run) = (self.name.clone(), self.run);
-            blocking(move || restore_alert(&app, &name, run, &reason)).await;
+            blocking(move || restore::alert(&app, &name, run, &reason)).await;
         }
         report
-    }
-}
-
-/// The restore failure counted and raised as a critical intent, as a playbook's is.
-fn restore_alert(app: &App, canary: &str, run: Option<i64>, why: &str) {
-    app.metrics
-        .restore_failures_total
-        .inc(&[&format!("canary:{canary}")]);
-    let mut data = crate::event::Data::new();
-    data.insert("canary".into(), canary.into());
-    data.insert("run".into(), run.unwrap_or_default().into());
-    let alert = NewIntent {
-        intent_type: "alert_restore_failed".into(),
-        priority: 10,
-        reason: format!("canary {canary} did not restore production: {why}"),
-        data,
-        dedup_key: Some(format!("canary:{canary}:{}", run.unwrap_or_default())),
-        origin: "canary".into(),
-    };
-    if let Err(e) = queue::submit(app, &alert) {
-        tracing::error!("cannot raise the restore alert for canary {canary}: {e}");
-    }
-}
-
-/// Seconds until canary `name` may take the quiesced path again: the cooldown left, or the
-/// time until its window opens, whichever is longer (blocking: reads the store).
-pub fn next_allowed_in(app: &App, name: &str, cfg: &CanaryConfig) -> Result<f64, StoreError> {
-    if !cfg.may_quiesce() {
-        return Ok(0.0);
-    }
-    let now = app.clock.now();
-    let now_ms = now.as_millisecond();
-    let cooldown = match (cfg.cooldown, app.store()?.last_quiesced(name)?) {
-        (Some(c), Some(last)) => (last.min(now_ms) + c.as_ms() - now_ms).max(0),
-        _ => 0,
-    };
-    let window = cfg.window.as_ref().map_or(0, |w| {
-        let span = app.config.orchestrator.windows[w].at;
-        window::opens_in(
-            span,
-            window_tz(app, w),
-            now.checked_add(jiff::SignedDuration::from_millis(cooldown))
-                .unwrap_or(now),
-        )
-        .as_millis()
-        .max(0) as i64
-    });
-    Ok((cooldown + window) as f64 / 1000.0)
-}
-
-/// A canary's last run, as the dashboard shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct LastRun {
-    pub result: Option<String>,
-    pub mode: String,
-    pub path: Option<String>,
-    pub port: Option<u16>,
-    pub duration_s: f64,
-    pub downtime_s: f64,
-    pub reason: Option<String>,
-}
-
-/// One canary in `GET /api/canaries`.
-#[derive(Debug, Clone, Serialize)]
-pub struct CanaryStatus {
-    pub name: String,
-    pub last_run: Option<LastRun>,
-    /// Seconds until a quiesced run is allowed again (cooldown and window); 0 now.
-    pub next_allowed_in_s: f64,
-}
-
-/// Every configured canary with its last run (blocking).
-pub fn list(app: &App) -> Result<Vec<CanaryStatus>, StoreError> {
-    let store = app.store()?;
-    let mut out = Vec::new();
-    for (name, cfg) in &app.config.canaries {
-        let last = store.canary_runs(Some(name), 1)?.into_iter().next();
-        let next = next_allowed_in(app, name, cfg)?;
-        app.metrics.canary_cooldown_seconds.set(&[name], next);
-        out.push(CanaryStatus {
-            name: name.clone(),
-            last_run: last.map(|r| LastRun {
-                result: r.result,
-                mode: r.mode,
-                path: r.path,
-                port: r.port,
-                duration_s: r.duration_ms as f64 / 1000.0,
-                downtime_s: r.downtime_ms as f64 / 1000.0,
-                reason: r.reason,
-            }),
-            next_allowed_in_s: next,
-        });
-    }
-    Ok(out)
-}
-
-/// Finishes the restores a dead daemon left pending: kills the candidate it left running,
-/// starts production and checks it healthy within the restore SLA (from now), charges the
-/// downtime and ends the run. Called once at daemon start.
-pub async fn finish_pending(app: Arc<App>) {
-    let a = app.clone();
-    let pending = match blocking(move || a.store()?.pending_restores()).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!("cannot read pending canary restores: {e}");
-            return;
-        }
-    };
-    let http = crate::http::client(crate::http::DEFAULT_TIMEOUT);
-    for run in pending {
-        let started = Instant::now();
-        let mark = candidate::mark(&run.canary, run.id);
-        let killed = blocking({
-            let mark = mark.clone();
-            move || crate::orchestrator::orphans::kill_marked(&mark)
-        })
-        .await;
-        let detail = |restored: bool| json!({"canary": run.canary, "canary_run": run.id, "after_restart": true, "candidate_killed": killed, "restored": restored});
-        let (result, reason, restore_s) = match app.config.canaries.get(&run.canary) {
-            None => (
-                Outcome::RestoreFailed,
-                format!("vigil stopped while production was down for canary {}, which is no longer configured: restore production by hand", run.canary),
-                None,
-            ),
-            Some(cfg) => {
-                if cfg.production.unit.is_some() {
-                    // The supervisor starts with the daemon; wait for it (bounded).
-                    let deadline = Instant::now() + Duration::from_secs(30);
-                    while app.supervisor.get().is_none() && Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-                let sla = cfg.restore_sla(&app.config.orchestrator);
-                match restore::restore(&app, &http, cfg, sla).await {
-                    Ok(_) => (
-                        Outcome::Failed,
-                        "vigil stopped while production was down for this canary; production was restored at the next start".to_string(),
-                        Some(started.elapsed()),
-                    ),
-                    Err(e) => (
-                        Outcome::RestoreFailed,
-                        format!("vigil stopped while production was down for this canary, and the next start could not restore it: {e}"),
-                        None,
-                    ),
-                }
-            }
-        };
-        let now = app.clock.now_ms();
-        let downtime_ms = run.down_since.map_or(0, |d| (now - d).max(0));
-        let a = app.clone();
-        let audit = if restore_s.is_some() {
-            let mut d = detail(true);
-            d["restore_s"] = json!(restore_s.map(|r| r.as_secs_f64()));
-            d["downtime_s"] = json!(downtime_ms as f64 / 1000.0);
-            Some(d)
-        } else {
-            None
-        };
-        let end = CanaryEnd {
-            result: result.as_str().into(),
-            reason: reason.clone(),
-            duration_ms: (now - run.started_at).max(0),
-            downtime_ms,
-            report: json!({"result": result.as_str(), "reason": reason, "after_restart": true}),
-            now_ms: now,
-        };
-        let (id, canary) = (run.id, run.canary.clone());
-        blocking(move || {
-            if let Some(d) = audit {
-                crate::audit::record(&a, "production_restored", None, None, d);
-            }
-            crate::audit::record(&a, "canary_end", None, None, json!({"canary": canary, "canary_run": id, "result": result.as_str(), "reason": reason}));
-            if let Ok(store) = a.store() {
-                if let Err(e) = store.end_canary(id, &end) {
-                    tracing::error!("cannot end canary run {id}: {e}");
-                }
-                let _ = store.release_lock(&lock_name(&canary), &mark);
-            }
-            a.metrics.canary_runs_total.inc(&[&canary, result.as_str(), "canary"]);
-            a.metrics.canary_downtime_seconds_total.add(&[&canary], downtime_ms as f64 / 1000.0);
-            if result == Outcome::RestoreFailed {
-                restore_alert(&a, &canary, Some(id), &reason);
-            }
-        })
-        .await;
     }
 }

@@ -5,6 +5,7 @@
 
 use super::config::{CanaryConfig, Production};
 use crate::app::App;
+use crate::intent::{queue, NewIntent};
 use crate::supervisor::{Supervisor, UnitState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,4 +117,25 @@ pub async fn restore(
         }
     }
     Ok(started.elapsed())
+}
+
+/// The restore failure counted and raised as a critical intent, as a playbook's is.
+pub(super) fn alert(app: &App, canary: &str, run: Option<i64>, why: &str) {
+    app.metrics
+        .restore_failures_total
+        .inc(&[&format!("canary:{canary}")]);
+    let mut data = crate::event::Data::new();
+    data.insert("canary".into(), canary.into());
+    data.insert("run".into(), run.unwrap_or_default().into());
+    let alert = NewIntent {
+        intent_type: "alert_restore_failed".into(),
+        priority: 10,
+        reason: format!("canary {canary} did not restore production: {why}"),
+        data,
+        dedup_key: Some(format!("canary:{canary}:{}", run.unwrap_or_default())),
+        origin: "canary".into(),
+    };
+    if let Err(e) = queue::submit(app, &alert) {
+        tracing::error!("cannot raise the restore alert for canary {canary}: {e}");
+    }
 }
