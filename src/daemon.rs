@@ -197,6 +197,10 @@ pub async fn run(
         },
         shutdown.clone(),
     ));
+    // A canary run the last daemon died in left production stopped: put it back first thing.
+    if !opts.dry_run && !app.config.canaries.is_empty() {
+        tasks.spawn(crate::canary::finish_pending(app.clone()));
+    }
     record::write(&app.data_dir, &daemon_record)?;
     tracing::info!(config = %app.config.origin, data_dir = %app.data_dir.display(), sources = app.config.sources.len(), rules = app.config.rules.len(), "vigil running");
 

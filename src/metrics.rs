@@ -414,6 +414,10 @@ pub struct Metrics {
     pub degraded: Family,
     pub degraded_since_seconds: Family,
     pub stream_skipped_total: Family,
+    pub canary_runs_total: Family,
+    pub canary_duration_seconds: Histograms,
+    pub canary_downtime_seconds_total: Family,
+    pub canary_cooldown_seconds: Family,
     registry: Registry,
 }
 
@@ -561,6 +565,27 @@ impl Metrics {
                 "vigil_stream_skipped_total",
                 "Changes that clients of GET /api/stream (the dashboard) skipped because they read too slowly.",
                 &[],
+            ),
+            canary_runs_total: r.counter(
+                "vigil_canary_runs_total",
+                "Canary runs, by result (promoted, rolled_back, denied, failed, restore_failed, predicted) and mode.",
+                &["canary", "result", "mode"],
+            ),
+            canary_duration_seconds: r.histogram(
+                "vigil_canary_duration_seconds",
+                "Duration of canary runs, from start to production restored or the candidate stopped.",
+                &["canary"],
+                run_duration_histogram,
+            ),
+            canary_downtime_seconds_total: r.counter(
+                "vigil_canary_downtime_seconds_total",
+                "Production downtime spent by quiesced canary runs.",
+                &["canary"],
+            ),
+            canary_cooldown_seconds: r.gauge(
+                "vigil_canary_cooldown_seconds",
+                "Seconds until the canary may take the quiesced path again (cooldown and window).",
+                &["canary"],
             ),
             registry: r.finish(),
         };

@@ -152,7 +152,7 @@ fn a_step_has_one_action_and_only_its_keys() {
     };
     assert_eq!(
         step("{ timeout = \"5s\" }"),
-        "vigil.toml:4:3: step in [playbooks.p]: no action; a step has one of: run, webhook, systemd, symptom, clear_escalation, log, unit"
+        "vigil.toml:4:3: step in [playbooks.p]: no action; a step has one of: run, webhook, systemd, symptom, clear_escalation, log, unit, canary"
     );
     assert_eq!(
         step("{ run = [\"/bin/true\"], unit = \"x.service\" }"),

@@ -44,6 +44,7 @@ pub fn router(app: Arc<App>, health: Arc<Health>, events: mpsc::Sender<Event>) -
         .merge(crate::orchestrator::api::routes())
         .merge(crate::invariants::api::routes())
         .merge(crate::supervisor::api::routes())
+        .merge(crate::canary::api::routes())
         .merge(dashboard::routes())
         .layer(axum::extract::DefaultBodyLimit::max(
             app.config.api.max_body_size,

@@ -8,6 +8,7 @@
 //! fill in inside one argv element or JSON string ([`fill`]); nothing is ever passed through a
 //! shell.
 
+pub mod canary;
 pub mod clear_escalation;
 pub mod log;
 pub mod run;
@@ -47,6 +48,7 @@ pub const KINDS: &[(&str, Kind)] = &[
     ),
     ("log", Kind::of::<log::Log>()),
     ("unit", Kind::of::<unit::UnitStep>()),
+    ("canary", Kind::of::<canary::Canary>()),
 ];
 
 /// What each kind of action is, implemented by its config struct (the step's table minus the

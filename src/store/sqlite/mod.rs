@@ -2,6 +2,7 @@
 //! seeing "database is locked". The schema is here; each concern's statements are in its file.
 
 mod audit;
+mod canaries;
 mod escalation;
 mod health;
 mod intents;
@@ -181,6 +182,29 @@ CREATE TABLE source_checkpoints (
     saved_ms            INTEGER NOT NULL,
     PRIMARY KEY (source, path)
 );
+"#,
+    // Canary runs: results, downtime, judgements, and restores a dead daemon left pending.
+    r#"
+CREATE TABLE canary_runs (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    canary          TEXT NOT NULL,
+    mode            TEXT NOT NULL,
+    path            TEXT,
+    port            INTEGER,
+    started_at      INTEGER NOT NULL,
+    ended_at        INTEGER,
+    result          TEXT,
+    reason          TEXT,
+    duration_ms     INTEGER NOT NULL DEFAULT 0,
+    downtime_ms     INTEGER NOT NULL DEFAULT 0,
+    budget          TEXT,
+    budget_day      TEXT,
+    reserved_ms     INTEGER NOT NULL DEFAULT 0,
+    restore_pending INTEGER NOT NULL DEFAULT 0,
+    down_since      INTEGER,
+    report          TEXT
+);
+CREATE INDEX canary_runs_canary ON canary_runs (canary, started_at);
 "#,
 ];
 
