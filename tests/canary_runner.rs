@@ -276,8 +276,19 @@ async fn the_quiesced_path_runs_only_in_the_window_within_budget_and_after_the_c
 async fn a_candidate_that_never_gets_healthy_is_rolled_back_and_production_restored() {
     let p = Ports::pick();
     let (d, _clock, _guard) = daemon(p, "prod_health", IN_WINDOW).await;
+    let mut changes = d.app.changes.subscribe();
     let r = run(&d, "judge", json!({"candidate": {"flag": "--fail-health"}})).await;
     assert_eq!(r["result"], "rolled_back", "{r:#}");
+    // The dashboard's stream hears of the run's end.
+    let mut published = None;
+    while let Ok(c) = changes.try_recv() {
+        if c.kind == "canary" {
+            published = Some(c.data);
+        }
+    }
+    let published = published.expect("a canary change on the stream");
+    assert_eq!(published["canary"], "judge");
+    assert_eq!(published["result"], "rolled_back");
     let reason = r["reason"].as_str().unwrap();
     assert!(
         reason.starts_with("not healthy within 3.0s: http://127.0.0.1:"),

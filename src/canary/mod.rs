@@ -760,6 +760,11 @@ impl Runner {
                    "reason": reason, "duration_s": report.duration_s, "downtime_s": report.downtime_s}),
         )
         .await;
+        // The dashboard's canaries panel redraws on it.
+        self.app.changes.publish(
+            "canary",
+            json!({"canary": self.name, "result": outcome.as_str(), "mode": mode, "next_allowed_in_s": next}),
+        );
         if outcome == Outcome::RestoreFailed {
             let app = self.app.clone();
             let (name, run) = (self.name.clone(), self.run);

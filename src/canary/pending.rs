@@ -91,6 +91,10 @@ pub async fn finish_pending(app: Arc<App>) {
                 let _ = store.release_lock(&lock_name(&canary), &mark);
             }
             a.metrics.canary_runs_total.inc(&[&canary, result.as_str(), "canary"]);
+            a.changes.publish(
+                "canary",
+                json!({"canary": canary, "result": result.as_str(), "mode": "canary"}),
+            );
             a.metrics.canary_downtime_seconds_total.add(&[&canary], downtime_ms as f64 / 1000.0);
             if result == Outcome::RestoreFailed {
                 restore::alert(&a, &canary, Some(id), &reason);
