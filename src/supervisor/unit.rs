@@ -257,7 +257,11 @@ impl UnitTask {
     async fn start(&mut self, restarted: bool) -> Next {
         self.wait_deps().await;
         let started = self.now();
-        let marker = format!("{}:{}:{}", self.name, started, std::process::id());
+        // Unique per start even for two supervisors in one process on one (injected) clock,
+        // so one's stop never takes the other's processes.
+        static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let marker = format!("{}:{}:{}:{n}", self.name, started, std::process::id());
         let fifo = self.app.dir("units").join(&self.name).join("output.fifo");
         self.run_mark = self.ring.mark();
         let mut hold = None;
