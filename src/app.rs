@@ -21,10 +21,15 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Ids of intents as they are stored, for whoever wants to react at once (API, benches).
     pub stored: broadcast::Sender<i64>,
+    /// What changed, as it happens, for live watchers (`GET /api/stream`, the dashboard).
+    pub changes: crate::api::stream::Changes,
     /// The address the API listens on, once it does (port 0 in the config picks a free one).
     pub api_addr: OnceLock<std::net::SocketAddr>,
     /// The API's bearer token, once the daemon has resolved it (`api::token::resolve`).
     pub api_token: OnceLock<crate::api::token::ApiToken>,
+    /// The daemon's supervised units, once the supervisor has started them (unset in the CLI
+    /// and when no unit is configured): the API, playbook steps and canaries act through it.
+    pub supervisor: OnceLock<Arc<crate::supervisor::Supervisor>>,
     store: OnceLock<Arc<SqliteStore>>,
     audit: OnceLock<Arc<Audit>>,
     harness: OnceLock<Arc<Harness>>,
@@ -39,8 +44,10 @@ impl App {
             clock,
             metrics,
             stored: broadcast::channel(1024).0,
+            changes: Default::default(),
             api_addr: OnceLock::new(),
             api_token: OnceLock::new(),
+            supervisor: OnceLock::new(),
             store: OnceLock::new(),
             audit: OnceLock::new(),
             harness: OnceLock::new(),
@@ -69,12 +76,15 @@ impl App {
         if let Some(a) = self.audit.get() {
             return Ok(a.clone());
         }
-        let a = Arc::new(Audit::new(
-            self.audit_dir(),
-            self.config.timezone.0.clone(),
-            self.clock.clone(),
-            self.store()?,
-        ));
+        let a = Arc::new(
+            Audit::new(
+                self.audit_dir(),
+                self.config.timezone.0.clone(),
+                self.clock.clone(),
+                self.store()?,
+            )
+            .publishing(self.changes.clone()),
+        );
         Ok(self.audit.get_or_init(|| a).clone())
     }
 

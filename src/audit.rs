@@ -32,6 +32,8 @@ pub struct Audit {
     tz: jiff::tz::TimeZone,
     clock: SharedClock,
     store: Arc<dyn AuditStore>,
+    /// Where each entry is published as it is written (the dashboard's live stream).
+    changes: Option<crate::api::stream::Changes>,
 }
 
 impl Audit {
@@ -47,7 +49,14 @@ impl Audit {
             tz,
             clock,
             store,
+            changes: None,
         }
+    }
+
+    /// Publishes every entry written from now on as an `audit` change.
+    pub fn publishing(mut self, changes: crate::api::stream::Changes) -> Self {
+        self.changes = Some(changes);
+        self
     }
 
     /// Appends one entry stamped now (blocking). A trail that cannot be written is logged
@@ -59,10 +68,11 @@ impl Audit {
 
     /// Appends an entry that carries its own time, to the file and the store.
     pub fn append(&self, entry: &AuditEntry) {
-        self.write_file(entry);
+        self.file(entry);
         if let Err(e) = self.store.append_audit(entry) {
             tracing::error!("cannot store audit entry {}: {e}", entry.event);
         }
+        self.publish(entry);
     }
 
     /// An entry stamped now, and logged; for a caller that stores it in its own transaction
@@ -88,6 +98,18 @@ impl Audit {
     /// Appends the entry's line to the day's file only: for an entry the store already holds.
     /// A failure is logged, never fatal.
     pub fn write_file(&self, entry: &AuditEntry) {
+        self.file(entry);
+        self.publish(entry);
+    }
+
+    /// Tells live watchers, once the entry is kept (a watcher that reloads finds it).
+    fn publish(&self, entry: &AuditEntry) {
+        if let Some(c) = &self.changes {
+            c.publish("audit", serde_json::to_value(entry).expect("JSON"));
+        }
+    }
+
+    fn file(&self, entry: &AuditEntry) {
         if let Err(e) = self.append_file(entry) {
             tracing::error!(
                 "cannot append to the audit trail in {}: {e}; check the data directory is writable",

@@ -172,6 +172,7 @@ pub async fn run(
     tasks.spawn(persist_health(
         store.clone(),
         health.clone(),
+        app.changes.clone(),
         shutdown.clone(),
     ));
     tasks.spawn(housekeeping(
@@ -196,11 +197,16 @@ pub async fn run(
         },
         shutdown.clone(),
     ));
+    // A canary run the last daemon died in left production stopped: put it back first thing.
+    if !opts.dry_run && !app.config.canaries.is_empty() {
+        tasks.spawn(crate::canary::finish_pending(app.clone()));
+    }
     record::write(&app.data_dir, &daemon_record)?;
     tracing::info!(config = %app.config.origin, data_dir = %app.data_dir.display(), sources = app.config.sources.len(), rules = app.config.rules.len(), "vigil running");
 
     let mut stop = shutdown.clone();
     let _ = stop.wait_for(|s| *s).await;
+    app.changes.close();
     let _ = stop_sources.send(true);
     while source_tasks.join_next().await.is_some() {}
     if let Some(api) = api {
@@ -258,6 +264,7 @@ async fn pipeline(
                 let Some(ev) = ev else { break };
                 counters.events.fetch_add(1, Ordering::Relaxed);
                 app.metrics.events_total.inc(&[&ev.source, &ev.kind]);
+                app.changes.count_event(ev.ts);
                 if opts.spool_events {
                     spool(&app, &ev);
                 }
@@ -399,10 +406,12 @@ pub fn prune_audit_files(dir: &std::path::Path, today: jiff::civil::Date, keep: 
 async fn persist_health(
     store: Arc<crate::store::SqliteStore>,
     health: Arc<Health>,
+    changes: crate::api::stream::Changes,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         let states = health.snapshot();
+        changes.publish("sources", serde_json::to_value(&states).expect("JSON"));
         let s = store.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.put_source_states(&states)).await
         {

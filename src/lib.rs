@@ -6,6 +6,7 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod canary;
 pub mod clock;
 pub mod config;
 pub mod daemon;

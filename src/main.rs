@@ -61,9 +61,14 @@ enum Command {
     /// Invariants over a snapshot of other systems' state: run a cycle, list, snapshot.
     #[command(subcommand)]
     Invariants(cli::invariants::InvariantsCommand),
-    /// Supervised units: list, show, logs, release from quarantine.
+    /// Supervised units: list, show, logs, start, stop, restart, release, snapshot.
     #[command(subcommand)]
     Units(cli::units::UnitsCommand),
+    /// Canaries: run one (candidate on a free port, judged, promoted or rolled back), list.
+    #[command(subcommand)]
+    Canary(cli::canary::CanaryCommand),
+    /// The day-1 acceptance checks: config, predictive run, budgets, locks, audit, a spare canary.
+    Acceptance(cli::acceptance::AcceptanceArgs),
     /// Print a shell completion script: `vigil completions bash > /etc/bash_completion.d/vigil`.
     Completions {
         #[arg(value_enum)]
@@ -91,6 +96,10 @@ fn dispatch(cli: Cli) -> cli::Exit {
     // These need no config: they work anywhere, even beside a broken vigil.toml.
     match cli.command {
         Command::Init(args) => return cli::init::run(args),
+        // It reports an invalid config as its first failed check rather than erroring out.
+        Command::Acceptance(args) => {
+            return cli::acceptance::run(cli.config.as_deref(), cli.data_dir.as_deref(), args)
+        }
         Command::Completions { shell } => {
             return cli::completions::completions(Cli::command(), shell)
         }
@@ -110,7 +119,8 @@ fn dispatch(cli: Cli) -> cli::Exit {
         Command::Audit(cmd) => cli::audit::run(&app, cmd),
         Command::Invariants(cmd) => cli::invariants::run(&app, cmd),
         Command::Units(cmd) => cli::units::run(&app, cmd),
-        Command::Init(_) | Command::Completions { .. } | Command::Man => {
+        Command::Canary(cmd) => cli::canary::run(app, cmd),
+        Command::Init(_) | Command::Completions { .. } | Command::Man | Command::Acceptance(_) => {
             unreachable!("dispatched above")
         }
     }

@@ -411,6 +411,13 @@ pub struct Metrics {
     pub invariant_cycle_duration_seconds: Family,
     pub collector_up: Family,
     pub invariant_alerts_total: Family,
+    pub degraded: Family,
+    pub degraded_since_seconds: Family,
+    pub stream_skipped_total: Family,
+    pub canary_runs_total: Family,
+    pub canary_duration_seconds: Histograms,
+    pub canary_downtime_seconds_total: Family,
+    pub canary_cooldown_seconds: Family,
     registry: Registry,
 }
 
@@ -543,6 +550,42 @@ impl Metrics {
                 "vigil_invariant_alerts_total",
                 "Invariant alert deliveries, by result (sent, failed).",
                 &["result"],
+            ),
+            degraded: r.gauge(
+                "vigil_degraded",
+                "1 while the supervised unit is disabled (exhausted, quarantined or failed over): the host runs degraded.",
+                &["unit"],
+            ),
+            degraded_since_seconds: r.gauge(
+                "vigil_degraded_since_seconds",
+                "Unix time the unit was disabled at; 0 while it is not.",
+                &["unit"],
+            ),
+            stream_skipped_total: r.counter(
+                "vigil_stream_skipped_total",
+                "Changes that clients of GET /api/stream (the dashboard) skipped because they read too slowly.",
+                &[],
+            ),
+            canary_runs_total: r.counter(
+                "vigil_canary_runs_total",
+                "Canary runs, by result (promoted, rolled_back, denied, failed, restore_failed, predicted) and mode.",
+                &["canary", "result", "mode"],
+            ),
+            canary_duration_seconds: r.histogram(
+                "vigil_canary_duration_seconds",
+                "Duration of canary runs, from start to production restored or the candidate stopped.",
+                &["canary"],
+                run_duration_histogram,
+            ),
+            canary_downtime_seconds_total: r.counter(
+                "vigil_canary_downtime_seconds_total",
+                "Production downtime spent by quiesced canary runs.",
+                &["canary"],
+            ),
+            canary_cooldown_seconds: r.gauge(
+                "vigil_canary_cooldown_seconds",
+                "Seconds until the canary may take the quiesced path again (cooldown and window).",
+                &["canary"],
             ),
             registry: r.finish(),
         };

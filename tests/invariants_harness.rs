@@ -743,6 +743,57 @@ async fn an_episode_that_ended_undelivered_sends_nothing_stale() {
     assert_eq!(got.lock().unwrap().len(), tries, "nothing more was sent");
 }
 
+/// A "violated" message still on its way when the invariant holds again used to be cancelled
+/// by the "resolved" one (it was unsent in the outbox), then arrived: the channel showed red
+/// for good. Now the "resolved" one replaces it and follows it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resolved_arriving_while_the_violated_is_being_sent_follows_it() {
+    let f = Fixture::new();
+    let hold = Arc::new(tokio::sync::Semaphore::new(0));
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let (h2, g2) = (hold.clone(), got.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let (hold, got) = (h2.clone(), g2.clone());
+            async move {
+                let first = {
+                    let mut g = got.lock().unwrap();
+                    g.push(body);
+                    g.len() == 1
+                };
+                if first {
+                    hold.acquire().await.unwrap().forget();
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let h = alerting(&f, &url, Arc::new(Metrics::default()));
+
+    f.sql("INSERT INTO jobs VALUES ('j2','broken');");
+    h.run_cycle(None).await.unwrap();
+    common::wait_until("the violated message reaches the receiver", &mut || {
+        got.lock().unwrap().len() == 1
+    })
+    .await;
+    f.sql("DELETE FROM jobs WHERE state = 'broken';");
+    f.clock.advance(Duration::from_secs(60));
+    h.run_cycle(None).await.unwrap();
+    hold.add_permits(1);
+    h.flush_alerts().await;
+    f.clock.advance(Duration::from_secs(60));
+    h.run_cycle(None).await.unwrap();
+    h.flush_alerts().await;
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(block_texts(&got[0]).contains("violated"), "{}", got[0]);
+    assert!(block_texts(&got[1]).contains("resolved"), "{}", got[1]);
+}
+
 /// 15 errors of about 340 characters made a 5,170-character section; Slack answered 400
 /// invalid_blocks and the same payload was sent three times and lost. Messages now keep within
 /// Block Kit's limits, and one refused as invalid falls back to plain text.

@@ -152,7 +152,7 @@ fn a_step_has_one_action_and_only_its_keys() {
     };
     assert_eq!(
         step("{ timeout = \"5s\" }"),
-        "vigil.toml:4:3: step in [playbooks.p]: no action; a step has one of: run, webhook, systemd, symptom, clear_escalation, log"
+        "vigil.toml:4:3: step in [playbooks.p]: no action; a step has one of: run, webhook, systemd, symptom, clear_escalation, log, unit, canary"
     );
     assert_eq!(
         step("{ run = [\"/bin/true\"], unit = \"x.service\" }"),
@@ -218,4 +218,38 @@ fn a_window_may_cross_midnight_and_have_its_own_time_zone() {
         w.timezone.as_ref().unwrap().0.iana_name(),
         Some("Europe/Paris")
     );
+}
+
+/// A template naming nothing a step has (`{data}`, `{intent_id}`, `{resaon}`) used to pass
+/// `vigil check` and fail only when the step ran, maybe at 3 am in the window. Every kind's
+/// templated strings are checked: argv, unit, webhook URL and body, log text, symptom kind.
+#[test]
+fn a_step_template_that_names_nothing_is_a_config_error() {
+    let playbook = |step: &str| {
+        format!(
+            "[playbooks.p]\non = [\"trigger_x\"]\nmode = \"predictive\"\nsteps = [\n  {step},\n]\n"
+        )
+    };
+    let e = error(&playbook(r#"{ run = ["/bin/echo", "--why={resaon}"] }"#));
+    assert_eq!(
+        e,
+        "vigil.toml:5:3: step in [playbooks.p]: template {resaon} in \"--why={resaon}\" names nothing a step has; did you mean {reason}? use {mode}, {reason}, {intent}, {intent_type}, {playbook} or {data.KEY}, and {{ }} for literal braces"
+    );
+    for step in [
+        r#"{ systemd = "restart", unit = "{data}.service" }"#,
+        r#"{ webhook = "http://127.0.0.1:9/{intent_id}" }"#,
+        r#"{ webhook = "http://127.0.0.1:9/", body = { a = ["{modes}"] } }"#,
+        r#"{ log = "saw {what}" }"#,
+        r#"{ symptom = "{kind}" }"#,
+        r#"{ clear_escalation = "{flag}" }"#,
+    ] {
+        let e = error(&playbook(step));
+        assert!(e.contains("names nothing a step has"), "{step}: {e}");
+    }
+    for step in [
+        r#"{ run = ["/bin/echo", "{mode}/{reason}/{intent}/{intent_type}/{playbook}/{data.gpu.id}", "{{literal}}", "{\"json\": 1}"] }"#,
+        r#"{ webhook = "http://127.0.0.1:9/{intent}", body = { text = "{reason}" } }"#,
+    ] {
+        Config::parse("vigil.toml", &playbook(step)).unwrap_or_else(|e| panic!("{step}: {e}"));
+    }
 }

@@ -92,7 +92,15 @@ async fn a_crash_loop_restarts_exactly_max_restarts_then_quarantines_with_a_bund
     assert_eq!(exhausted.data["bundle"], bundle.display().to_string());
     assert!(intents.iter().any(|i| i.intent_type == "repair_unit"));
 
-    // The daemon restarts: the unit stays quarantined and nothing is started.
+    // The daemon restarts: the unit stays quarantined (since the same time) and nothing is
+    // started.
+    let since = app
+        .store()
+        .unwrap()
+        .unit("crashy")
+        .unwrap()
+        .unwrap()
+        .since_ms;
     sup.detach().await;
     let app2 = supervisor_support::app(dir.path(), CRASHY);
     let (sup, _rx) = start(&app2).await;
@@ -103,6 +111,11 @@ async fn a_crash_loop_restarts_exactly_max_restarts_then_quarantines_with_a_bund
     assert_eq!(s.starts, 0);
     let rec = app2.store().unwrap().unit("crashy").unwrap().unwrap();
     assert_eq!(rec.state, "quarantined");
+    assert_eq!(
+        rec.since_ms, since,
+        "degraded since the first daemon quarantined it"
+    );
+    assert_eq!(app2.metrics.degraded.get(&["crashy"]), 1.0);
     assert_eq!(rec.bundle.as_deref(), Some(bundle.to_str().unwrap()));
     assert_eq!(
         sup.status("crashy").unwrap().starts,

@@ -1,6 +1,7 @@
 //! Stopping with real processes: nothing of a stopped unit survives, including a `setsid`
 //! grandchild and a double-forked one, and none is left a zombie; a `kill -9` of the daemon
-//! and a restart adopt the running unit without starting a second copy.
+//! and a restart adopt the running unit without starting a second copy; with `adopt = false`
+//! a restart stops what the last daemon left and starts the unit anew.
 
 mod supervisor_support;
 
@@ -95,8 +96,8 @@ impl Drop for Daemon {
     }
 }
 
-/// Kills what is left of a unit when dropped.
-struct Leftovers(String);
+/// Kills what is left of a unit when dropped, and removes its cgroup (`.1`) if it has one.
+struct Leftovers(String, Option<std::path::PathBuf>);
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
@@ -104,6 +105,18 @@ impl Drop for Leftovers {
             // SAFETY: kill with a pid and a signal number.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        if let Some(cg) = &self.1 {
+            // Busy until the killed processes are gone: a few tries.
+            for _ in 0..100 {
+                if std::fs::remove_dir(cg).is_ok() || !cg.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Some(parent) = cg.parent() {
+                let _ = std::fs::remove_dir(parent);
             }
         }
     }
@@ -117,7 +130,11 @@ async fn a_kill_9_of_the_daemon_and_a_restart_adopt_the_unit_without_a_second_co
     let log = dir.path().join("daemon.log");
     // A name of its own, so processes of other runs of this test are not counted.
     let name = format!("solo{}", std::process::id());
-    let _leftovers = Leftovers(format!("{name}:"));
+    let cgroup = vigil::supervisor::cgroup::delegated().map(|root| {
+        root.join(format!("vigil-{}", vigil::supervisor::cgroup::tag(&data)))
+            .join(&name)
+    });
+    let _leftovers = Leftovers(format!("{name}:"), cgroup);
     std::fs::write(
         &config,
         format!(
@@ -183,4 +200,92 @@ command = ["/bin/sh", "-c", "while true; do echo tick; sleep 0.05; done"]
         std::fs::metadata(&unit_log).is_ok_and(|m| m.len() > before)
     })
     .await;
+}
+
+#[tokio::test]
+async fn adopt_false_stops_what_the_last_daemon_left_and_starts_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[units.fresh]
+command = ["/bin/sh", "-c", "sh -c 'exec sleep 1000' & exec sleep 1000"]
+adopt = false
+"#;
+    let app1 = app(dir.path(), config);
+    let (sup, _rx) = start(&app1).await;
+    let first = wait(&sup, "fresh", "running", |s| {
+        s.state == vigil::supervisor::UnitState::Running
+    })
+    .await;
+    let old_pid = first.pid.unwrap();
+    until("the unit's child runs too", || marked("fresh:").len() >= 2).await;
+    let old: Vec<i32> = marked("fresh:");
+    // The daemon goes away and leaves the unit running, as a restart of vigil does.
+    sup.detach().await;
+    assert!(vigil::supervisor::process::start_time(old_pid).is_some());
+
+    let app2 = app(dir.path(), config);
+    let (sup, _rx) = start(&app2).await;
+    let s = wait(&sup, "fresh", "running anew", |s| {
+        s.state == vigil::supervisor::UnitState::Running
+    })
+    .await;
+    assert_ne!(s.pid, Some(old_pid));
+    assert_eq!(s.starts, 1, "started by this daemon, not adopted");
+    for pid in old {
+        assert!(
+            vigil::supervisor::process::start_time(pid).is_none(),
+            "{pid} of the old instance still runs"
+        );
+    }
+    sup.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_process_that_left_the_session_and_cleared_its_environment_goes_with_the_cgroup() {
+    let Some(root) = vigil::supervisor::cgroup::delegated() else {
+        eprintln!("no writable cgroup v2 hierarchy here: units are found without one");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(
+        dir.path(),
+        r#"
+[units.hide]
+command = ["/bin/sh", "-c", "env -i /usr/bin/setsid /bin/sh -c '/bin/sleep 1000 & echo $! > {dir}/hidden.pid'; exec sleep 1000"]
+"#,
+    );
+    let (sup, _rx) = start(&app).await;
+    wait(&sup, "hide", "running", |s| s.state == UnitState::Running).await;
+    let pid_file = dir.path().join("hidden.pid");
+    let mut hidden = 0;
+    until("the hidden process's pid", || {
+        hidden = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        hidden > 0
+    })
+    .await;
+    // Neither marker nor session nor parent ties it to the unit: only the cgroup does.
+    let env = std::fs::read(format!("/proc/{hidden}/environ")).unwrap();
+    assert!(!env.windows(13).any(|w| w == b"VIGIL_UNIT_ID"));
+    let info = vigil::supervisor::process::ProcInfo::read(hidden).unwrap();
+    let leader = sup.status("hide").unwrap().pid.unwrap();
+    assert_ne!(info.session, leader);
+    let cg = root
+        .join(format!(
+            "vigil-{}",
+            vigil::supervisor::cgroup::tag(&app.data_dir)
+        ))
+        .join("hide");
+    assert!(vigil::supervisor::cgroup::members(&cg).contains(&hidden));
+    sup.stop("hide").await.unwrap();
+    let gone = vigil::supervisor::process::start_time(hidden).is_none();
+    if !gone {
+        // SAFETY: kill with a pid and a signal number (cleanup of a failed test).
+        unsafe { libc::kill(hidden, libc::SIGKILL) };
+    }
+    assert!(gone, "{hidden} outlived the stop of its unit");
+    sup.stop_all().await;
+    let _ = std::fs::remove_dir(&cg);
 }

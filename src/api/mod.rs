@@ -1,8 +1,11 @@
 //! The HTTP API on `[api] listen` (loopback by default): `/healthz`, `/metrics`, and JSON over
 //! the store. Calls that change state need `Authorization: Bearer <token>` (see [`token`]); on
 //! an address other than loopback, reads need it too (all but `/healthz` and `/readyz`, which
-//! service managers and load balancers probe without credentials).
+//! service managers and load balancers probe without credentials, and the dashboard page's own
+//! files, which hold no data; a GET may carry the token as `?access_token=`, see [`dashboard`]).
 
+pub mod dashboard;
+pub mod stream;
 pub mod token;
 
 use crate::app::App;
@@ -40,6 +43,9 @@ pub fn router(app: Arc<App>, health: Arc<Health>, events: mpsc::Sender<Event>) -
         .route("/api/intents/{id}", get(show_intent))
         .merge(crate::orchestrator::api::routes())
         .merge(crate::invariants::api::routes())
+        .merge(crate::supervisor::api::routes())
+        .merge(crate::canary::api::routes())
+        .merge(dashboard::routes())
         .layer(axum::extract::DefaultBodyLimit::max(
             app.config.api.max_body_size,
         ))
@@ -65,10 +71,12 @@ async fn reads_need_the_token(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if matches!(req.uri().path(), "/healthz" | "/readyz") {
+    if matches!(req.uri().path(), "/healthz" | "/readyz") || dashboard::is_page(req.uri().path()) {
         return next.run(req).await;
     }
-    match authorize(&app, req.headers()) {
+    // The dashboard's EventSource sends the token in the query (it cannot set headers).
+    let from_query = dashboard::query_bearer(&req);
+    match authorize(&app, from_query.as_ref().unwrap_or(req.headers())) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }

@@ -3,9 +3,12 @@
 //! call library functions that return data and typed errors; `anyhow` lives only here, at the
 //! edge, where an error becomes a message and an exit code.
 
+pub mod acceptance;
 pub mod audit;
+pub mod canary;
 pub mod check;
 pub mod completions;
+pub mod daemon_api;
 pub mod init;
 pub mod intents;
 pub mod invariants;

@@ -16,6 +16,7 @@ pub fn run(app: &App, json: bool) -> Exit {
     let counts = store.intent_counts()?;
     let orch = vigil::orchestrator::status::collect(app)?;
     let daemon = record::read(&app.data_dir)?;
+    let degraded = vigil::supervisor::view::degraded(app)?;
     if json {
         let by_state: serde_json::Map<String, serde_json::Value> = counts
             .iter()
@@ -29,7 +30,7 @@ pub fn run(app: &App, json: bool) -> Exit {
         });
         return print_json(&serde_json::json!({"daemon": daemon, "sources": sources,
             "intents": by_state, "playbooks": orch.playbooks, "flags": orch.flags,
-            "budgets": orch.budgets, "locks": orch.locks}));
+            "budgets": orch.budgets, "locks": orch.locks, "degraded": degraded}));
     }
     println!("{}", config_line(app, daemon.as_ref()));
     println!("data dir: {}", app.data_dir.display());
@@ -60,6 +61,18 @@ pub fn run(app: &App, json: bool) -> Exit {
         println!("  {:<15} {n}", s.as_str());
     }
     print!("\n{}", render(&orch));
+    if !degraded.is_empty() {
+        println!("\nDEGRADED: units disabled until released (`vigil units release NAME`)");
+        for d in &degraded {
+            println!(
+                "  {:<20} {:<12} since {}  bundle {}",
+                d["unit"].as_str().unwrap_or(""),
+                d["state"].as_str().unwrap_or(""),
+                d["since"].as_str().unwrap_or("-"),
+                d["bundle"].as_str().unwrap_or("-")
+            );
+        }
+    }
     Ok(0)
 }
 

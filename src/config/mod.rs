@@ -39,6 +39,8 @@ pub struct Config {
     pub invariants: crate::invariants::InvariantsConfig,
     /// `[units.NAME]`: the processes the supervisor runs.
     pub units: BTreeMap<String, crate::supervisor::UnitConfig>,
+    /// `[canaries.NAME]`: candidates judged against production (issue 13).
+    pub canaries: BTreeMap<String, crate::canary::CanaryConfig>,
     /// Where each `[section.NAME]` starts, for validation messages.
     locations: BTreeMap<String, usize>,
     text: String,
@@ -279,6 +281,8 @@ impl Config {
         let orchestrator = crate::orchestrator::config::take(&src, &mut table, &mut errors);
         let invariants = crate::invariants::config::take(&src, &mut table, &mut errors);
         let units = crate::supervisor::config::take(&src, &mut table, &mut errors);
+        let canaries =
+            crate::canary::config::take(&src, &mut table, &orchestrator, &units, &mut errors);
         let plain: Option<Plain> =
             match load::deserialize(&src, Spanned::new(root_span, DeValue::Table(table))) {
                 Ok(p) => Some(p),
@@ -311,6 +315,7 @@ impl Config {
             orchestrator,
             invariants,
             units,
+            canaries,
             locations,
             text: text.to_string(),
         };

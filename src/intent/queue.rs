@@ -25,6 +25,7 @@ pub fn submit(app: &App, intent: &NewIntent) -> Result<Put, SubmitError> {
     if let Put::Inserted(id) = put {
         app.metrics.intents_total.inc(&[&intent.intent_type]);
         let _ = app.stored.send(id);
+        app.changes.publish("intent_stored", serde_json::json!({"id": id, "intent_type": intent.intent_type, "priority": intent.priority}));
         tracing::info!(id, intent_type = %intent.intent_type, priority = intent.priority, origin = %intent.origin, "intent stored: {}", intent.reason);
     }
     Ok(put)

@@ -496,10 +496,19 @@ impl Harness {
                 next_attempt_ms: now_ms,
             });
         }
+        // One round at a time: while one is out, only queue (what it took stays taken).
+        let busy = {
+            let mut handles = self.alerts.lock().unwrap();
+            handles.retain(|h| !h.is_finished());
+            !handles.is_empty()
+        };
         let store = self.store.clone();
         let due = tokio::task::spawn_blocking(move || {
             for pending in &queue {
                 store.queue_alert(pending)?;
+            }
+            if busy {
+                return Ok(Vec::new());
             }
             store.due_alerts(now_ms)
         })
@@ -517,10 +526,6 @@ impl Harness {
             }
         };
         let mut handles = self.alerts.lock().unwrap();
-        handles.retain(|h| !h.is_finished());
-        if !handles.is_empty() {
-            return;
-        }
         let (http, url, metrics) = (self.http.clone(), cfg.slack.clone(), self.metrics.clone());
         let (store, clock) = (self.store.clone(), self.clock.clone());
         handles.push(tokio::spawn(async move {

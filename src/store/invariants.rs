@@ -50,16 +50,21 @@ pub trait InvariantStore: Send + Sync {
     ) -> Result<Vec<i64>, StoreError>;
 
     /// Queues `alert` for delivery. A "resolved" alert for an invariant whose "violated" one was
-    /// never delivered cancels that one instead and is not queued (nothing stale is sent, and
-    /// an episode nobody heard of needs no all-clear); returns whether it was queued.
+    /// never sent cancels that one instead and is not queued (nothing stale is sent, and an
+    /// episode nobody heard of needs no all-clear); returns whether it was queued. A "violated"
+    /// one that is being sent (taken by `due_alerts` and not yet put back by `alert_later`)
+    /// may arrive: the "resolved" one replaces it in the outbox and goes out after it.
     fn queue_alert(&self, alert: &PendingAlert) -> Result<bool, StoreError>;
-    /// Alerts due at `now_ms`, oldest first.
+    /// Takes the alerts due at `now_ms` for a delivery round, oldest first: they count as being
+    /// sent until `alert_done` or `alert_later` (also across a crash: a round that never
+    /// reported may have delivered).
     fn due_alerts(&self, now_ms: i64) -> Result<Vec<PendingAlert>, StoreError>;
     /// The alert of `invariant` created at `created_ms` was delivered or given up: forget it
     /// (a newer one queued meanwhile stays).
     fn alert_done(&self, invariant: &str, created_ms: i64) -> Result<(), StoreError>;
     /// Tries the alert again at `next_attempt_ms`, with `payload` (a changed payload after the
-    /// receiver refused the old one as invalid).
+    /// receiver refused the old one as invalid); it was not delivered, so it is no longer being
+    /// sent.
     fn alert_later(
         &self,
         invariant: &str,

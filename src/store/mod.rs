@@ -8,6 +8,7 @@
 //! `AuditEntry`, `SourceState`) and the records below, never the orchestrator or the harness.
 
 mod audit;
+mod canaries;
 mod escalation;
 mod intents;
 mod invariants;
@@ -17,6 +18,7 @@ mod sqlite;
 mod units;
 
 pub use audit::AuditStore;
+pub use canaries::{CanaryEnd, CanaryRunRecord, CanaryStore, NewCanaryRun};
 pub use escalation::EscalationStore;
 pub use intents::{IntentQuery, IntentStore, Put};
 pub use invariants::{InvariantState, InvariantStore, PendingAlert};

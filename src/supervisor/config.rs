@@ -33,15 +33,23 @@ pub struct UnitConfig {
     pub max_restarts: u32,
     #[serde(default = "default_window")]
     pub restart_window: Dur,
-    /// Readiness probe (starting -> running). Parsed; not probed yet: a unit is running once
-    /// spawned.
+    /// Readiness probe: a started unit is `starting` until it passes (then `running`, event
+    /// `unit_ready`; units that come `after` it wait for that). `interval` between attempts
+    /// (default 500ms), `timeout` for the whole wait (default 300s): a unit not ready by then
+    /// is stopped and its start counts as a failure.
     pub ready: Option<Probe>,
-    /// Liveness probe. Parsed; not probed yet.
+    /// Liveness probe: every `interval` (default 10s), an answer within `timeout` (default
+    /// 2s); `failures` (default 3) in a row emit `unit_unhealthy` and restart the live process,
+    /// counted like a failure. `unit_recovered` when it passes again.
     pub health: Option<Probe>,
     #[serde(default)]
     pub stop: StopConfig,
     /// Directory golden snapshots are taken of.
     pub state_dir: Option<PathBuf>,
+    /// `snapshot = { golden_after = "10m" }`: a snapshot of `state_dir` becomes golden once the
+    /// unit has been healthy that long (at or after the snapshot).
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
     /// A unit to fail over to when this one is exhausted.
     pub replica: Option<String>,
     /// Units that must be running before this one starts.
@@ -112,6 +120,22 @@ pub struct Probe {
     pub interval: Option<Dur>,
     pub timeout: Option<Dur>,
     pub failures: Option<u32>,
+}
+
+/// When snapshots of `state_dir` become golden.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Healthy time a snapshot needs to become golden.
+    pub golden_after: Dur,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self {
+            golden_after: Dur::secs(600),
+        }
+    }
 }
 
 /// `stop = { signal = "SIGTERM", timeout = "20s" }`: the signal goes to every process of the
@@ -227,6 +251,18 @@ impl UnitConfig {
         if self.restart_window.0.is_zero() {
             return Err("restart_window is 0; give a window like \"10m\"".into());
         }
+        for (key, probe) in [("ready", &self.ready), ("health", &self.health)] {
+            let Some(p) = probe else { continue };
+            if p.http.is_some() == p.tcp.is_some() {
+                return Err(format!(
+                    "{key} needs exactly one of `http = \"http://...\"` or `tcp = \"host:port\"`"
+                ));
+            }
+            if p.interval.is_some_and(|d| d.0.is_zero()) || p.timeout.is_some_and(|d| d.0.is_zero())
+            {
+                return Err(format!("{key}: interval and timeout must be longer than 0"));
+            }
+        }
         Ok(())
     }
 
@@ -242,12 +278,17 @@ impl UnitConfig {
 }
 
 /// Events the supervisor itself emits.
-pub const EVENTS: [&str; 5] = [
+pub const EVENTS: [&str; 10] = [
     "unit_started",
+    "unit_ready",
     "unit_exited",
+    "unit_unhealthy",
+    "unit_recovered",
     "unit_restarted",
     "unit_exhausted",
     "unit_quarantined",
+    "unit_restored",
+    "unit_playbook",
 ];
 
 /// Takes `[units.NAME]` out of `root`, parses and checks each, then cross references (`after`

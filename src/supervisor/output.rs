@@ -13,21 +13,44 @@ pub const RING_LINES: usize = 200;
 
 /// The last lines a unit wrote, shared between its output readers and the supervisor.
 #[derive(Debug, Clone, Default)]
-pub struct Ring(Arc<Mutex<VecDeque<String>>>);
+pub struct Ring(Arc<Mutex<Lines>>);
+
+#[derive(Debug, Default)]
+struct Lines {
+    last: VecDeque<String>,
+    /// Lines pushed ever: where a run's output starts.
+    pushed: u64,
+}
 
 impl Ring {
     pub fn push(&self, line: String) {
         let mut q = self.0.lock().unwrap();
-        if q.len() == RING_LINES {
-            q.pop_front();
+        if q.last.len() == RING_LINES {
+            q.last.pop_front();
         }
-        q.push_back(line);
+        q.last.push_back(line);
+        q.pushed += 1;
     }
 
     /// The last `n` lines, oldest first.
     pub fn last(&self, n: usize) -> Vec<String> {
         let q = self.0.lock().unwrap();
-        q.iter().skip(q.len().saturating_sub(n)).cloned().collect()
+        q.last
+            .iter()
+            .skip(q.last.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
+    /// Lines pushed so far (a mark for [`Ring::since`]).
+    pub fn mark(&self) -> u64 {
+        self.0.lock().unwrap().pushed
+    }
+
+    /// The lines pushed after `mark` (those still kept), oldest first.
+    pub fn since(&self, mark: u64) -> Vec<String> {
+        let n = self.mark().saturating_sub(mark);
+        self.last(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }
 

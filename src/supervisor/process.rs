@@ -78,11 +78,19 @@ fn has_marker(pid: i32, marker: &str) -> bool {
 }
 
 /// The processes of a unit: its leader, the leader's session and group, anything carrying the
-/// unit's marker, and every descendant of those. Zombies included (they still need reaping).
-pub fn unit_processes(leader: Option<i32>, marker: &str) -> Vec<ProcInfo> {
+/// unit's marker, whatever is in its cgroup (when it has one), and every descendant of those.
+/// Zombies included (they still need reaping).
+pub fn unit_processes(
+    leader: Option<i32>,
+    marker: &str,
+    cgroup: Option<&std::path::Path>,
+) -> Vec<ProcInfo> {
     let all = all_processes();
     let me = std::process::id() as i32;
     let mut members: BTreeSet<i32> = BTreeSet::new();
+    if let Some(cg) = cgroup {
+        members.extend(super::cgroup::members(cg).into_iter().filter(|p| *p != me));
+    }
     for p in &all {
         if p.pid == me {
             continue;
@@ -132,7 +140,9 @@ pub fn command(
     env: &BTreeMap<String, String>,
     cwd: Option<&std::path::Path>,
     marker: &str,
+    cgroup: Option<&std::path::Path>,
 ) -> tokio::process::Command {
+    let procs = cgroup.and_then(super::cgroup::procs_path);
     let mut std_cmd = std::process::Command::new(&argv[0]);
     std_cmd.args(&argv[1..]);
     std_cmd.envs(env);
@@ -146,7 +156,10 @@ pub fn command(
         .stderr(std::process::Stdio::piped());
     // SAFETY: setsid is async-signal-safe; it runs in the child between fork and exec.
     unsafe {
-        std_cmd.pre_exec(|| {
+        std_cmd.pre_exec(move || {
+            if let Some(p) = &procs {
+                super::cgroup::enter(p);
+            }
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -174,14 +187,20 @@ pub struct Stopped {
     pub killed: usize,
 }
 
-/// Stops every process of a unit: `sig` to the leader's group and to each process, up to
-/// `timeout` for them to go, then SIGKILL for what is left, and reaps the zombies that are
-/// vigil's children (except `leader`, whose `Child` reaps it). Blocking: call from
+/// Stops every process of a unit (those in its `cgroup` too): `sig` to the leader's group and
+/// to each process, up to `timeout` for them to go, then SIGKILL (and `cgroup.kill`) for what
+/// is left, and reaps the zombies that are vigil's children (except `leader`, whose `Child` reaps it). Blocking: call from
 /// `spawn_blocking`. Waiting polls `/proc` every 10 ms; that is a stop, not crash detection.
-pub fn stop_unit(leader: Option<i32>, marker: &str, sig: i32, timeout: Duration) -> Stopped {
+pub fn stop_unit(
+    leader: Option<i32>,
+    marker: &str,
+    sig: i32,
+    timeout: Duration,
+    cgroup: Option<&std::path::Path>,
+) -> Stopped {
     let alive = |ps: &[ProcInfo]| ps.iter().filter(|p| !p.is_zombie()).count();
     let mut seen: BTreeSet<i32> = BTreeSet::new();
-    let procs = unit_processes(leader, marker);
+    let procs = unit_processes(leader, marker, cgroup);
     let mut out = Stopped {
         signalled: alive(&procs),
         killed: 0,
@@ -200,7 +219,7 @@ pub fn stop_unit(leader: Option<i32>, marker: &str, sig: i32, timeout: Duration)
     }
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let procs = unit_processes(leader, marker);
+        let procs = unit_processes(leader, marker, cgroup);
         seen.extend(procs.iter().map(|p| p.pid));
         if alive(&procs) == 0 {
             break;
@@ -208,7 +227,11 @@ pub fn stop_unit(leader: Option<i32>, marker: &str, sig: i32, timeout: Duration)
         if std::time::Instant::now() >= deadline {
             // Kill until nothing is left: a process may fork while the others die.
             for _ in 0..100 {
-                let procs = unit_processes(leader, marker);
+                // Everything in the unit's cgroup at once, forks in flight included.
+                if let Some(cg) = cgroup {
+                    super::cgroup::kill(cg);
+                }
+                let procs = unit_processes(leader, marker, cgroup);
                 seen.extend(procs.iter().map(|p| p.pid));
                 let left: Vec<_> = procs.iter().filter(|p| !p.is_zombie()).collect();
                 if left.is_empty() {

@@ -23,6 +23,10 @@ pub struct Failure<'a> {
     /// Restart times (ms) inside the window.
     pub restarts: &'a [i64],
     pub now_ms: i64,
+    /// The failure's fingerprint ([`super::learned::fingerprint`]) and the normalized lines
+    /// it hashes.
+    pub fingerprint: &'a str,
+    pub failure: &'a str,
 }
 
 impl Failure<'_> {
@@ -37,10 +41,15 @@ impl Failure<'_> {
 }
 
 /// Writes the bundle under `quarantine_dir` and returns its directory. Blocking.
-pub fn write_bundle(quarantine_dir: &Path, f: &Failure<'_>) -> std::io::Result<PathBuf> {
-    let stamp = jiff::Timestamp::from_millisecond(f.now_ms)
+/// A time as it names bundle and snapshot directories: `20260101T000000.000Z`.
+pub fn stamp(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.strftime("%Y%m%dT%H%M%S%.3fZ").to_string())
-        .unwrap_or_else(|_| f.now_ms.to_string());
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+pub fn write_bundle(quarantine_dir: &Path, f: &Failure<'_>) -> std::io::Result<PathBuf> {
+    let stamp = stamp(f.now_ms);
     let mut dir = quarantine_dir.join(format!("{}_{stamp}", f.unit));
     // Two exhaustions within one millisecond (tests, replicas) each get their own bundle.
     let mut n = 1;
@@ -66,6 +75,8 @@ pub fn write_bundle(quarantine_dir: &Path, f: &Failure<'_>) -> std::io::Result<P
         "restart_window": f.config.restart_window.to_string(),
         "restart_history": f.restarts.iter().map(|t| crate::clock::rfc3339_ms(*t)).collect::<Vec<_>>(),
         "at": crate::clock::rfc3339_ms(f.now_ms),
+        "fingerprint": f.fingerprint,
+        "failure": f.failure,
     });
     write_json(&dir.join("error.json"), &error)?;
     write_json(

@@ -51,6 +51,14 @@ impl UnitState {
         .find(|st| st.as_str() == s)
     }
 
+    /// Disabled until released: the host runs degraded without it.
+    pub fn is_disabled(self) -> bool {
+        matches!(
+            self,
+            UnitState::Exhausted | UnitState::Quarantined | UnitState::FailedOver
+        )
+    }
+
     /// A process of the unit is (or may be) alive.
     pub fn is_live(self) -> bool {
         matches!(
@@ -71,6 +79,10 @@ impl fmt::Display for UnitState {
 pub struct ExitStatus {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+    /// Why vigil ended a live process itself (`unhealthy: ...`, `not ready within 5s`): such
+    /// an end is a failure whatever the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl ExitStatus {
@@ -79,15 +91,29 @@ impl ExitStatus {
         Self {
             code: s.code(),
             signal: s.signal(),
+            note: None,
         }
     }
 
-    /// Neither a clean exit (0) nor known: an adopted process's status cannot be read.
+    /// A status nobody could read (an adopted process's).
+    pub fn unknown() -> Self {
+        Self {
+            code: None,
+            signal: None,
+            note: None,
+        }
+    }
+
+    /// Neither a clean exit (0) nor known (an adopted process's status cannot be read), or
+    /// ended by vigil because it was not healthy.
     pub fn failed(&self) -> bool {
-        self.code != Some(0)
+        self.code != Some(0) || self.note.is_some()
     }
 
     pub fn describe(&self) -> String {
+        if let Some(n) = &self.note {
+            return n.clone();
+        }
         match (self.code, self.signal) {
             (Some(c), _) => format!("exit code {c}"),
             (None, Some(s)) => format!("signal {s}"),

@@ -1,6 +1,7 @@
 //! The daemon in-process on a temp dir, driven through its public interface.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod redis_server;
 
 use std::path::{Path, PathBuf};

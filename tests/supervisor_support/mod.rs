@@ -105,3 +105,53 @@ pub async fn until_msg(what: impl Fn() -> String, mut cond: impl FnMut() -> bool
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A free loopback port (bound and released: the unit binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes `DIR/server.py`: a real HTTP server for units to run, `server.py PORT DIR [DELAY]`.
+/// It listens after DELAY seconds and answers every GET 200 `ok`, or 500 `sick` while the file
+/// `DIR/sick` exists.
+pub fn http_server(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("server.py");
+    std::fs::write(
+        &path,
+        r#"import http.server, os, sys, time
+port, d = int(sys.argv[1]), sys.argv[2]
+time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 0)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        sick = os.path.exists(os.path.join(d, "sick"))
+        self.send_response(500 if sick else 200)
+        self.end_headers()
+        self.wfile.write(b"sick" if sick else b"ok")
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", port), H)
+print("listening on", port, flush=True)
+s.serve_forever()
+"#,
+    )
+    .unwrap();
+    path
+}
+
+/// Waits for the next event of `kind` (of any unit); panics after 20 s.
+pub async fn next_event(rx: &mut mpsc::Receiver<Event>, kind: &str) -> Event {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let e = rx.recv().await.expect("the supervisor sends events");
+            if e.kind == kind {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for event {kind}"))
+}

@@ -15,6 +15,10 @@ pub struct ClearEscalation {
 }
 
 impl Action for ClearEscalation {
+    fn templates(&self) -> Vec<&str> {
+        vec![&self.kind]
+    }
+
     fn describe(&self) -> String {
         format!("clear escalation {}", self.kind)
     }

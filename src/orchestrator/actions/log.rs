@@ -15,6 +15,10 @@ pub struct Log {
 }
 
 impl Action for Log {
+    fn templates(&self) -> Vec<&str> {
+        vec![&self.text]
+    }
+
     fn describe(&self) -> String {
         format!("log {:?}", self.text)
     }

@@ -8,11 +8,13 @@
 //! fill in inside one argv element or JSON string ([`fill`]); nothing is ever passed through a
 //! shell.
 
+pub mod canary;
 pub mod clear_escalation;
 pub mod log;
 pub mod run;
 pub mod symptom;
 pub mod systemd;
+pub mod unit;
 pub mod webhook;
 
 use crate::app::App;
@@ -45,6 +47,8 @@ pub const KINDS: &[(&str, Kind)] = &[
         Kind::of::<clear_escalation::ClearEscalation>(),
     ),
     ("log", Kind::of::<log::Log>()),
+    ("unit", Kind::of::<unit::UnitStep>()),
+    ("canary", Kind::of::<canary::Canary>()),
 ];
 
 /// What each kind of action is, implemented by its config struct (the step's table minus the
@@ -53,6 +57,11 @@ pub trait Action: fmt::Debug + Send + Sync + Any {
     /// Rules serde cannot express; reported as `step in [playbooks.NAME]: MESSAGE`.
     fn check(&self) -> Result<(), String> {
         Ok(())
+    }
+    /// The strings that [`fill`] fills in when the step runs, so `vigil check` can refuse a
+    /// name no run provides (a typo would otherwise fail only when the step runs).
+    fn templates(&self) -> Vec<&str> {
+        Vec::new()
     }
     /// What the step does, for the audit trail and dry-run plans: `systemd stop x.service`.
     fn describe(&self) -> String;
@@ -169,10 +178,31 @@ pub fn parse_step(
         return None;
     };
     let keys: Vec<String> = table.keys().map(|k| k.get_ref().to_string()).collect();
-    let present: Vec<&(&str, Kind)> = KINDS
+    let named: Vec<&(&str, Kind)> = KINDS
         .iter()
         .filter(|(k, _)| keys.iter().any(|key| key == k))
         .collect();
+    // A kind's key may also be another kind's field (`unit` of a `systemd` step): beside other
+    // action keys it is read as that field, so `{ systemd = "stop", unit = "x" }` is one
+    // systemd step, and `unit` in a `run` step is reported as belonging to `systemd` steps.
+    let present: Vec<&(&str, Kind)> = if named.len() > 1 {
+        let narrowed: Vec<&(&str, Kind)> = named
+            .iter()
+            .copied()
+            .filter(|(k, _)| {
+                !KINDS
+                    .iter()
+                    .any(|(other, kind)| other != k && (kind.fields)().contains(k))
+            })
+            .collect();
+        if narrowed.is_empty() {
+            named
+        } else {
+            narrowed
+        }
+    } else {
+        named
+    };
     let (kind, how) = match present[..] {
         [] => {
             bad(format!(
@@ -213,6 +243,11 @@ pub fn parse_step(
     if let Err(msg) = action.check() {
         bad(msg);
     }
+    for text in action.templates() {
+        if let Err(msg) = check_template(text) {
+            bad(msg);
+        }
+    }
     if shared.downtime && shared.restore {
         bad("a step is either `downtime = true` or `restore = true`, not both".into());
     }
@@ -246,6 +281,28 @@ pub async fn execute(
     step.action.action.execute(timeout, ctx).await
 }
 
+/// The names a step's templates may use besides `data.KEY` (see [`step_field`]).
+const STEP_FIELDS: [&str; 5] = ["mode", "reason", "intent", "intent_type", "playbook"];
+
+/// Refuses a template in `text` that names nothing a running step provides.
+fn check_template(text: &str) -> Result<(), String> {
+    for name in Template::parse(text).fields() {
+        if STEP_FIELDS.contains(&name) || name.strip_prefix("data.").is_some_and(|k| !k.is_empty())
+        {
+            continue;
+        }
+        let hint = load::closest(name, &STEP_FIELDS)
+            .map(|c| format!("did you mean {{{c}}}? "))
+            .unwrap_or_default();
+        return Err(format!(
+            "template {{{name}}} in {text:?} names nothing a step has; {hint}use {{mode}}, \
+             {{reason}}, {{intent}}, {{intent_type}}, {{playbook}} or {{data.KEY}}, and {{{{ }}}} \
+             for literal braces"
+        ));
+    }
+    Ok(())
+}
+
 /// Fills the templates of one string ([`crate::template`]). A step acts on the result, so a
 /// field that cannot be filled is an error ([`Missing::Error`]), never a placeholder in an argv.
 /// Braces that are not a template (JSON in an argument) stay as written; `{{`/`}}` are literal.
@@ -274,6 +331,16 @@ fn step_field<'a>(ctx: &'a StepContext, name: &str) -> Option<Cow<'a, str>> {
         "intent_type" => Some(Cow::Borrowed(&ctx.intent.intent_type)),
         "playbook" => Some(Cow::Borrowed(ctx.playbook)),
         _ => template::field(&ctx.intent.data, name.strip_prefix("data.")?),
+    }
+}
+
+/// Every string in `v` (what [`fill_json`] fills).
+fn json_strings<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Array(a) => a.iter().for_each(|x| json_strings(x, out)),
+        Value::Object(o) => o.values().for_each(|x| json_strings(x, out)),
+        _ => {}
     }
 }
 

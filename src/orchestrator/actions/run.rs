@@ -29,6 +29,10 @@ impl Action for Run {
         Ok(())
     }
 
+    fn templates(&self) -> Vec<&str> {
+        self.run.iter().map(String::as_str).collect()
+    }
+
     fn describe(&self) -> String {
         format!("run {:?}", self.run)
     }

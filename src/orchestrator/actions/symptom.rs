@@ -16,6 +16,10 @@ pub struct Symptom {
 }
 
 impl Action for Symptom {
+    fn templates(&self) -> Vec<&str> {
+        vec![&self.kind]
+    }
+
     fn describe(&self) -> String {
         format!("record symptom {}", self.kind)
     }

@@ -34,6 +34,10 @@ impl Action for Systemd {
         Ok(())
     }
 
+    fn templates(&self) -> Vec<&str> {
+        vec![&self.unit]
+    }
+
     fn describe(&self) -> String {
         format!("systemd {} {}", self.verb, self.unit)
     }

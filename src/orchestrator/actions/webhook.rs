@@ -28,6 +28,14 @@ impl Action for Webhook {
         Ok(())
     }
 
+    fn templates(&self) -> Vec<&str> {
+        let mut t = vec![self.url.as_str()];
+        if let Some(body) = &self.body {
+            super::json_strings(body, &mut t);
+        }
+        t
+    }
+
     fn describe(&self) -> String {
         format!("webhook POST {}", self.url)
     }

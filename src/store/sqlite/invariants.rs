@@ -106,7 +106,7 @@ impl InvariantStore for SqliteStore {
             let tx = c.transaction()?;
             let unsent_red: bool = tx
                 .query_row(
-                    "SELECT 1 FROM alert_outbox WHERE invariant = ?1 AND resolved = 0",
+                    "SELECT 1 FROM alert_outbox WHERE invariant = ?1 AND resolved = 0 AND sending = 0",
                     [&a.invariant],
                     |_| Ok(()),
                 )
@@ -119,7 +119,7 @@ impl InvariantStore for SqliteStore {
                 tx.execute(
                     "INSERT INTO alert_outbox (invariant, resolved, payload, created_ms, next_attempt_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(invariant) DO UPDATE SET resolved = ?2, payload = ?3, created_ms = ?4, next_attempt_ms = ?5",
+                     ON CONFLICT(invariant) DO UPDATE SET resolved = ?2, payload = ?3, created_ms = ?4, next_attempt_ms = ?5, sending = 0",
                     params![a.invariant, a.resolved, a.payload, a.created_ms, a.next_attempt_ms],
                 )?;
                 true
@@ -132,8 +132,8 @@ impl InvariantStore for SqliteStore {
     fn due_alerts(&self, now_ms: i64) -> Result<Vec<PendingAlert>, StoreError> {
         self.with_conn(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT invariant, resolved, payload, created_ms, next_attempt_ms FROM alert_outbox
-                 WHERE next_attempt_ms <= ?1 ORDER BY created_ms",
+                "UPDATE alert_outbox SET sending = 1 WHERE next_attempt_ms <= ?1
+                 RETURNING invariant, resolved, payload, created_ms, next_attempt_ms",
             )?;
             let rows = stmt.query_map([now_ms], |r| {
                 Ok(PendingAlert {
@@ -144,7 +144,10 @@ impl InvariantStore for SqliteStore {
                     next_attempt_ms: r.get(4)?,
                 })
             })?;
-            rows.collect()
+            // RETURNING has no ORDER BY.
+            let mut due: Vec<PendingAlert> = rows.collect::<Result<_, _>>()?;
+            due.sort_by_key(|a| a.created_ms);
+            Ok(due)
         })
     }
 
@@ -167,7 +170,7 @@ impl InvariantStore for SqliteStore {
     ) -> Result<(), StoreError> {
         self.with_conn(|c| {
             c.execute(
-                "UPDATE alert_outbox SET payload = ?3, next_attempt_ms = ?4
+                "UPDATE alert_outbox SET payload = ?3, next_attempt_ms = ?4, sending = 0
                  WHERE invariant = ?1 AND created_ms = ?2",
                 params![invariant, created_ms, payload, next_attempt_ms],
             )?;

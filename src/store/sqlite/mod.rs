@@ -2,6 +2,7 @@
 //! seeing "database is locked". The schema is here; each concern's statements are in its file.
 
 mod audit;
+mod canaries;
 mod escalation;
 mod health;
 mod intents;
@@ -158,6 +159,10 @@ CREATE TABLE units (
     marker         TEXT
 );
 "#,
+    // An alert a delivery round has taken: a "resolved" one no longer cancels it.
+    r#"
+ALTER TABLE alert_outbox ADD COLUMN sending INTEGER NOT NULL DEFAULT 0;
+"#,
     // File source checkpoints: where each source is in the file at its path (and in the one
     // rotated away from it while that is still read), so a restart loses no line.
     r#"
@@ -177,6 +182,29 @@ CREATE TABLE source_checkpoints (
     saved_ms            INTEGER NOT NULL,
     PRIMARY KEY (source, path)
 );
+"#,
+    // Canary runs: results, downtime, judgements, and restores a dead daemon left pending.
+    r#"
+CREATE TABLE canary_runs (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    canary          TEXT NOT NULL,
+    mode            TEXT NOT NULL,
+    path            TEXT,
+    port            INTEGER,
+    started_at      INTEGER NOT NULL,
+    ended_at        INTEGER,
+    result          TEXT,
+    reason          TEXT,
+    duration_ms     INTEGER NOT NULL DEFAULT 0,
+    downtime_ms     INTEGER NOT NULL DEFAULT 0,
+    budget          TEXT,
+    budget_day      TEXT,
+    reserved_ms     INTEGER NOT NULL DEFAULT 0,
+    restore_pending INTEGER NOT NULL DEFAULT 0,
+    down_since      INTEGER,
+    report          TEXT
+);
+CREATE INDEX canary_runs_canary ON canary_runs (canary, started_at);
 "#,
 ];
 
