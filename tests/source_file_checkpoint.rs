@@ -142,6 +142,25 @@ async fn a_first_start_skips_old_lines_and_a_restart_reads_what_was_appended_whi
 }
 
 #[tokio::test]
+async fn a_stop_right_after_the_first_start_still_saves_where_it_began() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, log) = (store(dir.path()), dir.path().join("server.log"));
+    append(&log, &oom("0.1"));
+    // Stopped as soon as it is up, before its first read may have finished.
+    for _ in 0..5 {
+        let run = Run::start(&store, &log, "").await;
+        assert!(run.stop().await.is_empty());
+        let saved = store.checkpoint("log", log.to_str().unwrap()).unwrap();
+        let len = std::fs::metadata(&log).unwrap().len();
+        assert_eq!(saved.map(|c| c.file.offset), Some(len));
+    }
+    append(&log, &oom("1"));
+    let mut run = Run::start(&store, &log, "").await;
+    assert_eq!(run.next().await, "1", "not taken for a first start");
+    assert!(run.stop().await.is_empty());
+}
+
+#[tokio::test]
 async fn from_start_only_counts_at_the_first_start() {
     let dir = tempfile::tempdir().unwrap();
     let (store, log) = (store(dir.path()), dir.path().join("server.log"));

@@ -81,6 +81,8 @@ const LINES_PER_SEND: usize = super::SEND_BATCH;
 /// Bytes read in one pass before the position is marked for saving: a long backlog (a
 /// restart after a day) still saves as it goes, so a crash in it repeats little.
 const PASS_BYTES: u64 = 4 * CHUNK as u64;
+/// How often the pipeline's progress is looked at while read lines wait to be finished.
+const DELIVERY_POLL: Duration = Duration::from_millis(50);
 /// A safety net for missed notifications (network filesystems, overflowed inotify queues).
 const RECHECK: Duration = Duration::from_secs(1);
 
@@ -597,6 +599,8 @@ impl FileSource {
                 continue;
             }
             // Until the files may have changed: meanwhile, save what the pipeline finishes.
+            // Its progress is looked at on a timer rather than woken for: a wake per line
+            // would cost the line-to-intent latency more than a save a little later does.
             let recheck = tokio::time::Instant::now() + RECHECK;
             loop {
                 let write_at = self.saver.write_at();
@@ -605,7 +609,7 @@ impl FileSource {
                     _ = wake.notified() => break,
                     _ = tokio::time::sleep_until(recheck) => break,
                     _ = ctx.stopping() => return Ok(()),
-                    _ = ctx.delivery_progressed(), if awaiting => {}
+                    _ = tokio::time::sleep(DELIVERY_POLL), if awaiting => {}
                     _ = tokio::time::sleep_until(write_at.unwrap_or(recheck)), if write_at.is_some() => {}
                 }
                 self.saver.delivered(ctx.delivered());
@@ -621,6 +625,17 @@ impl FileSource {
     async fn finish(&mut self, ctx: &SourceContext) {
         if ctx.saving_store().is_none() || !self.restored {
             return;
+        }
+        // Stopped before a first read finished: the fingerprints are still to be read, and
+        // without a checkpoint the next start would take itself for the first one.
+        let tails = [
+            self.current.as_mut(),
+            self.rotated.as_mut().map(|r| &mut r.tail),
+        ];
+        for t in tails.into_iter().flatten().filter(|t| t.head.is_none()) {
+            let file = t.file.clone();
+            let head = tokio::task::spawn_blocking(move || checkpoint::fingerprint(&file)).await;
+            t.head = head.ok().and_then(Result::ok);
         }
         if let Some(c) = self.snapshot(ctx.clock.now_ms()) {
             self.saver.mark(ctx.sent(), c);

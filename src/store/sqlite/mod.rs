@@ -163,26 +163,6 @@ CREATE TABLE units (
     r#"
 ALTER TABLE alert_outbox ADD COLUMN sending INTEGER NOT NULL DEFAULT 0;
 "#,
-    // File source checkpoints: where each source is in the file at its path (and in the one
-    // rotated away from it while that is still read), so a restart loses no line.
-    r#"
-CREATE TABLE source_checkpoints (
-    source              TEXT NOT NULL,
-    path                TEXT NOT NULL,
-    dev                 INTEGER NOT NULL,
-    ino                 INTEGER NOT NULL,
-    head_sha256         BLOB NOT NULL,
-    head_len            INTEGER NOT NULL,
-    offset              INTEGER NOT NULL,
-    rotated_dev         INTEGER,
-    rotated_ino         INTEGER,
-    rotated_head_sha256 BLOB,
-    rotated_head_len    INTEGER,
-    rotated_offset      INTEGER,
-    saved_ms            INTEGER NOT NULL,
-    PRIMARY KEY (source, path)
-);
-"#,
     // Canary runs: results, downtime, judgements, and restores a dead daemon left pending.
     r#"
 CREATE TABLE canary_runs (
@@ -205,6 +185,26 @@ CREATE TABLE canary_runs (
     report          TEXT
 );
 CREATE INDEX canary_runs_canary ON canary_runs (canary, started_at);
+"#,
+    // File source checkpoints: where each source is in the file at its path (and in the one
+    // rotated away from it while that is still read), so a restart loses no line.
+    r#"
+CREATE TABLE source_checkpoints (
+    source              TEXT NOT NULL,
+    path                TEXT NOT NULL,
+    dev                 INTEGER NOT NULL,
+    ino                 INTEGER NOT NULL,
+    head_sha256         BLOB NOT NULL,
+    head_len            INTEGER NOT NULL,
+    offset              INTEGER NOT NULL,
+    rotated_dev         INTEGER,
+    rotated_ino         INTEGER,
+    rotated_head_sha256 BLOB,
+    rotated_head_len    INTEGER,
+    rotated_offset      INTEGER,
+    saved_ms            INTEGER NOT NULL,
+    PRIMARY KEY (source, path)
+);
 "#,
 ];
 
