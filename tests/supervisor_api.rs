@@ -5,7 +5,6 @@
 //! daemon is needed. `vigil units logs -f` follows a unit's log across rotation.
 
 mod common;
-mod supervisor_support;
 
 use common::{out, vigil, TestDaemon, TOKEN};
 use serde_json::{json, Value};
@@ -167,7 +166,7 @@ async fn the_api_and_the_cli_act_on_the_running_daemons_units() {
 #[tokio::test]
 async fn logs_follow_the_units_output_across_rotation() {
     let dir = tempfile::tempdir().unwrap();
-    let app = supervisor_support::app(
+    let app = common::supervisor::app(
         dir.path(),
         r#"
 [units.spew]
@@ -175,7 +174,7 @@ command = ["/bin/sh", "-c", "i=0; while [ $i -lt 300 ]; do echo \"line $i\"; i=$
 log = { max_size = 200, keep = 5 }
 "#,
     );
-    let (sup, _rx) = supervisor_support::start(&app).await;
+    let (sup, _rx) = common::supervisor::start(&app).await;
     let cfg = dir.path().join("vigil.toml");
     std::fs::write(&cfg, "[units.spew]\ncommand = [\"/bin/true\"]\n").unwrap();
     let mut child = vigil(dir.path())

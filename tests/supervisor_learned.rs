@@ -3,9 +3,9 @@
 //! it before quarantine and the unit runs again, counted as a success; a different failure
 //! does not run it.
 
-mod supervisor_support;
+mod common;
 
-use supervisor_support::*;
+use common::supervisor::*;
 use vigil::supervisor::{learned, UnitState};
 
 const JUDGE: &str = r#"
@@ -92,7 +92,7 @@ async fn a_learned_playbook_runs_on_the_same_failure_and_not_on_another() {
     .await;
     assert!(!lock.exists(), "the step removed the lock");
     let dir_pb = d.join("playbooks");
-    until("the run counted as a success", || {
+    common::wait_within("the run counted as a success", 20, || {
         learned::find(&dir_pb, "judge", &fp).is_some_and(|l| l.runs == 1 && l.successes == 1)
     })
     .await;

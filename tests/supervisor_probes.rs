@@ -3,9 +3,9 @@
 //! process, counted like a failure, and `unit_recovered` follows when it passes again; a unit
 //! that is never ready is stopped at the ready timeout.
 
-mod supervisor_support;
+mod common;
 
-use supervisor_support::*;
+use common::supervisor::*;
 use vigil::supervisor::UnitState;
 
 #[tokio::test]

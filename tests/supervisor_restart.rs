@@ -2,9 +2,9 @@
 //! the real last lines and exit status; failures spread wider than the window never exhaust;
 //! quarantine survives a daemon restart; a unit's output line becomes an event.
 
-mod supervisor_support;
+mod common;
 
-use supervisor_support::*;
+use common::supervisor::*;
 use vigil::store::{IntentQuery, IntentStore, UnitStore};
 use vigil::supervisor::UnitState;
 
@@ -102,7 +102,7 @@ async fn a_crash_loop_restarts_exactly_max_restarts_then_quarantines_with_a_bund
         .unwrap()
         .since_ms;
     sup.detach().await;
-    let app2 = supervisor_support::app(dir.path(), CRASHY);
+    let app2 = common::supervisor::app(dir.path(), CRASHY);
     let (sup, _rx) = start(&app2).await;
     let s = wait(&sup, "crashy", "quarantined again", |s| {
         s.state == UnitState::Quarantined
@@ -243,7 +243,7 @@ event = "gpu_oom"
     assert_eq!(ev.data["alloc_gib"], "2.50");
     assert_eq!(ev.data["unit"], "judge");
     let log = dir.path().join("units/judge/unit.log");
-    until("the line in the unit's log", || {
+    common::wait_within("the line in the unit's log", 20, || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains("CUDA out of memory"))
     })
     .await;

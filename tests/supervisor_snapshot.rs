@@ -2,9 +2,9 @@
 //! `snapshot.golden_after`; a tier-1 unit without a replica whose restarts run out gets its
 //! last golden snapshot back and one more try, and is quarantined if that fails too.
 
-mod supervisor_support;
+mod common;
 
-use supervisor_support::*;
+use common::supervisor::*;
 use vigil::store::{IntentQuery, IntentStore};
 use vigil::supervisor::{snapshot, UnitState};
 
@@ -36,7 +36,7 @@ max_restarts = 1
         std::fs::read_to_string(info.path.join("db")).unwrap(),
         "good"
     );
-    until("the snapshot becomes golden", || {
+    common::wait_within("the snapshot becomes golden", 20, || {
         snapshot::last_golden(&snaps, "db").is_some()
     })
     .await;

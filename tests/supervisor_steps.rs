@@ -2,10 +2,10 @@
 //! `downtime = true` and `{ unit = "start", ..., restore = true }` charge the downtime budget
 //! like `systemd` steps; a step on a quarantined unit fails and says to release it.
 
-mod supervisor_support;
+mod common;
 
+use common::supervisor::*;
 use std::sync::Arc;
-use supervisor_support::*;
 use vigil::intent::{queue, IntentStatus, NewIntent};
 use vigil::orchestrator::Orchestrator;
 use vigil::store::prelude::*;

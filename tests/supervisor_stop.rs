@@ -3,10 +3,10 @@
 //! and a restart adopt the running unit without starting a second copy; with `adopt = false`
 //! a restart stops what the last daemon left and starts the unit anew.
 
-mod supervisor_support;
+mod common;
 
+use common::supervisor::*;
 use std::time::Duration;
-use supervisor_support::*;
 use vigil::store::UnitStore;
 use vigil::supervisor::UnitState;
 
@@ -34,18 +34,20 @@ stop = { signal = "SIGTERM", timeout = "200ms" }
         .unwrap()
         .marker
         .unwrap();
-    // sh, setsid sh, sleep 1000, sleep 1001, sleep 1002
-    until("five processes of the unit", || marked(&marker).len() >= 5).await;
+    let sessions = |pids: &[i32]| -> std::collections::BTreeSet<i32> {
+        pids.iter()
+            .filter_map(|p| vigil::supervisor::process::ProcInfo::read(*p))
+            .map(|p| p.session)
+            .collect()
+    };
+    // sh, setsid sh, sleep 1000, sleep 1001, sleep 1002; the grandchildren in sessions of
+    // their own once their setsid has run.
+    common::wait_within("five processes of the unit in three sessions", 20, || {
+        let pids = marked(&marker);
+        pids.len() >= 5 && sessions(&pids).len() >= 3
+    })
+    .await;
     let pids = marked(&marker);
-    let sessions: std::collections::BTreeSet<i32> = pids
-        .iter()
-        .filter_map(|p| vigil::supervisor::process::ProcInfo::read(*p))
-        .map(|p| p.session)
-        .collect();
-    assert!(
-        sessions.len() >= 3,
-        "grandchildren in sessions of their own: {sessions:?}"
-    );
     assert!(pids.contains(&leader));
 
     sup.stop("edge").await.unwrap();
@@ -149,7 +151,7 @@ command = ["/bin/sh", "-c", "while true; do echo tick; sleep 0.05; done"]
     )
     .unwrap();
     let mut first = Daemon::start(&config, &data, &log);
-    until("the first daemon's store", || {
+    common::wait_within("the first daemon's store", 20, || {
         data.join("vigil.db").exists()
     })
     .await;
@@ -162,7 +164,7 @@ command = ["/bin/sh", "-c", "while true; do echo tick; sleep 0.05; done"]
             std::fs::read_to_string(&log).unwrap_or_default()
         )
     };
-    until_msg(what, || {
+    common::wait_within_msg(what, 20, || {
         rec = record().filter(|r| r.state == "running" && r.pid.is_some());
         rec.is_some()
     })
@@ -179,7 +181,7 @@ command = ["/bin/sh", "-c", "while true; do echo tick; sleep 0.05; done"]
     );
 
     let _second = Daemon::start(&config, &data, &log);
-    until("the unit adopted by the second daemon", || {
+    common::wait_within("the unit adopted by the second daemon", 20, || {
         record().is_some_and(|r| r.state == "adopted")
     })
     .await;
@@ -196,7 +198,7 @@ command = ["/bin/sh", "-c", "while true; do echo tick; sleep 0.05; done"]
     // The adopted unit's output is read again from its FIFO.
     let unit_log = data.join(format!("units/{name}/unit.log"));
     let before = std::fs::metadata(&unit_log).map(|m| m.len()).unwrap_or(0);
-    until("more output after adoption", || {
+    common::wait_within("more output after adoption", 20, || {
         std::fs::metadata(&unit_log).is_ok_and(|m| m.len() > before)
     })
     .await;
@@ -217,7 +219,10 @@ adopt = false
     })
     .await;
     let old_pid = first.pid.unwrap();
-    until("the unit's child runs too", || marked("fresh:").len() >= 2).await;
+    common::wait_within("the unit's child runs too", 20, || {
+        marked("fresh:").len() >= 2
+    })
+    .await;
     let old: Vec<i32> = marked("fresh:");
     // The daemon goes away and leaves the unit running, as a restart of vigil does.
     sup.detach().await;
@@ -258,7 +263,7 @@ command = ["/bin/sh", "-c", "env -i /usr/bin/setsid /bin/sh -c '/bin/sleep 1000 
     wait(&sup, "hide", "running", |s| s.state == UnitState::Running).await;
     let pid_file = dir.path().join("hidden.pid");
     let mut hidden = 0;
-    until("the hidden process's pid", || {
+    common::wait_within("the hidden process's pid", 20, || {
         hidden = std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|t| t.trim().parse().ok())

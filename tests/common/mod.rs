@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod redis_server;
+pub mod supervisor;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -177,10 +178,19 @@ pub async fn wait_until(what: &str, cond: &mut impl FnMut() -> bool) {
 }
 
 /// Polls `cond` (real processes, real files) until it holds; panics with `what` after `secs`.
-pub async fn wait_within(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+pub async fn wait_within(what: &str, secs: u64, cond: impl FnMut() -> bool) {
+    wait_within_msg(|| what.to_string(), secs, cond).await
+}
+
+/// `wait_within` whose message is made when it times out (for logs read at that moment).
+pub async fn wait_within_msg(what: impl Fn() -> String, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for: {}",
+            what()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -1,7 +1,9 @@
-//! Shared by the supervisor tests: an app on a temp dir, a supervisor started on it, and the
-//! events it sends.
-#![allow(dead_code)]
+//! The supervisor on its own: an app on a temp dir, a supervisor started on it, and the events
+//! it sends (the daemon's units are reached through `TestDaemon`).
 
+// For the supervisor tests that glob-import this module; unused by the others.
+#[allow(unused_imports)]
+pub use super::redis_server::free_port;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -80,41 +82,6 @@ pub fn marked(prefix: &str) -> Vec<i32> {
     }
     out
 }
-
-/// Polls a condition on the outside world (processes, files) with a deadline.
-pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// `until` with a message made when it times out (for logs read at that moment).
-pub async fn until_msg(what: impl Fn() -> String, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for: {}",
-            what()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// A free loopback port (bound and released: the unit binds it next).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Writes `DIR/server.py`: a real HTTP server for units to run, `server.py PORT DIR [DELAY]`.
 /// It listens after DELAY seconds and answers every GET 200 `ok`, or 500 `sick` while the file
 /// `DIR/sick` exists.
