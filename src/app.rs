@@ -6,7 +6,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::invariants::Harness;
 use crate::metrics::Metrics;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{AnyStore, PgStore, SqliteStore, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
@@ -25,7 +25,7 @@ pub struct App {
     pub api_addr: OnceLock<std::net::SocketAddr>,
     /// The API's bearer token, once the daemon has resolved it (`api::token::resolve`).
     pub api_token: OnceLock<crate::api::token::ApiToken>,
-    store: OnceLock<Arc<SqliteStore>>,
+    store: OnceLock<Arc<AnyStore>>,
     audit: OnceLock<Arc<Audit>>,
     harness: OnceLock<Arc<Harness>>,
 }
@@ -47,12 +47,18 @@ impl App {
         }
     }
 
-    /// The store, opened (and migrated) on first use. The data directory is made 0700 and the
-    /// store file 0600 before SQLite opens it (its `-wal` and `-shm` files copy that mode):
-    /// the store holds every intent's data and the audit trail every step's argv and output.
-    pub fn store(&self) -> Result<Arc<SqliteStore>, StoreError> {
+    /// The store, opened (and migrated) on first use: PostgreSQL when `[store] url` (or
+    /// `VIGIL_STORE_URL`) names one, else SQLite under the data directory. The data directory
+    /// is made 0700 and the store file 0600 before SQLite opens it (its `-wal` and `-shm`
+    /// files copy that mode): the store holds every intent's data and the audit trail every
+    /// step's argv and output.
+    pub fn store(&self) -> Result<Arc<AnyStore>, StoreError> {
         if let Some(s) = self.store.get() {
             return Ok(s.clone());
+        }
+        if let Some(url) = self.config.store.resolve_url() {
+            let s = Arc::new(AnyStore::new(PgStore::open(&url)?));
+            return Ok(self.store.get_or_init(|| s).clone());
         }
         let dir_err = |source| StoreError::DataDir {
             path: self.data_dir.display().to_string(),
@@ -60,7 +66,7 @@ impl App {
         };
         crate::private_fs::create_dir(&self.data_dir).map_err(dir_err)?;
         crate::private_fs::ensure_file(&self.data_dir.join(STORE_FILE)).map_err(dir_err)?;
-        let s = Arc::new(SqliteStore::open_dir(&self.data_dir)?);
+        let s = Arc::new(AnyStore::new(SqliteStore::open_dir(&self.data_dir)?));
         Ok(self.store.get_or_init(|| s).clone())
     }
 

@@ -163,7 +163,7 @@ async fn an_expired_flag_is_ignored() {
 
 /// Rows of the tables `prune` trims, counted in the store file itself.
 fn rows(env: &Env) -> [i64; 4] {
-    let c = rusqlite::Connection::open(env.app.store().unwrap().path()).unwrap();
+    let c = rusqlite::Connection::open(env.app.data_dir().join("vigil.db")).unwrap();
     ["symptoms", "runs", "budget_ledger", "audit"].map(|t| {
         c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
             .unwrap()

@@ -1,7 +1,10 @@
 //! The daemon in-process on a temp dir, driven through its public interface.
 #![allow(dead_code)]
 
+mod both_stores;
+pub mod env;
 pub mod redis_server;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,0 +1,39 @@
+//! Source states in PostgreSQL.
+
+use super::PgStore;
+use crate::sources::SourceState;
+use crate::store::{SourceStore, StoreError};
+
+impl SourceStore for PgStore {
+    fn put_source_states(&self, states: &[SourceState]) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.exec("DELETE FROM source_states", &[])?;
+            for s in states {
+                c.exec(
+                    "INSERT INTO source_states (source, kind, up, reason, since_ms) VALUES ($1, $2, $3, $4, $5)",
+                    &[&s.source, &s.kind, &s.up, &s.reason, &s.since_ms],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn source_states(&self) -> Result<Vec<SourceState>, StoreError> {
+        let rows = self.with_conn(|c| {
+            c.rows(
+                "SELECT source, kind, up, reason, since_ms FROM source_states ORDER BY source",
+                &[],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| SourceState {
+                source: r.get(0),
+                kind: r.get(1),
+                up: r.get(2),
+                reason: r.get(3),
+                since_ms: r.get(4),
+            })
+            .collect())
+    }
+}
