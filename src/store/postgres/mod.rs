@@ -169,8 +169,10 @@ CREATE TABLE units (
 const LOCK_CLASS_WRITE: i32 = 0x7669_6701;
 const LOCK_CLASS_MIGRATE: i32 = 0x7669_6702;
 
-/// At most this many connections per store; more callers wait for one.
-const MAX_CONNECTIONS: usize = 32;
+/// At most this many connections per store; more callers wait for one. A daemon runs a few
+/// orchestrator workers and the API; a fleet of hosts times this stays well inside
+/// PostgreSQL's default of 100 connections.
+const MAX_CONNECTIONS: usize = 4;
 
 /// How long a connection attempt may take before the store counts as away.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
