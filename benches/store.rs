@@ -147,9 +147,8 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     bench(&Place::Sqlite(dir.path().join("vigil.db")), secs);
 
-    let base = std::env::var("VIGIL_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        "postgres://vigil_test:vigil_test@127.0.0.1:5432/vigil_test".into()
-    });
+    let base = std::env::var("VIGIL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://vigil_test:vigil_test@127.0.0.1:5432/vigil_test".into());
     let schema = format!("vigil_bench_{}", std::process::id());
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-csearch_path%3D{schema}");

@@ -64,6 +64,9 @@ enum Command {
     /// Supervised units: list, show, logs, release from quarantine.
     #[command(subcommand)]
     Units(cli::units::UnitsCommand),
+    /// The store itself: `migrate --to URL` copies it into PostgreSQL (`--from URL` back).
+    #[command(subcommand)]
+    Store(cli::store::StoreCommand),
     /// Print a shell completion script: `vigil completions bash > /etc/bash_completion.d/vigil`.
     Completions {
         #[arg(value_enum)]
@@ -110,6 +113,7 @@ fn dispatch(cli: Cli) -> cli::Exit {
         Command::Audit(cmd) => cli::audit::run(&app, cmd),
         Command::Invariants(cmd) => cli::invariants::run(&app, cmd),
         Command::Units(cmd) => cli::units::run(&app, cmd),
+        Command::Store(cmd) => cli::store::run(&app, cmd),
         Command::Init(_) | Command::Completions { .. } | Command::Man => {
             unreachable!("dispatched above")
         }

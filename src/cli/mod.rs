@@ -11,6 +11,7 @@ pub mod intents;
 pub mod invariants;
 pub mod run;
 pub mod status;
+pub mod store;
 pub mod symptoms;
 pub mod units;
 

@@ -13,6 +13,7 @@ mod audit;
 mod escalation;
 mod intents;
 mod invariants;
+pub mod migrate;
 mod postgres;
 mod runs;
 mod sources;

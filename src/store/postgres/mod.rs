@@ -26,6 +26,7 @@ mod intents;
 mod invariants;
 mod runs;
 mod sources;
+mod table;
 mod units;
 
 use super::StoreError;
