@@ -57,7 +57,9 @@ impl App {
             return Ok(s.clone());
         }
         if let Some(url) = self.config.store.resolve_url() {
-            let s = Arc::new(AnyStore::new(PgStore::open(&url)?));
+            let s = Arc::new(AnyStore::new(
+                PgStore::open(&url)?.with_host(&self.config.host()),
+            ));
             return Ok(self.store.get_or_init(|| s).clone());
         }
         let dir_err = |source| StoreError::DataDir {
@@ -66,7 +68,9 @@ impl App {
         };
         crate::private_fs::create_dir(&self.data_dir).map_err(dir_err)?;
         crate::private_fs::ensure_file(&self.data_dir.join(STORE_FILE)).map_err(dir_err)?;
-        let s = Arc::new(AnyStore::new(SqliteStore::open_dir(&self.data_dir)?));
+        let s = Arc::new(AnyStore::new(
+            SqliteStore::open_dir(&self.data_dir)?.with_host(&self.config.host()),
+        ));
         Ok(self.store.get_or_init(|| s).clone())
     }
 

@@ -35,7 +35,7 @@ fn eight_hosts_opening_a_new_store_at_once_migrate_it_once() {
     assert_eq!(again.intent(id).unwrap().unwrap().data["n"], 1);
     assert_eq!(
         common::store::pg_query(&url, "SELECT version FROM vigil_schema"),
-        vec![Some("1".to_string())]
+        vec![Some("2".to_string())]
     );
 }
 

@@ -119,3 +119,8 @@ delegate!(UnitStore {
     fn unit(&self, name: &str) -> Result<Option<UnitRecord>, StoreError>;
     fn units(&self) -> Result<Vec<UnitRecord>, StoreError>;
 });
+
+delegate!(FleetStore {
+    fn host(&self) -> &str;
+    fn fleet(&self) -> Result<Vec<HostStatus>, StoreError>;
+});

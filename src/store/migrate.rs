@@ -55,12 +55,14 @@ pub(crate) const TABLES: &[Table] = &[
             ("lease_expires", Int),
             ("lease_epoch", Int),
             ("wait_lock", Text),
+            ("host", Text),
         ],
         identity: true,
     },
     Table {
         name: "source_states",
         columns: &[
+            ("host", Text),
             ("source", Text),
             ("kind", Text),
             ("up", Bool),
@@ -105,6 +107,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("step", Int),
             ("downtime_since", Int),
             ("lock_epoch", Int),
+            ("host", Text),
         ],
         identity: true,
     },
@@ -138,6 +141,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("intent", Int),
             ("playbook", Text),
             ("details", Text),
+            ("host", Text),
         ],
         identity: true,
     },
@@ -166,6 +170,11 @@ pub(crate) const TABLES: &[Table] = &[
             ("created_ms", Int),
             ("next_attempt_ms", Int),
         ],
+        identity: false,
+    },
+    Table {
+        name: "hosts",
+        columns: &[("host", Text), ("last_seen_ms", Int)],
         identity: false,
     },
     Table {

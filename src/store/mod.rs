@@ -11,6 +11,7 @@
 mod any;
 mod audit;
 mod escalation;
+mod fleet;
 mod intents;
 mod invariants;
 pub mod migrate;
@@ -23,6 +24,7 @@ mod units;
 pub use any::AnyStore;
 pub use audit::AuditStore;
 pub use escalation::EscalationStore;
+pub use fleet::{FleetStore, HostStatus};
 pub use intents::{IntentQuery, IntentStore, Put};
 pub use invariants::{InvariantState, InvariantStore, PendingAlert};
 pub use postgres::PgStore;
@@ -37,8 +39,8 @@ pub use units::{UnitRecord, UnitStore};
 /// Every store trait, for `use vigil::store::prelude::*` where one calls many concerns.
 pub mod prelude {
     pub use super::{
-        AuditStore, EscalationStore, IntentStore, InvariantStore, RunStore, SourceStore, Store,
-        UnitStore,
+        AuditStore, EscalationStore, FleetStore, IntentStore, InvariantStore, RunStore,
+        SourceStore, Store, UnitStore,
     };
 }
 
@@ -63,7 +65,14 @@ pub enum StoreError {
 
 /// Every concern of the store: what the daemon needs of a backend.
 pub trait Store:
-    IntentStore + EscalationStore + RunStore + AuditStore + InvariantStore + SourceStore + UnitStore
+    IntentStore
+    + EscalationStore
+    + RunStore
+    + AuditStore
+    + InvariantStore
+    + SourceStore
+    + UnitStore
+    + FleetStore
 {
     /// `Ok` when the store can keep what it is given, else what is wrong and what to do, in
     /// words (`/healthz` shows it). Cheap; each change of the answer is logged once.
@@ -118,6 +127,15 @@ pub fn hostname() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// The host an intent belongs to: the one its data names (`"host": "b"`, or `"*"` for any
+/// host), else `proposer`, the host that stores it.
+pub fn intent_host(intent: &crate::intent::NewIntent, proposer: &str) -> String {
+    match intent.data.get("host").and_then(|h| h.as_str()) {
+        Some(h) if !h.is_empty() => h.to_string(),
+        _ => proposer.to_string(),
+    }
 }
 
 /// Whether `url` names a PostgreSQL store (`postgres://` or `postgresql://`).

@@ -67,6 +67,30 @@ impl Env {
         }
     }
 
+    /// Another host on this Env's PostgreSQL store and clock: `config` with `host = HOST`.
+    pub fn join(&self, host: &str, config: &str) -> Env {
+        let url = self
+            .store_url
+            .clone()
+            .expect("hosts share a PostgreSQL store");
+        let dir = tempfile::tempdir().unwrap();
+        fake_systemctl(dir.path(), true);
+        let text = format!(
+            "host = \"{host}\"\n{}\n[store]\nurl = \"{url}\"\n",
+            config.replace("{dir}", dir.path().to_str().unwrap())
+        );
+        let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+        let shared: SharedClock = Arc::new(self.clock.clone());
+        let app = Arc::new(App::new(config, dir.path().join("data"), shared));
+        Env {
+            dir,
+            app,
+            clock: self.clock.clone(),
+            backend: Backend::Postgres,
+            store_url: Some(url),
+        }
+    }
+
     /// How many rows `table` of the store holds, read beside the store (not through it).
     pub fn count_rows(&self, table: &str) -> i64 {
         match &self.store_url {

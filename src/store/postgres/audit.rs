@@ -5,15 +5,16 @@ use crate::audit::AuditEntry;
 use crate::store::{AuditStore, StoreError};
 
 /// Appends inside the caller's transaction (`settle_run` ends a run with it).
-pub(super) fn append(c: &Conn, e: &AuditEntry) -> Result<(), tokio_postgres::Error> {
+pub(super) fn append(c: &Conn, host: &str, e: &AuditEntry) -> Result<(), tokio_postgres::Error> {
     c.exec(
-        "INSERT INTO audit (ts, event, intent, playbook, details) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO audit (ts, event, intent, playbook, details, host) VALUES ($1, $2, $3, $4, $5, $6)",
         &[
             &e.ts,
             &e.event,
             &e.intent,
             &e.playbook,
             &e.details.to_string(),
+            &host,
         ],
     )
     .map(drop)
@@ -21,7 +22,7 @@ pub(super) fn append(c: &Conn, e: &AuditEntry) -> Result<(), tokio_postgres::Err
 
 impl AuditStore for PgStore {
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        self.with_conn(|c| append(c, entry))
+        self.with_conn(|c| append(c, &self.host, entry))
     }
 
     fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {

@@ -62,6 +62,7 @@ impl IntentStore for PgStore {
         let key = intent.dedup_key();
         let data = serde_json::to_string(&intent.data).expect("JSON");
         let priority = intent.priority as i64;
+        let host = crate::store::intent_host(intent, &self.host);
         self.write(|c| {
             let existing = c.opt(
                 "SELECT id FROM intents WHERE intent_type = $1 AND dedup_key = $2 AND created_at > $3
@@ -72,9 +73,9 @@ impl IntentStore for PgStore {
                 Some(r) => Put::Duplicate(r.get(0)),
                 None => Put::Inserted(
                     c.one(
-                        "INSERT INTO intents (intent_type, priority, reason, data, dedup_key, origin, status, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING id",
-                        &[&intent.intent_type, &priority, &intent.reason, &data, &key, &intent.origin, &now_ms],
+                        "INSERT INTO intents (intent_type, priority, reason, data, dedup_key, origin, status, created_at, updated_at, host)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $8) RETURNING id",
+                        &[&intent.intent_type, &priority, &intent.reason, &data, &key, &intent.origin, &now_ms, &host],
                     )?
                     .get(0),
                 ),

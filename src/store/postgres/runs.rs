@@ -143,6 +143,7 @@ fn acquire_lock(
 fn check_and_reserve(
     c: &Conn,
     req: &RunRequest,
+    host: &str,
     now_ms: i64,
 ) -> Result<Result<RunRecord, Refusal>, Error> {
     if let Some(lease) = &req.lease {
@@ -216,9 +217,9 @@ fn check_and_reserve(
     };
     let id: i64 = c
         .one(
-            "INSERT INTO runs (intent_id, playbook, mode, holder, started_at, budget, budget_day, reserved_ms, lock_name, lock_epoch)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-            &[&req.intent_id, &req.playbook, &req.mode, &req.holder, &now_ms, &budget, &day, &want, &req.lock, &lock_epoch],
+            "INSERT INTO runs (intent_id, playbook, mode, holder, started_at, budget, budget_day, reserved_ms, lock_name, lock_epoch, host)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            &[&req.intent_id, &req.playbook, &req.mode, &req.holder, &now_ms, &budget, &day, &want, &req.lock, &lock_epoch, &host],
         )?
         .get(0);
     Ok(Ok(RunRecord {
@@ -288,6 +289,7 @@ impl RunStore for PgStore {
                     "UPDATE intents SET status = 'running', lease_holder = $1, lease_expires = $2, updated_at = $3,
                             lease_epoch = lease_epoch + 1
                      WHERE id = (SELECT id FROM intents i WHERE status = 'pending'
+                                   AND host IN ($5, '*', '')
                                    AND (wait_lock IS NULL OR created_at < $3::bigint - $4::bigint
                                         OR NOT EXISTS (SELECT 1 FROM locks l
                                                        WHERE l.name = i.wait_lock AND l.expires_at > $3))
@@ -296,7 +298,7 @@ impl RunStore for PgStore {
                        AND status = 'pending'
                      RETURNING {INTENT_COLUMNS}, lease_epoch"
                 ),
-                &[&holder, &(now_ms + lease_ms), &now_ms, &intent_ttl_ms],
+                &[&holder, &(now_ms + lease_ms), &now_ms, &intent_ttl_ms, &self.host],
             )
         })?;
         row.map(|r| {
@@ -406,7 +408,7 @@ impl RunStore for PgStore {
             // The checks and reservations in a savepoint: a refusal undoes a lock taken before
             // the budget said no, but keeps the correction of future stamps.
             c.batch("SAVEPOINT gates")?;
-            let r = check_and_reserve(c, req, now_ms)?;
+            let r = check_and_reserve(c, req, &self.host, now_ms)?;
             c.batch(if r.is_ok() {
                 "RELEASE SAVEPOINT gates"
             } else {
@@ -463,7 +465,7 @@ impl RunStore for PgStore {
                 return Ok((Settled::AlreadyEnded, false));
             }
             set_status(c, end.intent_id, end.status, Some(end.note), end.now_ms)?;
-            super::audit::append(c, audit)?;
+            super::audit::append(c, &self.host, audit)?;
             Ok((Settled::Ended, true))
         })
     }
@@ -521,6 +523,12 @@ impl RunStore for PgStore {
                 "UPDATE intents SET lease_expires = $2
                  WHERE status = 'running' AND lease_holder = $1 AND lease_expires >= $3",
                 &[&holder, &until, &now_ms],
+            )?;
+            // The orchestrator's heartbeat: this host is alive.
+            c.exec(
+                "INSERT INTO hosts (host, last_seen_ms) VALUES ($1, $2)
+                 ON CONFLICT (host) DO UPDATE SET last_seen_ms = greatest(hosts.last_seen_ms, $2)",
+                &[&self.host, &now_ms],
             )?;
             // Runs hold locks as `HOLDER/INTENT`.
             c.exec(

@@ -7,11 +7,15 @@ use crate::store::{SourceStore, StoreError};
 impl SourceStore for PgStore {
     fn put_source_states(&self, states: &[SourceState]) -> Result<(), StoreError> {
         self.write(|c| {
-            c.exec("DELETE FROM source_states", &[])?;
+            // This host's rows only.
+            c.exec(
+                "DELETE FROM source_states WHERE host IN ($1, '')",
+                &[&self.host],
+            )?;
             for s in states {
                 c.exec(
-                    "INSERT INTO source_states (source, kind, up, reason, since_ms) VALUES ($1, $2, $3, $4, $5)",
-                    &[&s.source, &s.kind, &s.up, &s.reason, &s.since_ms],
+                    "INSERT INTO source_states (host, source, kind, up, reason, since_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[&self.host, &s.source, &s.kind, &s.up, &s.reason, &s.since_ms],
                 )?;
             }
             Ok(())
@@ -21,8 +25,9 @@ impl SourceStore for PgStore {
     fn source_states(&self) -> Result<Vec<SourceState>, StoreError> {
         let rows = self.with_conn(|c| {
             c.rows(
-                "SELECT source, kind, up, reason, since_ms FROM source_states ORDER BY source",
-                &[],
+                "SELECT source, kind, up, reason, since_ms FROM source_states
+                 WHERE host IN ($1, '') ORDER BY source",
+                &[&self.host],
             )
         })?;
         Ok(rows

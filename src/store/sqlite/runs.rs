@@ -157,6 +157,7 @@ fn acquire_lock(
 fn check_and_reserve(
     tx: &Connection,
     req: &RunRequest,
+    host: &str,
     now_ms: i64,
 ) -> rusqlite::Result<Result<RunRecord, Refusal>> {
     if let Some(lease) = &req.lease {
@@ -227,9 +228,9 @@ fn check_and_reserve(
         None => (None, None, 0),
     };
     tx.exec(
-        "INSERT INTO runs (intent_id, playbook, mode, holder, started_at, budget, budget_day, reserved_ms, lock_name, lock_epoch)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![req.intent_id, req.playbook, req.mode, req.holder, now_ms, budget, day, want, req.lock, lock_epoch],
+        "INSERT INTO runs (intent_id, playbook, mode, holder, started_at, budget, budget_day, reserved_ms, lock_name, lock_epoch, host)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![req.intent_id, req.playbook, req.mode, req.holder, now_ms, budget, day, want, req.lock, lock_epoch, host],
     )?;
     Ok(Ok(RunRecord {
         id: tx.last_insert_rowid(),
@@ -299,13 +300,14 @@ impl RunStore for SqliteStore {
                     "UPDATE intents SET status = 'running', lease_holder = ?1, lease_expires = ?2, updated_at = ?3,
                             lease_epoch = lease_epoch + 1
                      WHERE id = (SELECT id FROM intents i WHERE status = 'pending'
+                                   AND host IN (?5, '*', '')
                                    AND (wait_lock IS NULL OR created_at < ?3 - ?4
                                         OR NOT EXISTS (SELECT 1 FROM locks l
                                                        WHERE l.name = i.wait_lock AND l.expires_at > ?3))
                                  ORDER BY priority DESC, created_at, id LIMIT 1)
                      RETURNING {INTENT_COLUMNS}, lease_epoch"
                 ),
-                params![holder, now_ms + lease_ms, now_ms, intent_ttl_ms],
+                params![holder, now_ms + lease_ms, now_ms, intent_ttl_ms, self.host],
                 |r| {
                     Ok(Claim {
                         intent: row_to_intent(r)?,
@@ -416,7 +418,7 @@ impl RunStore for SqliteStore {
             // The checks and reservations in a savepoint: a refusal undoes a lock taken before
             // the budget said no, but keeps the correction of future stamps.
             let sp = tx.savepoint()?;
-            let r = check_and_reserve(&sp, req, now_ms)?;
+            let r = check_and_reserve(&sp, req, &self.host, now_ms)?;
             if r.is_ok() {
                 sp.commit()?;
             } else {
@@ -478,7 +480,7 @@ impl RunStore for SqliteStore {
                 return Ok(Settled::AlreadyEnded);
             }
             set_status(&tx, end.intent_id, end.status, Some(end.note), end.now_ms)?;
-            super::audit::append(&tx, audit)?;
+            super::audit::append(&tx, &self.host, audit)?;
             tx.commit()?;
             Ok(Settled::Ended)
         })
@@ -539,6 +541,12 @@ impl RunStore for SqliteStore {
                 "UPDATE intents SET lease_expires = ?2
                  WHERE status = 'running' AND lease_holder = ?1 AND lease_expires >= ?3",
                 params![holder, now_ms + lease_ms, now_ms],
+            )?;
+            // The orchestrator's heartbeat: this host is alive.
+            c.exec(
+                "INSERT INTO hosts (host, last_seen_ms) VALUES (?1, ?2)
+                 ON CONFLICT (host) DO UPDATE SET last_seen_ms = max(last_seen_ms, ?2)",
+                params![self.host, now_ms],
             )?;
             // Runs hold locks as `HOLDER/INTENT`.
             c.exec(
