@@ -64,6 +64,8 @@ enum Command {
     /// Supervised units: list, show, logs, release from quarantine.
     #[command(subcommand)]
     Units(cli::units::UnitsCommand),
+    /// Playbook locks held; `release NAME` frees one whose holder died (audited).
+    Locks(cli::locks::LocksArgs),
     /// The store itself: `migrate --to URL` copies it into PostgreSQL (`--from URL` back).
     #[command(subcommand)]
     Store(cli::store::StoreCommand),
@@ -114,6 +116,7 @@ fn dispatch(cli: Cli) -> cli::Exit {
         Command::Invariants(cmd) => cli::invariants::run(&app, cmd),
         Command::Units(cmd) => cli::units::run(&app, cmd),
         Command::Store(cmd) => cli::store::run(&app, cmd),
+        Command::Locks(args) => cli::locks::run(&app, args),
         Command::Init(_) | Command::Completions { .. } | Command::Man => {
             unreachable!("dispatched above")
         }

@@ -109,3 +109,55 @@ fn the_fleet_view_lists_every_host_with_its_sources_down_and_runs_in_flight() {
     );
     assert_eq!(sa.host(), "a");
 }
+
+#[test]
+fn an_operator_releases_the_lock_of_a_dead_host_and_it_is_audited() {
+    let a = Env::on(Backend::Postgres, "", IN_WINDOW).join("a", BASE);
+    let store = a.app.store().unwrap();
+    // Host a took the fleet lock and died: its lease would run for an hour more.
+    assert!(store
+        .acquire_lock("rolling", "a:1:0/7", 3_600_000, 0)
+        .unwrap()
+        .is_ok());
+    store.renew_leases("a:1:0", 3_600_000, 0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "host = \"ops\"\n[store]\nurl = \"{}\"\n",
+            a.store_url.as_ref().unwrap()
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        common::out(
+            common::vigil(&dir.path().join("data"))
+                .env_remove("VIGIL_STORE_URL")
+                .arg("--config")
+                .arg(&config)
+                .args(args),
+        )
+    };
+    let (code, out, err) = cli(&["locks", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let locks: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(locks[0]["holder"], "a:1:0/7");
+
+    let (code, out, err) = cli(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["host"], "ops");
+    assert_eq!(status["fleet"][0]["host"], "a");
+
+    let (code, out, err) = cli(&["locks", "release", "rolling"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("held by a:1:0/7"), "{out}");
+    assert!(store.locks().unwrap().is_empty());
+    let (code, _, err) = cli(&["locks", "release", "rolling"]);
+    assert_eq!(code, 1, "nothing to release");
+    assert!(err.contains("no lock \"rolling\""), "{err}");
+    let tail = store.audit_tail(1).unwrap();
+    assert_eq!(tail[0].event, "lock_released");
+    assert_eq!(tail[0].details["holder"], "a:1:0/7");
+}

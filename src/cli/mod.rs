@@ -9,6 +9,7 @@ pub mod completions;
 pub mod init;
 pub mod intents;
 pub mod invariants;
+pub mod locks;
 pub mod run;
 pub mod status;
 pub mod store;
