@@ -56,17 +56,18 @@ impl App {
         if let Some(s) = self.store.get() {
             return Ok(s.clone());
         }
+        let dir_err = |source| StoreError::DataDir {
+            path: self.data_dir.display().to_string(),
+            source,
+        };
+        // On PostgreSQL too: the inbox, the audit files and the daemon's record stay local.
+        crate::private_fs::create_dir(&self.data_dir).map_err(dir_err)?;
         if let Some(url) = self.config.store.resolve_url() {
             let s = Arc::new(AnyStore::new(
                 PgStore::open(&url)?.with_host(&self.config.host()),
             ));
             return Ok(self.store.get_or_init(|| s).clone());
         }
-        let dir_err = |source| StoreError::DataDir {
-            path: self.data_dir.display().to_string(),
-            source,
-        };
-        crate::private_fs::create_dir(&self.data_dir).map_err(dir_err)?;
         crate::private_fs::ensure_file(&self.data_dir.join(STORE_FILE)).map_err(dir_err)?;
         let s = Arc::new(AnyStore::new(
             SqliteStore::open_dir(&self.data_dir)?.with_host(&self.config.host()),
