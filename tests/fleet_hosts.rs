@@ -34,7 +34,7 @@ async fn each_host_runs_its_own_intents_and_the_named_ones() {
     let url = a.store_url.clone().unwrap();
     let hosts = common::store::pg_query(&url, "SELECT host FROM runs ORDER BY intent_id");
     let by_intent: Vec<Option<String>> = hosts;
-    let mut want = vec![(mine, "a"), (for_b, "b"), (for_any, "b")];
+    let mut want = [(mine, "a"), (for_b, "b"), (for_any, "b")];
     want.sort();
     assert_eq!(
         by_intent,

@@ -355,7 +355,7 @@ impl PgStore {
             let version: Option<i64> = c
                 .opt("SELECT version FROM vigil_schema", &[])?
                 .map(|r| r.get(0));
-            let version = version.unwrap_or_else(|| -1);
+            let version = version.unwrap_or(-1);
             if version < 0 {
                 c.exec("INSERT INTO vigil_schema (version) VALUES (0)", &[])?;
             }
