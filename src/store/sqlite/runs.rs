@@ -291,7 +291,9 @@ impl RunStore for SqliteStore {
         intent_ttl_ms: i64,
         now_ms: i64,
     ) -> Result<Option<Claim>, StoreError> {
-        // One statement, so two claimers never take the same intent. An intent waiting for a
+        // One statement, so two claimers never take the same intent. Every intent is this
+        // host's: a SQLite store is one host's (a fleet shares PostgreSQL), so an intent whose
+        // data happens to name a `host` is not left unclaimed here. An intent waiting for a
         // lock someone holds is left alone, so workers do not spin on it; once the lock is
         // free (released, or its lease ran out) or the intent outlived its TTL, it is taken.
         self.with_conn(|c| {
@@ -300,14 +302,13 @@ impl RunStore for SqliteStore {
                     "UPDATE intents SET status = 'running', lease_holder = ?1, lease_expires = ?2, updated_at = ?3,
                             lease_epoch = lease_epoch + 1
                      WHERE id = (SELECT id FROM intents i WHERE status = 'pending'
-                                   AND host IN (?5, '*', '')
                                    AND (wait_lock IS NULL OR created_at < ?3 - ?4
                                         OR NOT EXISTS (SELECT 1 FROM locks l
                                                        WHERE l.name = i.wait_lock AND l.expires_at > ?3))
                                  ORDER BY priority DESC, created_at, id LIMIT 1)
                      RETURNING {INTENT_COLUMNS}, lease_epoch"
                 ),
-                params![holder, now_ms + lease_ms, now_ms, intent_ttl_ms, self.host],
+                params![holder, now_ms + lease_ms, now_ms, intent_ttl_ms],
                 |r| {
                     Ok(Claim {
                         intent: row_to_intent(r)?,
