@@ -22,9 +22,12 @@ pub fn postgres_url() -> String {
 }
 
 /// A URL of the test database whose `search_path` is a new schema (created by the store when
-/// it opens).
+/// it opens). The first call of a test process drops the schemas of test processes that have
+/// ended, so the test database does not grow run after run.
 pub fn fresh_postgres_url() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(sweep_schemas);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -37,6 +40,29 @@ pub fn fresh_postgres_url() -> String {
     let base = postgres_url();
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}options=-csearch_path%3D{schema}")
+}
+
+/// Drops `vigil_tPID_*` schemas whose process is gone.
+fn sweep_schemas() {
+    // Another test process may sweep at the same time: failures here are not the test's.
+    let Ok(names) = try_pg_query(
+        &postgres_url(),
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'vigil\\_t%'",
+    ) else {
+        return;
+    };
+    for name in names.into_iter().flatten() {
+        let pid = name
+            .strip_prefix("vigil_t")
+            .and_then(|r| r.split('_').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = try_pg_query(
+                &postgres_url(),
+                &format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"),
+            );
+        }
+    }
 }
 
 /// Opens the PostgreSQL store at `url`, or fails the test with what to do.
@@ -115,6 +141,11 @@ impl Place {
 /// Runs `sql` against the test database on a thread of its own (usable from async tests),
 /// returning the first column of every row as text.
 pub fn pg_query(url: &str, sql: &str) -> Vec<Option<String>> {
+    try_pg_query(url, sql).unwrap_or_else(|e| panic!("{e}; run scripts/setup"))
+}
+
+/// `pg_query` that returns what failed instead of failing the test.
+pub fn try_pg_query(url: &str, sql: &str) -> Result<Vec<Option<String>>, String> {
     let (url, sql) = (url.to_string(), sql.to_string());
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -124,20 +155,19 @@ pub fn pg_query(url: &str, sql: &str) -> Vec<Option<String>> {
         rt.block_on(async move {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
-                .unwrap_or_else(|e| {
-                    panic!("cannot reach PostgreSQL at {url}: {e}; run scripts/setup")
-                });
+                .map_err(|e| format!("cannot reach PostgreSQL at {url}: {e}"))?;
             tokio::spawn(conn);
             let rows = client
                 .simple_query(&sql)
                 .await
-                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-            rows.into_iter()
+                .map_err(|e| format!("{sql}: {e:?}"))?;
+            Ok(rows
+                .into_iter()
                 .filter_map(|m| match m {
                     tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(String::from)),
                     _ => None,
                 })
-                .collect()
+                .collect())
         })
     })
     .join()
