@@ -253,9 +253,10 @@ impl PgStore {
             host: super::hostname(),
             config,
             key: 0,
+            // The connection made below to migrate counts (it joins the pool).
             idle: Mutex::new(Pool {
                 idle: Vec::new(),
-                open: 0,
+                open: 1,
             }),
             freed: Condvar::new(),
             last_health: Mutex::new(None),
