@@ -124,7 +124,7 @@ fn main() {
     let base_intents = median(rates);
     let mut rates = Vec::new();
     // A connection of its own to the same file: the store keeps its connection to itself.
-    let mut conn = rusqlite::Connection::open(store.path()).unwrap();
+    let mut conn = rusqlite::Connection::open(app.data_dir().join("vigil.db")).unwrap();
     for _ in 0..ROUNDS {
         let t0 = Instant::now();
         for _ in 0..EVALS {

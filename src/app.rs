@@ -6,7 +6,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::invariants::Harness;
 use crate::metrics::Metrics;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{AnyStore, PgStore, SqliteStore, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
@@ -30,7 +30,7 @@ pub struct App {
     /// The daemon's supervised units, once the supervisor has started them (unset in the CLI
     /// and when no unit is configured): the API, playbook steps and canaries act through it.
     pub supervisor: OnceLock<Arc<crate::supervisor::Supervisor>>,
-    store: OnceLock<Arc<SqliteStore>>,
+    store: OnceLock<Arc<AnyStore>>,
     audit: OnceLock<Arc<Audit>>,
     harness: OnceLock<Arc<Harness>>,
 }
@@ -54,10 +54,12 @@ impl App {
         }
     }
 
-    /// The store, opened (and migrated) on first use. The data directory is made 0700 and the
-    /// store file 0600 before SQLite opens it (its `-wal` and `-shm` files copy that mode):
-    /// the store holds every intent's data and the audit trail every step's argv and output.
-    pub fn store(&self) -> Result<Arc<SqliteStore>, StoreError> {
+    /// The store, opened (and migrated) on first use: PostgreSQL when `[store] url` (or
+    /// `VIGIL_STORE_URL`) names one, else SQLite under the data directory. The data directory
+    /// is made 0700 and the store file 0600 before SQLite opens it (its `-wal` and `-shm`
+    /// files copy that mode): the store holds every intent's data and the audit trail every
+    /// step's argv and output.
+    pub fn store(&self) -> Result<Arc<AnyStore>, StoreError> {
         if let Some(s) = self.store.get() {
             return Ok(s.clone());
         }
@@ -65,9 +67,18 @@ impl App {
             path: self.data_dir.display().to_string(),
             source,
         };
+        // On PostgreSQL too: the inbox, the audit files and the daemon's record stay local.
         crate::private_fs::create_dir(&self.data_dir).map_err(dir_err)?;
+        if let Some(url) = self.config.store.resolve_url() {
+            let s = Arc::new(AnyStore::new(
+                PgStore::open(&url)?.with_host(&self.config.host()),
+            ));
+            return Ok(self.store.get_or_init(|| s).clone());
+        }
         crate::private_fs::ensure_file(&self.data_dir.join(STORE_FILE)).map_err(dir_err)?;
-        let s = Arc::new(SqliteStore::open_dir(&self.data_dir)?);
+        let s = Arc::new(AnyStore::new(
+            SqliteStore::open_dir(&self.data_dir)?.with_host(&self.config.host()),
+        ));
         Ok(self.store.get_or_init(|| s).clone())
     }
 

@@ -404,7 +404,7 @@ pub fn prune_audit_files(dir: &std::path::Path, today: jiff::civil::Date, keep: 
 
 /// Mirrors source health into the store whenever it changes, for `vigil status`.
 async fn persist_health(
-    store: Arc<crate::store::SqliteStore>,
+    store: Arc<crate::store::AnyStore>,
     health: Arc<Health>,
     changes: crate::api::stream::Changes,
     mut shutdown: watch::Receiver<bool>,

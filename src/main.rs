@@ -69,6 +69,11 @@ enum Command {
     Canary(cli::canary::CanaryCommand),
     /// The day-1 acceptance checks: config, predictive run, budgets, locks, audit, a spare canary.
     Acceptance(cli::acceptance::AcceptanceArgs),
+    /// Playbook locks held; `release NAME` frees one whose holder died (audited).
+    Locks(cli::locks::LocksArgs),
+    /// The store itself: `migrate --to URL` copies it into PostgreSQL (`--from URL` back).
+    #[command(subcommand)]
+    Store(cli::store::StoreCommand),
     /// Print a shell completion script: `vigil completions bash > /etc/bash_completion.d/vigil`.
     Completions {
         #[arg(value_enum)]
@@ -120,6 +125,8 @@ fn dispatch(cli: Cli) -> cli::Exit {
         Command::Invariants(cmd) => cli::invariants::run(&app, cmd),
         Command::Units(cmd) => cli::units::run(&app, cmd),
         Command::Canary(cmd) => cli::canary::run(app, cmd),
+        Command::Store(cmd) => cli::store::run(&app, cmd),
+        Command::Locks(args) => cli::locks::run(&app, args),
         Command::Init(_) | Command::Completions { .. } | Command::Man | Command::Acceptance(_) => {
             unreachable!("dispatched above")
         }

@@ -1,9 +1,10 @@
 //! Escalation: a flag armed on the 3rd symptom (not the 2nd), expired after its TTL, and
-//! cleared by a successful escalated run, which switches the playbook's mode back.
+//! cleared by a successful escalated run, which switches the playbook's mode back. On SQLite
+//! and on PostgreSQL.
 
-mod orchestrator_support;
+mod common;
 
-use orchestrator_support::*;
+use common::env::*;
 use serde_json::json;
 use vigil::escalation;
 use vigil::intent::IntentStatus;
@@ -22,8 +23,8 @@ steps = [
 ]
 "#;
 
-fn env() -> Env {
-    let env = Env::new(&format!("{BASE}{PLAYBOOK}"), IN_WINDOW);
+fn env(b: Backend) -> Env {
+    let env = Env::on(b, &format!("{BASE}{PLAYBOOK}"), IN_WINDOW);
     script(
         &env.path("record"),
         &format!("echo \"$@\" >> {}", env.path("record.log").display()),
@@ -40,9 +41,9 @@ fn record(env: &Env, n: u32) -> escalation::SymptomRecorded {
     .unwrap()
 }
 
-#[test]
-fn armed_on_the_third_symptom_not_the_second_and_expires_after_its_ttl() {
-    let env = env();
+on_both_stores!(#[test]
+fn armed_on_the_third_symptom_not_the_second_and_expires_after_its_ttl(b) {
+    let env = env(b);
     assert!(record(&env, 1).armed.is_none());
     env.advance_h(1.0);
     let second = record(&env, 2);
@@ -76,22 +77,22 @@ fn armed_on_the_third_symptom_not_the_second_and_expires_after_its_ttl() {
         events.iter().filter(|e| *e == "escalation_armed").count(),
         1
     );
-}
+});
 
-#[test]
-fn symptoms_outside_the_window_do_not_count() {
-    let env = env();
+on_both_stores!(#[test]
+fn symptoms_outside_the_window_do_not_count(b) {
+    let env = env(b);
     record(&env, 1);
     record(&env, 2);
     env.advance_h(24.5);
     let r = record(&env, 3);
     assert_eq!(r.count, 1);
     assert!(r.armed.is_none());
-}
+});
 
-#[tokio::test]
-async fn a_successful_escalated_run_clears_the_flag_and_the_mode_reverts() {
-    let env = env();
+on_both_stores!(#[tokio::test]
+async fn a_successful_escalated_run_clears_the_flag_and_the_mode_reverts(b) {
+    let env = env(b);
     let orch = env.orchestrator();
 
     let id = env.submit("alert_gpu_oom", 1);
@@ -145,11 +146,11 @@ async fn a_successful_escalated_run_clears_the_flag_and_the_mode_reverts() {
     ] {
         assert!(events.contains(&e.to_string()), "{e} in {events:?}");
     }
-}
+});
 
-#[tokio::test]
-async fn an_expired_flag_is_ignored() {
-    let env = env();
+on_both_stores!(#[tokio::test]
+async fn an_expired_flag_is_ignored(b) {
+    let env = env(b);
     env.clock.set("2026-11-23T04:00:00Z".parse().unwrap()); // 23:00 the evening before
     for n in 0..3 {
         record(&env, n);
@@ -159,21 +160,17 @@ async fn an_expired_flag_is_ignored() {
     env.orchestrator().drain().await.unwrap();
     assert_eq!(env.status(id), IntentStatus::Done);
     assert_eq!(env.systemctl_log(), "", "ran in predictive mode");
-}
+});
 
-/// Rows of the tables `prune` trims, counted in the store file itself.
+/// Rows of the tables `prune` trims, counted in the store itself.
 fn rows(env: &Env) -> [i64; 4] {
-    let c = rusqlite::Connection::open(env.app.store().unwrap().path()).unwrap();
-    ["symptoms", "runs", "budget_ledger", "audit"].map(|t| {
-        c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
-            .unwrap()
-    })
+    ["symptoms", "runs", "budget_ledger", "audit"].map(|t| env.count_rows(t))
 }
 
-#[tokio::test]
-async fn old_symptoms_runs_and_audit_rows_are_pruned_but_recent_ones_stay() {
+on_both_stores!(#[tokio::test]
+async fn old_symptoms_runs_and_audit_rows_are_pruned_but_recent_ones_stay(b) {
     use vigil::store::prelude::*;
-    let env = env();
+    let env = env(b);
     record(&env, 1);
     let old = env.submit("alert_gpu_oom", 1);
     env.orchestrator().drain().await.unwrap();
@@ -204,10 +201,10 @@ async fn old_symptoms_runs_and_audit_rows_are_pruned_but_recent_ones_stay() {
     assert_eq!(left[0].meta["n"], 2);
     let runs = store.runs(None, i64::MIN, false).unwrap();
     assert_eq!(runs[0].intent_id, recent, "the recent run stays");
-}
+});
 
-#[tokio::test]
-async fn symptom_and_clear_escalation_steps() {
+on_both_stores!(#[tokio::test]
+async fn symptom_and_clear_escalation_steps(b) {
     let config = format!(
         r#"{BASE}
 [playbooks.observe]
@@ -219,7 +216,7 @@ on = "trigger_reset"
 steps = [{{ clear_escalation = "vllm_oom" }}, {{ log = "reset by {{reason}}" }}]
 "#
     );
-    let env = Env::new(&config, IN_WINDOW);
+    let env = Env::on(b, &config, IN_WINDOW);
     let orch = env.orchestrator();
     for n in 0..3 {
         env.submit("alert_oom_seen", n);
@@ -241,4 +238,4 @@ steps = [{{ clear_escalation = "vllm_oom" }}, {{ log = "reset by {{reason}}" }}]
     orch.drain().await.unwrap();
     assert_eq!(env.status(id), vigil::intent::IntentStatus::Done);
     assert!(escalation::armed(&env.app, "vllm_oom").unwrap().is_none());
-}
+});

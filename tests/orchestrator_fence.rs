@@ -1,12 +1,12 @@
 //! Fencing and lock contention, in-process on the injected clock: a holder whose lease ran
 //! out mid-step neither runs another step nor settles; intents that find their playbook's
 //! lock held wait for it (audited once) instead of being denied, and expire past their
-//! `intent_ttl`. (Two real daemons and SIGSTOP: orchestrator_cli.rs.)
+//! `intent_ttl`. (Two real daemons and SIGSTOP: orchestrator_cli.rs.) Every test runs on
+//! SQLite and on PostgreSQL.
 
 mod common;
-mod orchestrator_support;
 
-use orchestrator_support::*;
+use common::env::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vigil::clock::Clock;
@@ -17,8 +17,8 @@ fn count(events: &[String], name: &str) -> usize {
     events.iter().filter(|e| e.as_str() == name).count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_whose_lease_expired_mid_step_runs_nothing_more_and_cannot_settle() {
+on_both_stores!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_lease_expired_mid_step_runs_nothing_more_and_cannot_settle(b) {
     // Step 1 waits for a file; step 2 would append to the log.
     let config = format!(
         r#"{BASE}
@@ -31,7 +31,7 @@ steps = [
 ]
 "#
     );
-    let env = Env::new(&config, IN_WINDOW);
+    let env = Env::on(b, &config, IN_WINDOW);
     let id = env.submit("trigger_x", 1);
     let holder = Arc::new(env.orchestrator());
     let task = {
@@ -72,10 +72,10 @@ steps = [
     assert_eq!(env.orchestrator().recover().await.unwrap(), 1);
     env.assert_status(id, IntentStatus::Failed);
     assert!(store.locks().unwrap().is_empty());
-}
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_that_loses_its_lease_mid_step_kills_the_step() {
+on_both_stores!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_loses_its_lease_mid_step_kills_the_step(b) {
     // BASE's [orchestrator] table with a 2 s lease.
     let base = BASE.replace(
         "systemctl = [\"{dir}/systemctl\"]\n",
@@ -88,7 +88,7 @@ on = "trigger_*"
 steps = [{{ run = ["sh", "-c", "echo $$ > {{dir}}/step.pid; exec sleep 60"], timeout = "2m" }}]
 "#
     );
-    let env = Env::new(&config, IN_WINDOW);
+    let env = Env::on(b, &config, IN_WINDOW);
     let id = env.submit("trigger_x", 1);
     let holder = Arc::new(env.orchestrator());
     let started = Instant::now();
@@ -120,7 +120,7 @@ steps = [{{ run = ["sh", "-c", "echo $$ > {{dir}}/step.pid; exec sleep 60"], tim
     .await;
     assert_eq!(env.status(id), IntentStatus::Running);
     assert_eq!(count(&env.audit_events(), "lease_lost"), 1);
-}
+});
 
 fn locked_playbook() -> String {
     format!(
@@ -133,9 +133,9 @@ steps = [{{ run = ["sh", "-c", "echo {{data.n}} >> {{dir}}/ran"] }}]
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_for_one_locked_playbook_waits_for_the_lock_and_all_run() {
-    let env = Env::new(&locked_playbook(), IN_WINDOW);
+on_both_stores!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_for_one_locked_playbook_waits_for_the_lock_and_all_run(b) {
+    let env = Env::on(b, &locked_playbook(), IN_WINDOW);
     let n = 50;
     let ids: Vec<i64> = (0..n).map(|i| env.submit("trigger_burst", i)).collect();
     // Four workers of one orchestrator and four of another share the store, as the daemon's
@@ -189,11 +189,11 @@ async fn a_burst_for_one_locked_playbook_waits_for_the_lock_and_all_run() {
     unique.dedup();
     assert_eq!(deferred.len(), unique.len(), "{deferred:?}");
     assert_eq!(env.app.metrics.gate_denials_total.total(), 0.0);
-}
+});
 
-#[tokio::test]
-async fn intents_waiting_for_a_lock_expire_past_their_ttl_with_a_note() {
-    let env = Env::new(&locked_playbook(), IN_WINDOW);
+on_both_stores!(#[tokio::test]
+async fn intents_waiting_for_a_lock_expire_past_their_ttl_with_a_note(b) {
+    let env = Env::on(b, &locked_playbook(), IN_WINDOW);
     let store = env.app.store().unwrap();
     let now = env.clock.now_ms();
     // Someone else holds gpu0 for ten hours (a long job on another vigil).
@@ -238,11 +238,11 @@ async fn intents_waiting_for_a_lock_expire_past_their_ttl_with_a_note() {
         );
     }
     assert!(!env.path("ran").exists());
-}
+});
 
-#[tokio::test]
-async fn a_deferred_intent_runs_once_the_lock_is_released() {
-    let env = Env::new(&locked_playbook(), IN_WINDOW);
+on_both_stores!(#[tokio::test]
+async fn a_deferred_intent_runs_once_the_lock_is_released(b) {
+    let env = Env::on(b, &locked_playbook(), IN_WINDOW);
     let store = env.app.store().unwrap();
     assert!(store
         .acquire_lock("gpu0", "elsewhere:1:0/99", 60_000, env.clock.now_ms())
@@ -268,13 +268,13 @@ async fn a_deferred_intent_runs_once_the_lock_is_released() {
     env.clock.advance(Duration::from_secs(61));
     assert_eq!(orch.drain().await.unwrap(), 1);
     env.assert_status(id, IntentStatus::Done);
-}
+});
 
-#[test]
-fn a_lock_is_fenced_by_its_epoch_not_only_its_holder_name() {
-    use vigil::store::{Fence, LeaseFence, LockFence, RunEnd, RunRequest, Settled, SqliteStore};
+on_both_stores!(#[test]
+fn a_lock_is_fenced_by_its_epoch_not_only_its_holder_name(b) {
+    use vigil::store::{Fence, LeaseFence, LockFence, RunEnd, RunRequest, Settled};
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_dir(dir.path()).unwrap();
+    let store = b.open(dir.path());
     let intent = vigil::intent::NewIntent {
         intent_type: "trigger_x".into(),
         priority: 5,
@@ -396,4 +396,4 @@ fn a_lock_is_fenced_by_its_epoch_not_only_its_holder_name() {
         vigil::store::Refusal::LeaseLost
     );
     assert_eq!(store.runs(None, i64::MIN, false).unwrap().len(), 1);
-}
+});

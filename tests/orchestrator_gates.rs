@@ -1,12 +1,14 @@
 //! Gates: the maintenance window (edges, both DST nights, across midnight), the budget under
-//! 100 concurrent attempts, cooldown and rate limit, and the lock across processes.
+//! 100 concurrent attempts, cooldown and rate limit, and the lock across processes. Every
+//! test of the store's gates runs on SQLite and on PostgreSQL (`on_both_stores!`).
 
-mod orchestrator_support;
+mod common;
 
+use common::env::*;
+use common::store::Place;
 use jiff::civil::date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-use orchestrator_support::*;
 use std::sync::{Arc, Barrier};
 use vigil::audit::AuditEntry;
 use vigil::intent::IntentStatus;
@@ -14,7 +16,7 @@ use vigil::orchestrator::config::WindowSpan;
 use vigil::orchestrator::gates::{Denial, Gate};
 use vigil::orchestrator::window;
 use vigil::store::prelude::*;
-use vigil::store::{BudgetRequest, RunEnd, RunRecord, RunRequest, Settled, SqliteStore};
+use vigil::store::{AnyStore, BudgetRequest, RunEnd, RunRecord, RunRequest, Settled};
 
 fn ny() -> TimeZone {
     TimeZone::get("America/New_York").unwrap()
@@ -120,9 +122,9 @@ window = "maintenance"
 steps = [{ log = "tuning for {reason}" }]
 "#;
 
-#[tokio::test]
-async fn outside_the_window_the_intent_is_denied_with_the_reason() {
-    let env = Env::new(&format!("{BASE}{WINDOWED}"), "2026-11-23T12:30:00Z"); // 07:30 EST
+on_both_stores!(#[tokio::test]
+async fn outside_the_window_the_intent_is_denied_with_the_reason(b) {
+    let env = Env::on(b, &format!("{BASE}{WINDOWED}"), "2026-11-23T12:30:00Z"); // 07:30 EST
     let id = env.submit("alert_gpu_oom", 1);
     env.orchestrator().drain().await.unwrap();
     let i = env.intent(id);
@@ -142,7 +144,7 @@ async fn outside_the_window_the_intent_is_denied_with_the_reason() {
     assert!(events.contains(&"gate_denied".to_string()), "{events:?}");
     assert!(events.contains(&"playbook_start".to_string()), "{events:?}");
     assert!(events.contains(&"step_ok".to_string()), "{events:?}");
-}
+});
 
 const LIMITED: &str = r#"
 [playbooks.tune]
@@ -152,9 +154,9 @@ max_runs = { count = 3, within = "24h" }
 steps = [{ log = "tuning" }]
 "#;
 
-#[tokio::test]
-async fn cooldown_and_rate_limit() {
-    let env = Env::new(&format!("{BASE}{LIMITED}"), IN_WINDOW);
+on_both_stores!(#[tokio::test]
+async fn cooldown_and_rate_limit(b) {
+    let env = Env::on(b, &format!("{BASE}{LIMITED}"), IN_WINDOW);
     let orch = env.orchestrator();
     let run = |n: u32| {
         let id = env.submit("alert_gpu_oom", n);
@@ -197,7 +199,7 @@ async fn cooldown_and_rate_limit() {
     assert_eq!(env.status(id), IntentStatus::Done);
     assert_eq!(env.app.metrics.gate_denials_total.get(&["cooldown"]), 1.0);
     assert_eq!(env.app.metrics.gate_denials_total.get(&["rate_limit"]), 1.0);
-}
+});
 
 fn budget_request(intent: i64, want_s: i64) -> RunRequest {
     RunRequest {
@@ -219,18 +221,16 @@ fn budget_request(intent: i64, want_s: i64) -> RunRequest {
     }
 }
 
-#[test]
-fn a_hundred_racing_attempts_never_overspend_the_budget() {
+on_both_stores!(#[test]
+fn a_hundred_racing_attempts_never_overspend_the_budget(b) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("vigil.db");
-    drop(SqliteStore::open(&path).unwrap());
+    let place = b.place(dir.path());
+    let stores = hosts(&place, 100);
     let barrier = Arc::new(Barrier::new(100));
     let handles: Vec<_> = (0..100)
         .map(|i| {
-            let (path, barrier) = (path.clone(), barrier.clone());
+            let (store, barrier) = (stores[i as usize % stores.len()].clone(), barrier.clone());
             std::thread::spawn(move || {
-                // Each thread its own connection, as separate processes would have.
-                let store = SqliteStore::open(&path).unwrap();
                 barrier.wait();
                 store
                     .begin_run(&budget_request(i, 15), 1_000, true)
@@ -254,7 +254,7 @@ fn a_hundred_racing_attempts_never_overspend_the_budget() {
         "{}",
         denied[0].reason
     );
-    let store = SqliteStore::open(&path).unwrap();
+    let store = place.open();
     let u = store.budget_usage("gpu_downtime", "2026-11-23").unwrap();
     assert_eq!((u.used_ms, u.reserved_ms), (0, 60_000));
 
@@ -277,10 +277,21 @@ fn a_hundred_racing_attempts_never_overspend_the_budget() {
     let mut other = budget_request(202, 15);
     other.budget.as_mut().unwrap().day = "2026-11-24".into();
     assert!(store.begin_run(&other, 3_000, true).unwrap().is_ok());
+});
+
+/// Stores for `threads` racing threads, each opened apart as another process (host) would:
+/// one per thread on SQLite, eight on PostgreSQL (each a pool of connections; a hundred would
+/// take every connection the test server allows).
+fn hosts(place: &Place, threads: usize) -> Vec<Arc<AnyStore>> {
+    let n = match place {
+        Place::Sqlite(_) => threads,
+        Place::Postgres(_) => 8,
+    };
+    (0..n).map(|_| Arc::new(place.open())).collect()
 }
 
 /// Settles `run` as done with `downtime_ms`; false when it had already ended.
-fn settle(store: &SqliteStore, run: &RunRecord, downtime_ms: i64, now_ms: i64) -> bool {
+fn settle(store: &AnyStore, run: &RunRecord, downtime_ms: i64, now_ms: i64) -> bool {
     let end = RunEnd {
         run_id: run.id,
         downtime_ms,
@@ -300,10 +311,10 @@ fn settle(store: &SqliteStore, run: &RunRecord, downtime_ms: i64, now_ms: i64) -
     store.settle_run(&end, &audit).unwrap() == Settled::Ended
 }
 
-#[test]
-fn a_dry_run_reserves_nothing() {
+on_both_stores!(#[test]
+fn a_dry_run_reserves_nothing(b) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("vigil.db")).unwrap();
+    let store = b.open(dir.path());
     for i in 0..10 {
         assert!(store
             .begin_run(&budget_request(i, 15), 0, false)
@@ -313,27 +324,26 @@ fn a_dry_run_reserves_nothing() {
     let u = store.budget_usage("gpu_downtime", "2026-11-23").unwrap();
     assert_eq!((u.used_ms, u.reserved_ms), (0, 0));
     assert!(store.runs(None, i64::MIN, false).unwrap().is_empty());
-}
+});
 
 /// Whether `holder` got lock `name` (a store error fails the test).
-fn acquired(store: &SqliteStore, name: &str, holder: &str, lease_ms: i64, now_ms: i64) -> bool {
+fn acquired(store: &AnyStore, name: &str, holder: &str, lease_ms: i64, now_ms: i64) -> bool {
     store
         .acquire_lock(name, holder, lease_ms, now_ms)
         .unwrap()
         .is_ok()
 }
 
-#[test]
-fn a_lock_has_one_holder_until_its_lease_expires() {
+on_both_stores!(#[test]
+fn a_lock_has_one_holder_until_its_lease_expires(b) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("vigil.db");
-    drop(SqliteStore::open(&path).unwrap());
+    let place = b.place(dir.path());
+    let stores = hosts(&place, 50);
     let barrier = Arc::new(Barrier::new(50));
     let got: usize = (0..50)
         .map(|i| {
-            let (path, barrier) = (path.clone(), barrier.clone());
+            let (store, barrier) = (stores[i % stores.len()].clone(), barrier.clone());
             std::thread::spawn(move || {
-                let store = SqliteStore::open(&path).unwrap();
                 barrier.wait();
                 acquired(&store, "gpu0", &format!("h{i}"), 30_000, 0)
             })
@@ -343,7 +353,7 @@ fn a_lock_has_one_holder_until_its_lease_expires() {
         .map(|h| h.join().unwrap() as usize)
         .sum();
     assert_eq!(got, 1);
-    let store = SqliteStore::open(&path).unwrap();
+    let store = place.open();
     let holder = store.locks().unwrap()[0].holder.clone();
     assert!(!acquired(&store, "gpu0", "late", 30_000, 29_999));
     // The holder died and stopped renewing: after the lease the lock is free.
@@ -353,7 +363,7 @@ fn a_lock_has_one_holder_until_its_lease_expires() {
         "no longer the holder"
     );
     assert!(store.release_lock("gpu0", "late").unwrap());
-}
+});
 
 /// Not a test: the child process `two_processes_never_hold_the_lock_at_once` starts three of
 /// (this binary with `--ignored --exact lock_child`). Ignored, so a plain run neither counts
@@ -366,7 +376,7 @@ fn lock_child() {
     };
     let me = std::env::var("VIGIL_LOCK_CHILD_NAME").unwrap();
     let trace = std::env::var("VIGIL_LOCK_CHILD_TRACE").unwrap();
-    let store = SqliteStore::open(std::path::Path::new(&db)).unwrap();
+    let store = Place::from_arg(&db).open();
     let append = |line: String| {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
@@ -390,12 +400,11 @@ fn lock_child() {
     }
 }
 
-#[test]
-fn two_processes_never_hold_the_lock_at_once() {
+on_both_stores!(#[test]
+fn two_processes_never_hold_the_lock_at_once(b) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("vigil.db");
+    let db = b.place(dir.path()).to_arg();
     let trace = dir.path().join("trace");
-    drop(SqliteStore::open(&db).unwrap());
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = ["a", "b", "c"]
         .iter()
@@ -420,12 +429,12 @@ fn two_processes_never_hold_the_lock_at_once() {
         let who = pair[0].strip_prefix("enter ").expect("enter first");
         assert_eq!(pair[1], format!("exit {who}"), "{text}");
     }
-}
+});
 
-#[test]
-fn the_heartbeat_renews_the_locks_its_runs_hold_and_only_those() {
+on_both_stores!(#[test]
+fn the_heartbeat_renews_the_locks_its_runs_hold_and_only_those(b) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("vigil.db")).unwrap();
+    let store = b.open(dir.path());
     assert!(acquired(&store, "gpu0", "host:1:0/7", 30_000, 0));
     assert!(acquired(&store, "gpu1", "host:1:01/8", 30_000, 0));
     assert_eq!(store.renew_leases("host:1:0", 30_000, 20_000).unwrap(), 1);
@@ -437,12 +446,13 @@ fn the_heartbeat_renews_the_locks_its_runs_hold_and_only_those() {
     );
     assert!(!acquired(&store, "gpu0", "other/1", 30_000, 40_000));
     assert!(acquired(&store, "gpu1", "other/1", 30_000, 40_000));
-}
+});
 
-#[test]
-fn a_run_and_its_intent_end_together_or_not_at_all() {
+on_both_stores!(#[test]
+fn a_run_and_its_intent_end_together_or_not_at_all(b) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("vigil.db")).unwrap();
+    let place = b.place(dir.path());
+    let store = place.open();
     let intent = vigil::intent::NewIntent {
         intent_type: "canary".into(),
         priority: 5,
@@ -472,14 +482,26 @@ fn a_run_and_its_intent_end_together_or_not_at_all() {
         fence: None,
     };
 
-    // The audit insert fails (its table is gone): nothing of the end is written.
-    let sql = |q: &str| {
-        rusqlite::Connection::open(dir.path().join("vigil.db"))
+    // The audit insert fails: nothing of the end is written. (SQLite: the table is gone;
+    // PostgreSQL, whose prepared statements follow a renamed table: a check refuses rows.)
+    let sql = |q: &str| match &place {
+        Place::Sqlite(path) => rusqlite::Connection::open(path)
             .unwrap()
             .execute_batch(q)
-            .unwrap()
+            .unwrap(),
+        Place::Postgres(url) => drop(common::store::pg_query(url, q)),
     };
-    sql("ALTER TABLE audit RENAME TO audit_away");
+    let (break_audit, mend_audit) = match &place {
+        Place::Sqlite(_) => (
+            "ALTER TABLE audit RENAME TO audit_away",
+            "ALTER TABLE audit_away RENAME TO audit",
+        ),
+        Place::Postgres(_) => (
+            "ALTER TABLE audit ADD CONSTRAINT refuse CHECK (false) NOT VALID",
+            "ALTER TABLE audit DROP CONSTRAINT refuse",
+        ),
+    };
+    sql(break_audit);
     assert!(store.settle_run(&end, &audit("playbook_end")).is_err());
     let open = store.runs(None, i64::MIN, true).unwrap();
     assert_eq!(open.len(), 1, "the run is still open");
@@ -491,7 +513,7 @@ fn a_run_and_its_intent_end_together_or_not_at_all() {
         IntentStatus::Pending
     );
 
-    sql("ALTER TABLE audit_away RENAME TO audit");
+    sql(mend_audit);
     assert_eq!(
         store.settle_run(&end, &audit("playbook_end")).unwrap(),
         Settled::Ended
@@ -528,17 +550,17 @@ fn a_run_and_its_intent_end_together_or_not_at_all() {
         (IntentStatus::Done, Some("ran"))
     );
     assert_eq!(store.audit_tail(1).unwrap()[0].event, "playbook_end");
-}
+});
 
-/// `02:00-03:00` is exactly the spring-forward gap of 2026-03-08 in New York. It used to say
-/// "opens in 0.0h" at 01:59:30 EST, "opens in 23.0h" at 03:00:30 EDT, and never open that
-/// night; it opens at the transition, as cron runs jobs in the gap, for its length.
-#[tokio::test]
-async fn a_window_inside_the_spring_forward_gap_opens_that_night() {
+// `02:00-03:00` is exactly the spring-forward gap of 2026-03-08 in New York. It used to say
+// "opens in 0.0h" at 01:59:30 EST, "opens in 23.0h" at 03:00:30 EDT, and never open that
+// night; it opens at the transition, as cron runs jobs in the gap, for its length.
+on_both_stores!(#[tokio::test]
+async fn a_window_inside_the_spring_forward_gap_opens_that_night(b) {
     let config = format!(
         "{BASE}\n[windows.nightly]\nat = \"02:00-03:00\"\n[playbooks.tune]\non = \"alert_*\"\nwindow = \"nightly\"\nsteps = [{{ log = \"tuning\" }}]\n"
     );
-    let env = Env::new(&config, "2026-03-08T06:59:30Z"); // 01:59:30 EST
+    let env = Env::on(b, &config, "2026-03-08T06:59:30Z"); // 01:59:30 EST
     let note = |id| env.intent(id).note.unwrap_or_default();
     let id = env.submit("alert_gpu_oom", 1);
     env.orchestrator().drain().await.unwrap();
@@ -561,4 +583,4 @@ async fn a_window_inside_the_spring_forward_gap_opens_that_night() {
         "the next night's 02:00 EDT: {}",
         note(id)
     );
-}
+});

@@ -1,9 +1,9 @@
 //! Recovery racing the holder it took over from: the first ending of a run wins, the second
-//! is audited as `run_end_ignored` and changes nothing.
+//! is audited as `run_end_ignored` and changes nothing. On SQLite and on PostgreSQL.
 
-mod orchestrator_support;
+mod common;
 
-use orchestrator_support::*;
+use common::env::*;
 use std::io::{Read, Write};
 use std::sync::mpsc;
 use vigil::intent::IntentStatus;
@@ -27,13 +27,13 @@ fn held_webhook() -> (u16, mpsc::Receiver<()>, mpsc::Sender<()>) {
     (port, got, answer)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_first_ending_of_a_run_wins_and_the_second_is_ignored() {
+on_both_stores!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_ending_of_a_run_wins_and_the_second_is_ignored(b) {
     let (port, got, answer) = held_webhook();
     let config = format!(
         "{BASE}\n[playbooks.notify]\non = \"alert_*\"\nsteps = [{{ webhook = \"http://127.0.0.1:{port}/hook\", timeout = \"5m\" }}]\n"
     );
-    let env = Env::new(&config, IN_WINDOW);
+    let env = Env::on(b, &config, IN_WINDOW);
     let id = env.submit("alert_disk_full", 1);
     let holder = std::sync::Arc::new(env.orchestrator());
     let first = {
@@ -79,4 +79,4 @@ async fn the_first_ending_of_a_run_wins_and_the_second_is_ignored() {
     let m = &env.app.metrics.playbook_runs_total;
     assert_eq!(m.get(&["notify", "failed", "default"]), 1.0);
     assert_eq!(m.total(), 1.0);
-}
+});

@@ -2,9 +2,9 @@
 //! a hanging step is killed at its timeout and on_failure restores production, a restore that
 //! fails is `restore_failed` with an alert, webhooks POST JSON; intents end in one state each.
 
-mod orchestrator_support;
+mod common;
 
-use orchestrator_support::*;
+use common::env::*;
 use serde_json::json;
 use std::io::{Read, Write};
 use vigil::clock::Clock;

@@ -2,9 +2,9 @@
 //! the future counts as now: a cooldown never has more than its length left, a rate-limit
 //! window restarts, and an invariant's `for` timer restarts instead of never firing.
 
-mod orchestrator_support;
+mod common;
 
-use orchestrator_support::*;
+use common::env::*;
 use std::time::Duration;
 use vigil::clock::Clock;
 use vigil::intent::IntentStatus;

@@ -39,6 +39,7 @@ pub fn router(app: Arc<App>, health: Arc<Health>, events: mpsc::Sender<Event>) -
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/sources", get(sources))
+        .route("/api/fleet", get(fleet))
         .route("/api/intents", get(list_intents).post(submit_intent))
         .route("/api/intents/{id}", get(show_intent))
         .merge(crate::orchestrator::api::routes())
@@ -259,6 +260,22 @@ async fn metrics(State(s): State<ApiState>) -> Response {
 
 async fn sources(State(s): State<ApiState>) -> Response {
     Json(s.health.snapshot()).into_response()
+}
+
+/// The hosts sharing the store: last seen, sources down, runs in flight (`FleetStore::fleet`).
+async fn fleet(State(s): State<ApiState>) -> Response {
+    let app = s.app.clone();
+    let hosts =
+        tokio::task::spawn_blocking(move || crate::store::FleetStore::fleet(&*app.store()?));
+    match hosts.await {
+        Ok(Ok(hosts)) => Json(hosts).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -12,9 +12,11 @@ pub mod daemon_api;
 pub mod init;
 pub mod intents;
 pub mod invariants;
+pub mod locks;
 mod memory;
 pub mod run;
 pub mod status;
+pub mod store;
 pub mod symptoms;
 pub mod units;
 

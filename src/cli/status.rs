@@ -8,7 +8,7 @@ use vigil::clock::rfc3339_ms;
 use vigil::config::human;
 use vigil::daemon::record::{self, DaemonRecord};
 use vigil::orchestrator::status::OrchestratorStatus;
-use vigil::store::{IntentStore, SourceStore};
+use vigil::store::{FleetStore, IntentStore, SourceStore};
 
 pub fn run(app: &App, json: bool) -> Exit {
     let store = app.store()?;
@@ -17,6 +17,7 @@ pub fn run(app: &App, json: bool) -> Exit {
     let orch = vigil::orchestrator::status::collect(app)?;
     let daemon = record::read(&app.data_dir)?;
     let degraded = vigil::supervisor::view::degraded(app)?;
+    let fleet = store.fleet()?;
     if json {
         let by_state: serde_json::Map<String, serde_json::Value> = counts
             .iter()
@@ -30,7 +31,8 @@ pub fn run(app: &App, json: bool) -> Exit {
         });
         return print_json(&serde_json::json!({"daemon": daemon, "sources": sources,
             "intents": by_state, "playbooks": orch.playbooks, "flags": orch.flags,
-            "budgets": orch.budgets, "locks": orch.locks, "degraded": degraded}));
+            "budgets": orch.budgets, "locks": orch.locks, "degraded": degraded, "host": store.host(),
+            "fleet": fleet}));
     }
     println!("{}", config_line(app, daemon.as_ref()));
     println!("data dir: {}", app.data_dir.display());
@@ -52,6 +54,22 @@ pub fn run(app: &App, json: bool) -> Exit {
             state,
             rfc3339_ms(s.since_ms)
         );
+    }
+    // A shared (PostgreSQL) store: every host of the fleet.
+    if store.backend() == "postgres" {
+        println!("\nFLEET (this host: {})", store.host());
+        for h in &fleet {
+            let seen = h.last_seen_ms.map_or("never".into(), rfc3339_ms);
+            let down = if h.sources_down.is_empty() {
+                "none".into()
+            } else {
+                h.sources_down.join(", ")
+            };
+            println!(
+                "  {:<20} last seen {seen}  runs in flight {}  sources down: {down}",
+                h.host, h.runs_in_flight
+            );
+        }
     }
     println!("\nINTENTS");
     if counts.is_empty() {

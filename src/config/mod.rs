@@ -41,6 +41,10 @@ pub struct Config {
     pub units: BTreeMap<String, crate::supervisor::UnitConfig>,
     /// `[canaries.NAME]`: candidates judged against production (issue 13).
     pub canaries: BTreeMap<String, crate::canary::CanaryConfig>,
+    /// `[store]`: where the store lives (SQLite under `data_dir`, or PostgreSQL).
+    pub store: crate::store::StoreConfig,
+    /// `host = "..."`: this daemon's name in a fleet (`Config::host` has the default).
+    pub host: Option<String>,
     /// Where each `[section.NAME]` starts, for validation messages.
     locations: BTreeMap<String, usize>,
     text: String,
@@ -61,6 +65,9 @@ struct Plain {
     metrics: crate::metrics::MetricsConfig,
     #[serde(default)]
     rules: BTreeMap<String, Spanned<RuleConfig>>,
+    #[serde(default)]
+    store: crate::store::StoreConfig,
+    host: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -316,6 +323,8 @@ impl Config {
             invariants,
             units,
             canaries,
+            store: plain.store,
+            host: plain.host,
             locations,
             text: text.to_string(),
         };
@@ -367,6 +376,11 @@ impl Config {
         }
         if let Some(msg) = self.api.check() {
             out.push(self.diagnostic("api", "listen", msg));
+        }
+        if let Some(url) = &self.store.url {
+            if !crate::store::is_postgres_url(url) {
+                out.push(self.at_key("store", "url", "[store] url must be a PostgreSQL URL, `postgres://user:password@host:port/db`; leave it out for the embedded SQLite store under data_dir".into()));
+            }
         }
         out
     }
@@ -491,6 +505,11 @@ impl Config {
             "warning: [rules.{name}] reason names {names}, which no {ty:?} event carries (it has: {}){hint}",
             known.join(", ")
         ))
+    }
+
+    /// This daemon's name in a fleet: `host` in the config, else the machine's hostname.
+    pub fn host(&self) -> String {
+        self.host.clone().unwrap_or_else(crate::store::hostname)
     }
 
     /// The data directory: `--data-dir` / `VIGIL_DATA_DIR` win over the config, then `.vigil`.

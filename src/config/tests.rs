@@ -330,11 +330,11 @@ fn config_errors_name_the_right_place_and_say_what_to_write() {
         ),
         (
             format!("{ISSUE_EXAMPLE}\n[bogus]\nx = 1\n"),
-            "vigil.toml:66:2: unknown key \"bogus\" at the top level; valid keys: data_dir, timezone, api, intents, metrics, rules",
+            "vigil.toml:66:2: unknown key \"bogus\" at the top level; valid keys: data_dir, timezone, api, intents, metrics, rules, store, host",
         ),
         (
             format!("bogus = 1\n{ISSUE_EXAMPLE}"),
-            "vigil.toml:1:1: unknown key \"bogus\"; valid keys: data_dir, timezone, api, intents, metrics, rules",
+            "vigil.toml:1:1: unknown key \"bogus\"; valid keys: data_dir, timezone, api, intents, metrics, rules, store, host",
         ),
         (
             ISSUE_EXAMPLE.replace("interval = \"10s\"", "interval = \"0s\""),

@@ -1,8 +1,11 @@
 //! The daemon in-process on a temp dir, driven through its public interface.
 #![allow(dead_code)]
 
+mod both_stores;
 pub mod browser;
+pub mod env;
 pub mod redis_server;
+pub mod store;
 pub mod supervisor;
 
 use std::path::{Path, PathBuf};

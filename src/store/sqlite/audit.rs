@@ -6,17 +6,17 @@ use crate::store::{AuditStore, StoreError};
 use rusqlite::{params, Connection};
 
 /// Appends inside the caller's connection or transaction (`settle_run` ends a run with it).
-pub(super) fn append(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
+pub(super) fn append(conn: &Connection, host: &str, e: &AuditEntry) -> rusqlite::Result<()> {
     conn.exec(
-        "INSERT INTO audit (ts, event, intent, playbook, details) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![e.ts, e.event, e.intent, e.playbook, e.details.to_string()],
+        "INSERT INTO audit (ts, event, intent, playbook, details, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![e.ts, e.event, e.intent, e.playbook, e.details.to_string(), host],
     )
     .map(drop)
 }
 
 impl AuditStore for SqliteStore {
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        self.with_conn(|c| append(c, entry))
+        self.with_conn(|c| append(c, &self.host, entry))
     }
 
     fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {

@@ -54,6 +54,7 @@ impl IntentStore for SqliteStore {
     ) -> Result<Put, StoreError> {
         let key = intent.dedup_key();
         let data = serde_json::to_string(&intent.data).expect("JSON");
+        let host = crate::store::intent_host(intent, &self.host);
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let existing: Option<i64> = tx
@@ -68,9 +69,9 @@ impl IntentStore for SqliteStore {
                 Some(id) => Put::Duplicate(id),
                 None => {
                     tx.exec(
-                        "INSERT INTO intents (intent_type, priority, reason, data, dedup_key, origin, status, created_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)",
-                        params![intent.intent_type, intent.priority, intent.reason, data, key, intent.origin, now_ms],
+                        "INSERT INTO intents (intent_type, priority, reason, data, dedup_key, origin, status, created_at, updated_at, host)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8)",
+                        params![intent.intent_type, intent.priority, intent.reason, data, key, intent.origin, now_ms, host],
                     )?;
                     Put::Inserted(tx.last_insert_rowid())
                 }

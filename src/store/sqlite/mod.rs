@@ -4,11 +4,13 @@
 mod audit;
 mod canaries;
 mod escalation;
+mod fleet;
 mod health;
 mod intents;
 mod invariants;
 mod runs;
 mod sources;
+mod table;
 mod units;
 
 use super::StoreError;
@@ -206,10 +208,36 @@ CREATE TABLE source_checkpoints (
     PRIMARY KEY (source, path)
 );
 "#,
+    // Fleet: the host each intent belongs to ('' before hosts: any), the host of each run,
+    // audit entry and source state, and when each host was last seen.
+    r#"
+ALTER TABLE intents ADD COLUMN host TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN host TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN host TEXT NOT NULL DEFAULT '';
+CREATE TABLE source_states_by_host (
+    host     TEXT NOT NULL,
+    source   TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    up       INTEGER NOT NULL,
+    reason   TEXT,
+    since_ms INTEGER NOT NULL,
+    PRIMARY KEY (host, source)
+);
+INSERT INTO source_states_by_host SELECT '', source, kind, up, reason, since_ms FROM source_states;
+DROP TABLE source_states;
+ALTER TABLE source_states_by_host RENAME TO source_states;
+CREATE TABLE hosts (
+    host         TEXT PRIMARY KEY,
+    last_seen_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 pub struct SqliteStore {
     path: PathBuf,
+    /// This daemon's host (`Config::host`): stamped on what it stores, and whose intents it
+    /// claims.
+    host: String,
     conn: Mutex<Connection>,
     /// The last health problem seen (`health.rs`), so each change is logged once.
     last_health: Mutex<Option<String>>,
@@ -240,6 +268,7 @@ impl SqliteStore {
         .map_err(err)?;
         let store = Self {
             path: path.to_path_buf(),
+            host: super::hostname(),
             conn: Mutex::new(conn),
             last_health: Mutex::new(None),
         };
@@ -249,6 +278,12 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The same store, acting as `host` (default: the machine's hostname).
+    pub fn with_host(mut self, host: &str) -> Self {
+        self.host = host.to_string();
+        self
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {

@@ -157,6 +157,7 @@ fn acquire_lock(
 fn check_and_reserve(
     tx: &Connection,
     req: &RunRequest,
+    host: &str,
     now_ms: i64,
 ) -> rusqlite::Result<Result<RunRecord, Refusal>> {
     if let Some(lease) = &req.lease {
@@ -227,9 +228,9 @@ fn check_and_reserve(
         None => (None, None, 0),
     };
     tx.exec(
-        "INSERT INTO runs (intent_id, playbook, mode, holder, started_at, budget, budget_day, reserved_ms, lock_name, lock_epoch)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![req.intent_id, req.playbook, req.mode, req.holder, now_ms, budget, day, want, req.lock, lock_epoch],
+        "INSERT INTO runs (intent_id, playbook, mode, holder, started_at, budget, budget_day, reserved_ms, lock_name, lock_epoch, host)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![req.intent_id, req.playbook, req.mode, req.holder, now_ms, budget, day, want, req.lock, lock_epoch, host],
     )?;
     Ok(Ok(RunRecord {
         id: tx.last_insert_rowid(),
@@ -290,7 +291,9 @@ impl RunStore for SqliteStore {
         intent_ttl_ms: i64,
         now_ms: i64,
     ) -> Result<Option<Claim>, StoreError> {
-        // One statement, so two claimers never take the same intent. An intent waiting for a
+        // One statement, so two claimers never take the same intent. Every intent is this
+        // host's: a SQLite store is one host's (a fleet shares PostgreSQL), so an intent whose
+        // data happens to name a `host` is not left unclaimed here. An intent waiting for a
         // lock someone holds is left alone, so workers do not spin on it; once the lock is
         // free (released, or its lease ran out) or the intent outlived its TTL, it is taken.
         self.with_conn(|c| {
@@ -416,7 +419,7 @@ impl RunStore for SqliteStore {
             // The checks and reservations in a savepoint: a refusal undoes a lock taken before
             // the budget said no, but keeps the correction of future stamps.
             let sp = tx.savepoint()?;
-            let r = check_and_reserve(&sp, req, now_ms)?;
+            let r = check_and_reserve(&sp, req, &self.host, now_ms)?;
             if r.is_ok() {
                 sp.commit()?;
             } else {
@@ -478,7 +481,7 @@ impl RunStore for SqliteStore {
                 return Ok(Settled::AlreadyEnded);
             }
             set_status(&tx, end.intent_id, end.status, Some(end.note), end.now_ms)?;
-            super::audit::append(&tx, audit)?;
+            super::audit::append(&tx, &self.host, audit)?;
             tx.commit()?;
             Ok(Settled::Ended)
         })
@@ -539,6 +542,12 @@ impl RunStore for SqliteStore {
                 "UPDATE intents SET lease_expires = ?2
                  WHERE status = 'running' AND lease_holder = ?1 AND lease_expires >= ?3",
                 params![holder, now_ms + lease_ms, now_ms],
+            )?;
+            // The orchestrator's heartbeat: this host is alive.
+            c.exec(
+                "INSERT INTO hosts (host, last_seen_ms) VALUES (?1, ?2)
+                 ON CONFLICT (host) DO UPDATE SET last_seen_ms = max(last_seen_ms, ?2)",
+                params![self.host, now_ms],
             )?;
             // Runs hold locks as `HOLDER/INTENT`.
             c.exec(

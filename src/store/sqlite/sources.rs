@@ -10,11 +10,15 @@ impl SourceStore for SqliteStore {
     fn put_source_states(&self, states: &[SourceState]) -> Result<(), StoreError> {
         self.with_conn(|conn| {
             let tx = conn.transaction()?;
-            tx.exec("DELETE FROM source_states", [])?;
+            // This host's rows only ('' are this host's from before hosts were recorded).
+            tx.exec(
+                "DELETE FROM source_states WHERE host IN (?1, '')",
+                [&self.host],
+            )?;
             for s in states {
                 tx.exec(
-                    "INSERT INTO source_states (source, kind, up, reason, since_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![s.source, s.kind, s.up, s.reason, s.since_ms],
+                    "INSERT INTO source_states (host, source, kind, up, reason, since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![self.host, s.source, s.kind, s.up, s.reason, s.since_ms],
                 )?;
             }
             tx.commit()
@@ -24,9 +28,10 @@ impl SourceStore for SqliteStore {
     fn source_states(&self) -> Result<Vec<SourceState>, StoreError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT source, kind, up, reason, since_ms FROM source_states ORDER BY source",
+                "SELECT source, kind, up, reason, since_ms FROM source_states
+                 WHERE host IN (?1, '') ORDER BY source",
             )?;
-            let rows = stmt.query_map([], |r| {
+            let rows = stmt.query_map([&self.host], |r| {
                 Ok(SourceState {
                     source: r.get(0)?,
                     kind: r.get(1)?,

@@ -1,0 +1,163 @@
+//! Hosts sharing one PostgreSQL store: an intent belongs to the host that proposed it unless
+//! its data names another host or any (`"*"`); each host claims only what it may run; runs,
+//! audit entries and source states carry their host; the fleet view lists every host.
+
+mod common;
+
+use common::env::*;
+use vigil::intent::IntentStatus;
+use vigil::sources::SourceState;
+use vigil::store::prelude::*;
+
+const PLAYBOOK: &str = r#"
+[playbooks.restart]
+on = "trigger_*"
+steps = [{ log = "restarting on this host" }]
+"#;
+
+#[tokio::test]
+async fn each_host_runs_its_own_intents_and_the_named_ones() {
+    let a = Env::on(Backend::Postgres, "", IN_WINDOW).join("a", &format!("{BASE}{PLAYBOOK}"));
+    let b = a.join("b", &format!("{BASE}{PLAYBOOK}"));
+    let mine = a.submit("trigger_restart", 1);
+    let for_b = a.submit_data("trigger_restart", serde_json::json!({"n": 2, "host": "b"}));
+    let for_any = a.submit_data("trigger_restart", serde_json::json!({"n": 3, "host": "*"}));
+
+    // b runs what names it and what any host may run; a's own intent waits for a.
+    b.orchestrator().drain().await.unwrap();
+    b.assert_status(for_b, IntentStatus::Done);
+    b.assert_status(for_any, IntentStatus::Done);
+    a.assert_status(mine, IntentStatus::Pending);
+    a.orchestrator().drain().await.unwrap();
+    a.assert_status(mine, IntentStatus::Done);
+
+    let url = a.store_url.clone().unwrap();
+    let hosts = common::store::pg_query(&url, "SELECT host FROM runs ORDER BY intent_id");
+    let by_intent: Vec<Option<String>> = hosts;
+    let mut want = [(mine, "a"), (for_b, "b"), (for_any, "b")];
+    want.sort();
+    assert_eq!(
+        by_intent,
+        want.iter()
+            .map(|(_, h)| Some(h.to_string()))
+            .collect::<Vec<_>>()
+    );
+    let audit_hosts =
+        common::store::pg_query(&url, "SELECT DISTINCT host FROM audit ORDER BY host");
+    assert_eq!(
+        audit_hosts,
+        vec![Some("a".to_string()), Some("b".to_string())]
+    );
+}
+
+#[test]
+fn the_fleet_view_lists_every_host_with_its_sources_down_and_runs_in_flight() {
+    let a = Env::on(Backend::Postgres, "", IN_WINDOW).join("a", BASE);
+    let b = a.join("b", BASE);
+    let (sa, sb) = (a.app.store().unwrap(), b.app.store().unwrap());
+    let state = |source: &str, up: bool| SourceState {
+        source: source.into(),
+        kind: "file".into(),
+        up,
+        reason: (!up).then(|| "gone".into()),
+        since_ms: 0,
+    };
+    sa.put_source_states(&[state("log", true), state("gpu", false)])
+        .unwrap();
+    sb.put_source_states(&[state("log", false)]).unwrap();
+    // Each host's own states are its own: b's write did not replace a's.
+    assert_eq!(sa.source_states().unwrap().len(), 2);
+    assert_eq!(sb.source_states().unwrap().len(), 1);
+    // The orchestrators' heartbeats.
+    sa.renew_leases("a:1:0", 30_000, 1_000).unwrap();
+    sb.renew_leases("b:1:0", 30_000, 2_000).unwrap();
+    let id = b.submit("trigger_restart", 1);
+    let claim = sb.claim_intent("b:1:0", 30_000, 3_600_000, 2_000).unwrap();
+    assert_eq!(claim.map(|c| c.intent.id), Some(id));
+    let req = vigil::store::RunRequest {
+        intent_id: id,
+        playbook: "restart".into(),
+        mode: "default".into(),
+        holder: format!("b:1:0/{id}"),
+        cooldown_ms: None,
+        max_runs: None,
+        lock: None,
+        lease_ms: 30_000,
+        budget: None,
+        lease: None,
+    };
+    sb.begin_run(&req, 2_000, true).unwrap().unwrap();
+
+    let fleet = sa.fleet().unwrap();
+    let view: Vec<(&str, Option<i64>, Vec<&str>, u64)> = fleet
+        .iter()
+        .map(|h| {
+            (
+                h.host.as_str(),
+                h.last_seen_ms,
+                h.sources_down.iter().map(String::as_str).collect(),
+                h.runs_in_flight,
+            )
+        })
+        .collect();
+    assert_eq!(
+        view,
+        vec![
+            ("a", Some(1_000), vec!["gpu"], 0),
+            ("b", Some(2_000), vec!["log"], 1)
+        ]
+    );
+    assert_eq!(sa.host(), "a");
+}
+
+#[test]
+fn an_operator_releases_the_lock_of_a_dead_host_and_it_is_audited() {
+    let a = Env::on(Backend::Postgres, "", IN_WINDOW).join("a", BASE);
+    let store = a.app.store().unwrap();
+    // Host a took the fleet lock and died: its lease would run for an hour more.
+    assert!(store
+        .acquire_lock("rolling", "a:1:0/7", 3_600_000, 0)
+        .unwrap()
+        .is_ok());
+    store.renew_leases("a:1:0", 3_600_000, 0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "host = \"ops\"\n[store]\nurl = \"{}\"\n",
+            a.store_url.as_ref().unwrap()
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        common::out(
+            common::vigil(&dir.path().join("data"))
+                .env_remove("VIGIL_STORE_URL")
+                .arg("--config")
+                .arg(&config)
+                .args(args),
+        )
+    };
+    let (code, out, err) = cli(&["locks", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let locks: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(locks[0]["holder"], "a:1:0/7");
+
+    let (code, out, err) = cli(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["host"], "ops");
+    assert_eq!(status["fleet"][0]["host"], "a");
+
+    let (code, out, err) = cli(&["locks", "release", "rolling"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("held by a:1:0/7"), "{out}");
+    assert!(store.locks().unwrap().is_empty());
+    let (code, _, err) = cli(&["locks", "release", "rolling"]);
+    assert_eq!(code, 1, "nothing to release");
+    assert!(err.contains("no lock \"rolling\""), "{err}");
+    let tail = store.audit_tail(1).unwrap();
+    assert_eq!(tail[0].event, "lock_released");
+    assert_eq!(tail[0].details["holder"], "a:1:0/7");
+}
