@@ -3,14 +3,12 @@
 //! process running as `nobody` takes them all, and a real `vigil run` as `nobody` starts beside
 //! it. Other tests, running as another user, are not touched.
 
-#[path = "common/redis_server.rs"]
-mod redis_server;
+mod common;
 
 use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 use vigil::intent::{inbox, NewIntent};
 
 const NOBODY: u32 = 65534;
@@ -51,14 +49,6 @@ async fn get(port: u16, path: &str) -> serde_json::Value {
         .unwrap()
 }
 
-async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, mut cond: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_inotify_used_up_the_file_source_and_the_inbox_poll_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,7 +60,7 @@ async fn with_inotify_used_up_the_file_source_and_the_inbox_poll_and_lose_nothin
     for p in [dir.path(), &data, &data.join("inbox"), &logs, &log] {
         chown(p);
     }
-    let port = redis_server::free_port();
+    let port = common::redis_server::free_port();
     let config = dir.path().join("vigil.toml");
     std::fs::write(
         &config,
@@ -124,13 +114,17 @@ reason = "GPU OOM"
                 })
         })
     };
-    wait_for("both watches fall back to polling, and say so", || async {
-        let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/api/sources")).await else {
-            return false;
-        };
-        let s: serde_json::Value = r.json().await.unwrap_or_default();
-        s.is_array() && polling(&s, "log") && polling(&s, "inbox")
-    })
+    common::wait_within_async(
+        "both watches fall back to polling, and say so",
+        15,
+        || async {
+            let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/api/sources")).await else {
+                return false;
+            };
+            let s: serde_json::Value = r.json().await.unwrap_or_default();
+            s.is_array() && polling(&s, "log") && polling(&s, "inbox")
+        },
+    )
     .await;
     let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -158,7 +152,7 @@ reason = "GPU OOM"
         1,
     )
     .unwrap();
-    wait_for("both intents stored", || async {
+    common::wait_within_async("both intents stored", 15, || async {
         let list = get(port, "/api/intents").await;
         let types: Vec<&str> = list
             .as_array()

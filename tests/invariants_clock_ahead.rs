@@ -2,13 +2,11 @@
 //! corrected: the sighting counts as now and the timer restarts, instead of the violation never
 //! firing (until the clock catches up a year later).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
-use vigil::audit::Audit;
 use vigil::clock::ManualClock;
-use vigil::config::Config;
-use vigil::invariants::Harness;
-use vigil::store::SqliteStore;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_for_timer_first_seen_a_year_ahead_restarts_when_the_clock_is_corrected() {
@@ -36,22 +34,8 @@ for = "2s"
 "#,
         db.display()
     );
-    let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
     let clock = ManualClock::at("2026-01-15T10:00:00Z");
-    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
-    let audit = Audit::new(
-        dir.path().join("audit"),
-        jiff::tz::TimeZone::UTC,
-        Arc::new(clock.clone()),
-        store.clone(),
-    );
-    let h = Harness::new(
-        Arc::new(config.invariants),
-        store,
-        Arc::new(clock.clone()),
-        Arc::default(),
-        Arc::new(audit),
-    );
+    let h = common::invariants::harness(dir.path(), &text, Arc::new(clock.clone()), Arc::default());
 
     // First seen while the clock was a year ahead.
     clock.advance(Duration::from_secs(365 * 24 * 3600));

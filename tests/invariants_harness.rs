@@ -9,12 +9,10 @@ use serde_json::Value;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vigil::audit::Audit;
 use vigil::clock::ManualClock;
 use vigil::config::Config;
 use vigil::invariants::Harness;
 use vigil::metrics::Metrics;
-use vigil::store::SqliteStore;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -54,21 +52,7 @@ impl Fixture {
     }
 
     fn harness(&self, text: &str, metrics: Arc<Metrics>) -> Harness {
-        let config = Config::parse("test.toml", text).unwrap_or_else(|e| panic!("{e}"));
-        let store = Arc::new(SqliteStore::open(&self.dir.path().join("store.db")).unwrap());
-        let audit = Audit::new(
-            self.dir.path().join("audit"),
-            jiff::tz::TimeZone::UTC,
-            Arc::new(self.clock.clone()),
-            store.clone(),
-        );
-        Harness::new(
-            Arc::new(config.invariants),
-            store,
-            Arc::new(self.clock.clone()),
-            metrics,
-            Arc::new(audit),
-        )
+        common::invariants::harness(self.dir.path(), text, Arc::new(self.clock.clone()), metrics)
     }
 }
 

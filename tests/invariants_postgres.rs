@@ -2,13 +2,11 @@
 //! starts: role and database `vigil_test` on 127.0.0.1:5432, or `VIGIL_TEST_POSTGRES_URL`.
 //! Each run works in a schema of its own, so runs side by side do not meet.
 
+mod common;
+
 use std::net::TcpListener;
 use std::sync::Arc;
-use vigil::audit::Audit;
 use vigil::clock::ManualClock;
-use vigil::config::Config;
-use vigil::invariants::Harness;
-use vigil::store::SqliteStore;
 
 const DEFAULT_URL: &str = "postgres://vigil_test:vigil_test@127.0.0.1:5432/vigil_test";
 
@@ -64,23 +62,9 @@ severity = "minor"
 query = "SELECT one FROM others"
 "#
     );
-    let config = Config::parse("pg.toml", &text).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let clock = Arc::new(ManualClock::at("2026-01-15T10:00:00Z"));
-    let audit = Audit::new(
-        dir.path().join("audit"),
-        jiff::tz::TimeZone::UTC,
-        clock.clone(),
-        store.clone(),
-    );
-    let h = Harness::new(
-        Arc::new(config.invariants),
-        store,
-        clock,
-        Arc::default(),
-        Arc::new(audit),
-    );
+    let h = common::invariants::harness(dir.path(), &text, clock, Arc::default());
     let r = h.run_cycle(None).await.unwrap();
     assert_eq!(r.checks_run, vec!["P-01"], "{r:?}");
     assert_eq!(r.violations.len(), 1, "{r:?}");

@@ -1,35 +1,16 @@
 //! The redis collector against a real redis-server: for every pattern kind, a key of another
 //! type that matches the pattern is left out and named; the rest of the table is read.
 
-#[path = "common/redis_server.rs"]
-mod redis_server;
+mod common;
 
-use redis_server::RedisServer;
+use common::redis_server::RedisServer;
 use std::sync::Arc;
-use vigil::audit::Audit;
 use vigil::clock::ManualClock;
-use vigil::config::Config;
 use vigil::invariants::Harness;
-use vigil::metrics::Metrics;
-use vigil::store::SqliteStore;
 
 fn harness(dir: &std::path::Path, text: &str) -> Harness {
-    let config = Config::parse("test.toml", text).unwrap_or_else(|e| panic!("{e}"));
     let clock = Arc::new(ManualClock::at("2026-01-15T10:00:00Z"));
-    let store = Arc::new(SqliteStore::open(&dir.join("store.db")).unwrap());
-    let audit = Audit::new(
-        dir.join("audit"),
-        jiff::tz::TimeZone::UTC,
-        clock.clone(),
-        store.clone(),
-    );
-    Harness::new(
-        Arc::new(config.invariants),
-        store,
-        clock,
-        Arc::new(Metrics::default()),
-        Arc::new(audit),
-    )
+    common::invariants::harness(dir, text, clock, Arc::default())
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,15 +10,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vigil::audit::Audit;
 use vigil::clock::{Clock, ManualClock};
-use vigil::config::Config;
 use vigil::invariants::{CycleResult, Harness};
 
 /// Slack on every healthy Redis TTL the fixture sets; see `World::add_slot`.
 const REAL_TIME_SLACK_SECS: i64 = 3600;
 use vigil::metrics::Metrics;
-use vigil::store::SqliteStore;
 
 pub struct World {
     redis: RedisServer,
@@ -57,24 +54,15 @@ impl World {
         .replace("${TRINITY_REDIS_URL}", redis.url())
         .replace("${TRINITY_API_URL:-}", api.unwrap_or(""))
             + extra;
-        let config = Config::parse("trinity.toml", &text).unwrap_or_else(|e| panic!("{e}"));
         // Wall-clock start: the collector's SQL window on completed rows uses SQLite's 'now'.
         let start = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
         let clock = ManualClock::new(start);
-        let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
         let metrics = Arc::new(Metrics::default());
-        let audit = Audit::new(
-            dir.path().join("audit"),
-            jiff::tz::TimeZone::UTC,
-            Arc::new(clock.clone()),
-            store.clone(),
-        );
-        let harness = Harness::new(
-            Arc::new(config.invariants),
-            store,
+        let harness = common::invariants::harness(
+            dir.path(),
+            &text,
             Arc::new(clock.clone()),
             metrics.clone(),
-            Arc::new(audit),
         );
         let w = World {
             redis,

@@ -1,85 +1,19 @@
 //! The seven rules of seed 002 as shipped in examples/observer.toml: each fires at its
 //! threshold and not below it. Log-derived events come from the example's own source regexes.
 
+mod common;
+
+use common::rules::{Observer, T0};
 use serde_json::{json, Value};
 use std::path::Path;
 use vigil::config::Config;
-use vigil::event::Event;
-use vigil::rules::{Output, Proposal, RuleEngine};
-use vigil::sources::file::FileConfig;
-use vigil::sources::journald::JournaldConfig;
+use vigil::rules::Proposal;
 
 const MIN: i64 = 60_000;
-const T0: i64 = 1_764_000_000_000;
 
 fn config() -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/observer.toml");
     Config::load(&path).unwrap_or_else(|e| panic!("examples/observer.toml: {e}"))
-}
-
-struct Observer {
-    config: Config,
-    engine: RuleEngine,
-}
-
-impl Observer {
-    fn start() -> Self {
-        let config = config();
-        let engine = RuleEngine::new(&config.rules, T0);
-        Observer { config, engine }
-    }
-
-    /// The event the named source makes of a log or journal line, as the source would.
-    fn line(&self, source: &str, ts: i64, line: &str) -> Option<Event> {
-        let s = &self.config.sources[source];
-        let matches = match (s.get::<FileConfig>(), s.get::<JournaldConfig>()) {
-            (Some(c), _) => &c.matches,
-            (_, Some(c)) => &c.matches,
-            _ => panic!("{source} is a {} source, not a line source", s.kind()),
-        };
-        matches
-            .classify(line)
-            .map(|(kind, data)| Event::new(source, kind, ts, data))
-    }
-
-    fn feed(&mut self, ev: Event) -> Output {
-        let mut out = Output::default();
-        self.engine.process(&ev, &mut out);
-        out
-    }
-
-    /// Proposals of `rule` for a line (nothing when the line makes no event).
-    fn feed_line(&mut self, rule: &str, source: &str, ts: i64, line: &str) -> Vec<Proposal> {
-        match self.line(source, ts, line) {
-            Some(ev) => of(rule, self.feed(ev)),
-            None => Vec::new(),
-        }
-    }
-
-    fn feed_event(
-        &mut self,
-        rule: &str,
-        source: &str,
-        kind: &str,
-        ts: i64,
-        data: Value,
-    ) -> Vec<Proposal> {
-        let data = data.as_object().cloned().unwrap_or_default();
-        of(rule, self.feed(Event::new(source, kind, ts, data)))
-    }
-
-    fn tick(&mut self, rule: &str, now: i64) -> Vec<Proposal> {
-        let mut out = Output::default();
-        self.engine.tick(now, &mut out);
-        of(rule, out)
-    }
-}
-
-fn of(rule: &str, out: Output) -> Vec<Proposal> {
-    out.proposals
-        .into_iter()
-        .filter(|p| p.rule == rule)
-        .collect()
 }
 
 fn assert_one(p: &[Proposal], intent: &str, priority: u8) -> String {
@@ -113,7 +47,7 @@ fn promotion_cluster_needs_three_within_ten_minutes() {
             json!({ "path": format!("/p/cand-{n}.json") }),
         )
     };
-    let mut o = Observer::start();
+    let mut o = Observer::start(config());
     assert!(promo(&mut o, T0, 1).is_empty());
     assert!(
         promo(&mut o, T0 + 4 * MIN, 2).is_empty(),
@@ -133,7 +67,7 @@ fn promotion_cluster_needs_three_within_ten_minutes() {
         assert!(promo(&mut o, T0 + 11 * MIN + i64::from(n), n).is_empty());
     }
 
-    let mut spread = Observer::start();
+    let mut spread = Observer::start(config());
     assert!(promo(&mut spread, T0, 1).is_empty());
     assert!(promo(&mut spread, T0 + 5 * MIN, 2).is_empty());
     assert!(
@@ -147,7 +81,7 @@ fn promotion_cluster_needs_three_within_ten_minutes() {
 #[test]
 fn phase_failure_fires_on_failed_or_timed_out_runs_only() {
     let rule = "phase_failure";
-    let mut o = Observer::start();
+    let mut o = Observer::start(config());
     assert!(o
         .feed_line(rule, "phase_log", T0, "PHASE run-1 passed in 900s")
         .is_empty());
@@ -177,7 +111,7 @@ fn phase_failure_fires_on_failed_or_timed_out_runs_only() {
 #[test]
 fn heartbeat_stall_fires_once_after_five_silent_minutes() {
     let rule = "heartbeat_stall";
-    let mut o = Observer::start();
+    let mut o = Observer::start(config());
     assert!(o.tick(rule, T0 + 5 * MIN - 1000).is_empty(), "4m59s");
     let reason = assert_one(&o.tick(rule, T0 + 5 * MIN), "alert_heartbeat_stall", 8);
     assert_eq!(
@@ -206,7 +140,7 @@ fn heartbeat_stall_fires_once_after_five_silent_minutes() {
 #[test]
 fn lock_contention_fires_above_ten() {
     let rule = "lock_contention";
-    let mut o = Observer::start();
+    let mut o = Observer::start(config());
     let lock = |o: &mut Observer, ts: i64, v: Value| {
         o.feed_event(
             rule,
@@ -232,7 +166,7 @@ fn lock_contention_fires_above_ten() {
 #[test]
 fn gpu_oom_fires_on_the_oom_line() {
     let rule = "gpu_oom";
-    let mut o = Observer::start();
+    let mut o = Observer::start(config());
     assert!(o
         .feed_line(
             rule,
@@ -259,7 +193,7 @@ fn gpu_oom_fires_on_the_oom_line() {
 #[test]
 fn phase_too_long_fires_over_two_hours() {
     let rule = "phase_too_long";
-    let mut o = Observer::start();
+    let mut o = Observer::start(config());
     assert!(o
         .feed_line(rule, "phase_log", T0, "PHASE run-1 passed in 7200s")
         .is_empty());
@@ -274,7 +208,7 @@ fn phase_too_long_fires_over_two_hours() {
 #[test]
 fn dream_error_fires_on_a_failed_experiment() {
     let rule = "dream_error";
-    let mut o = Observer::start();
+    let mut o = Observer::start(config());
     assert!(o
         .feed_line(rule, "units", T0, "experiment exp-7 finished: fitness 0.91")
         .is_empty());

@@ -414,7 +414,7 @@ fn two_processes_never_hold_the_lock_at_once(b) {
                 .env("VIGIL_LOCK_CHILD_DB", &db)
                 .env("VIGIL_LOCK_CHILD_NAME", name)
                 .env("VIGIL_LOCK_CHILD_TRACE", &trace)
-                .stdout(std::process::Stdio::null())
+                .stdout(std::process::Stdio::inherit())
                 .spawn()
                 .unwrap()
         })

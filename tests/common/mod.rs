@@ -4,7 +4,9 @@
 mod both_stores;
 pub mod browser;
 pub mod env;
+pub mod invariants;
 pub mod redis_server;
+pub mod rules;
 pub mod store;
 pub mod supervisor;
 
@@ -195,6 +197,19 @@ pub async fn wait_within_msg(what: impl Fn() -> String, secs: u64, mut cond: imp
             what()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `wait_within` for a condition that must itself wait (an HTTP call).
+pub async fn wait_within_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    secs: u64,
+    mut cond: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
