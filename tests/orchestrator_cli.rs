@@ -15,7 +15,7 @@ use vigil::store::prelude::*;
 use vigil::store::{IntentQuery, SqliteStore};
 
 /// The binary with DIR/data and DIR/vigil.toml.
-fn vigil(dir: &Path) -> Command {
+fn vigil_in(dir: &Path) -> Command {
     let mut c = common::vigil(&dir.join("data"));
     c.arg("--config").arg(dir.join("vigil.toml"));
     c
@@ -47,7 +47,7 @@ fn symptoms_escalation_and_audit_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), "");
     for i in 1..=2 {
-        let (code, stdout, err) = out(vigil(dir.path()).args([
+        let (code, stdout, err) = out(vigil_in(dir.path()).args([
             "symptoms",
             "record",
             "vllm_oom",
@@ -59,18 +59,18 @@ fn symptoms_escalation_and_audit_from_the_command_line() {
             "{stdout}"
         );
     }
-    let (_, stdout, _) = out(vigil(dir.path()).args(["escalation", "status", "--json"]));
+    let (_, stdout, _) = out(vigil_in(dir.path()).args(["escalation", "status", "--json"]));
     let flags: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(flags[0]["armed"], false);
     assert_eq!(flags[0]["symptom_count"], 2);
 
     let (_, stdout, _) =
-        out(vigil(dir.path()).args(["symptoms", "record", "vllm_oom", "deficit_mb=3000"]));
+        out(vigil_in(dir.path()).args(["symptoms", "record", "vllm_oom", "deficit_mb=3000"]));
     assert!(
         stdout.contains("escalation armed: 3 vllm_oom in last 24h (threshold: 3)"),
         "{stdout}"
     );
-    let (_, stdout, _) = out(vigil(dir.path()).args(["escalation", "status", "--json"]));
+    let (_, stdout, _) = out(vigil_in(dir.path()).args(["escalation", "status", "--json"]));
     let flags: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(flags[0]["kind"], "vllm_oom");
     assert_eq!(flags[0]["armed"], true);
@@ -78,19 +78,19 @@ fn symptoms_escalation_and_audit_from_the_command_line() {
     assert_eq!(flags[0]["reason"], "3 vllm_oom in last 24h (threshold: 3)");
     assert!(flags[0]["expires_at"].is_string());
 
-    let (_, stdout, _) = out(vigil(dir.path()).args(["symptoms", "list", "--json"]));
+    let (_, stdout, _) = out(vigil_in(dir.path()).args(["symptoms", "list", "--json"]));
     let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 3);
     assert_eq!(list[0]["meta"]["deficit_mb"], 3000);
 
-    let (code, stdout, _) = out(vigil(dir.path()).args(["escalation", "clear", "vllm_oom"]));
+    let (code, stdout, _) = out(vigil_in(dir.path()).args(["escalation", "clear", "vllm_oom"]));
     assert_eq!(code, 0);
     assert_eq!(stdout.trim(), "cleared vllm_oom");
-    let (_, stdout, _) = out(vigil(dir.path()).args(["escalation", "status", "--json"]));
+    let (_, stdout, _) = out(vigil_in(dir.path()).args(["escalation", "status", "--json"]));
     let flags: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(flags[0]["armed"], false);
 
-    let (_, stdout, _) = out(vigil(dir.path()).args(["audit", "tail", "-n", "2", "--json"]));
+    let (_, stdout, _) = out(vigil_in(dir.path()).args(["audit", "tail", "-n", "2", "--json"]));
     let tail: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let events: Vec<&str> = tail
         .as_array()
@@ -99,7 +99,7 @@ fn symptoms_escalation_and_audit_from_the_command_line() {
         .map(|e| e["event"].as_str().unwrap())
         .collect();
     assert_eq!(events, ["escalation_armed", "escalation_cleared"]);
-    let (_, stdout, _) = out(vigil(dir.path()).args(["audit", "count", "--json"]));
+    let (_, stdout, _) = out(vigil_in(dir.path()).args(["audit", "count", "--json"]));
     let counts: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(counts["symptom_recorded"], 3);
     // The same trail as JSON lines in DATA_DIR/audit/YYYYMMDD.jsonl.
@@ -116,7 +116,7 @@ fn symptoms_escalation_and_audit_from_the_command_line() {
         }
     }
 
-    let (code, stdout, err) = out(vigil(dir.path()).args(["status", "--json"]));
+    let (code, stdout, err) = out(vigil_in(dir.path()).args(["status", "--json"]));
     assert_eq!(code, 0, "{err}");
     let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(status["budgets"][0]["name"], "gpu_downtime");
@@ -139,7 +139,7 @@ on_failure = [{ systemd = "start", unit = "judge.service", restore = true }]
 "#;
 
 fn daemon(dir: &Path) -> Child {
-    vigil(dir)
+    vigil_in(dir)
         .args(["run", "--log-level", "warn"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -149,7 +149,7 @@ fn daemon(dir: &Path) -> Child {
 
 /// `vigil intents submit trigger_canary` at priority 8; asserts it was taken.
 fn submit_canary(dir: &Path, reason: &str) {
-    let (code, _, err) = out(vigil(dir).args([
+    let (code, _, err) = out(vigil_in(dir).args([
         "intents",
         "submit",
         "trigger_canary",
@@ -262,7 +262,7 @@ fn dry_run_acts_on_nothing() {
     script(&d.join("unused"), "exit 0");
     submit_canary(d, "dry");
     let log = d.join("daemon.log");
-    let mut child = vigil(d)
+    let mut child = vigil_in(d)
         .args(["run", "--dry-run", "--log-level", "info"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())

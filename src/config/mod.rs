@@ -285,6 +285,12 @@ impl Config {
                 locations.insert(format!("windows.{}", name.get_ref()), w.span().start);
             }
         }
+        // ... and so are canaries (a comparison that cannot run).
+        if let Some(DeValue::Table(canaries)) = table.get("canaries").map(|c| c.get_ref()) {
+            for (name, c) in canaries.iter() {
+                locations.insert(format!("canaries.{}", name.get_ref()), c.span().start);
+            }
+        }
         let orchestrator = crate::orchestrator::config::take(&src, &mut table, &mut errors);
         let invariants = crate::invariants::config::take(&src, &mut table, &mut errors);
         let units = crate::supervisor::config::take(&src, &mut table, &mut errors);
@@ -443,6 +449,17 @@ impl Config {
         for (name, rule) in &self.rules {
             if let Some(msg) = self.reason_warning(name, rule) {
                 out.push(self.diagnostic("rules", name, msg));
+            }
+        }
+        for (name, c) in &self.canaries {
+            if c.judge.compare == Some(crate::canary::config::Compare::Production)
+                && c.production.port.is_none()
+            {
+                out.push(self.diagnostic(
+                    "canaries",
+                    name,
+                    format!("warning: [canaries.{name}] compare = \"production\" sends the workload to production too, but production's port is not given, so the candidate is judged on its thresholds alone; give it, like production = {{ systemd = \"judge.service\", port = 8000 }}"),
+                ));
             }
         }
         for (name, w) in &self.orchestrator.windows {
