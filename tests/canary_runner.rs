@@ -111,6 +111,22 @@ async fn spare_path_takes_the_first_free_port_and_judges_against_production() {
     );
     // Production kept running throughout.
     assert!(healthy(p.production).await);
+    // `vigil status` lists the canary with its last run.
+    let (data, cfg2) = (d.app.data_dir.clone(), d.path("vigil.toml"));
+    let status = tokio::task::spawn_blocking(move || {
+        common::out(vigil(&data).args(["--config", cfg2.to_str().unwrap(), "status", "--json"]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0, 0, "{status:?}");
+    let status: Value = serde_json::from_str(&status.1).unwrap();
+    let spare = status["canaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "spare")
+        .unwrap_or_else(|| panic!("{status:#}"));
+    assert_eq!(spare["last_run"]["result"], "promoted", "{spare:#}");
 
     // 50% slower: rejected by the comparison, with the numbers.
     let slow = run(&d, "spare", json!({"candidate": {"delay_ms": 60}})).await;

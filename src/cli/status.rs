@@ -18,6 +18,7 @@ pub fn run(app: &App, json: bool) -> Exit {
     let daemon = record::read(&app.data_dir)?;
     let degraded = vigil::supervisor::view::degraded(app)?;
     let fleet = store.fleet()?;
+    let canaries = vigil::canary::list(app)?;
     if json {
         let by_state: serde_json::Map<String, serde_json::Value> = counts
             .iter()
@@ -32,7 +33,7 @@ pub fn run(app: &App, json: bool) -> Exit {
         return print_json(&serde_json::json!({"daemon": daemon, "sources": sources,
             "intents": by_state, "playbooks": orch.playbooks, "flags": orch.flags,
             "budgets": orch.budgets, "locks": orch.locks, "degraded": degraded, "host": store.host(),
-            "fleet": fleet}));
+            "fleet": fleet, "canaries": canaries}));
     }
     println!("{}", config_line(app, daemon.as_ref()));
     println!("data dir: {}", app.data_dir.display());
@@ -79,6 +80,31 @@ pub fn run(app: &App, json: bool) -> Exit {
         println!("  {:<15} {n}", s.as_str());
     }
     print!("\n{}", render(&orch));
+    if !canaries.is_empty() {
+        println!("\nCANARIES");
+        for c in &canaries {
+            let last = match &c.last_run {
+                Some(r) => format!(
+                    "last {} ({}, {}, {:.1}s, downtime {:.1}s)",
+                    r.result.as_deref().unwrap_or("running"),
+                    r.mode,
+                    r.path.as_deref().unwrap_or("-"),
+                    r.duration_s,
+                    r.downtime_s
+                ),
+                None => "never run".into(),
+            };
+            let next = if c.next_allowed_in_s > 0.0 {
+                format!(
+                    "quiesced run allowed in {}",
+                    human(Duration::from_secs_f64(c.next_allowed_in_s))
+                )
+            } else {
+                "quiesced run allowed now".into()
+            };
+            println!("  {:<20} {last}  {next}", c.name);
+        }
+    }
     if !degraded.is_empty() {
         println!("\nDEGRADED: units disabled until released (`vigil units release NAME`)");
         for d in &degraded {
