@@ -8,28 +8,13 @@
 //! `VIGIL_IDLE_COMPARE=/path/to/an/older/vigil` runs that binary with both configs too, in the
 //! same period, for a before/after on the same machine state.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// utime + stime in clock ticks, and VmRSS / VmHWM in kB.
-fn sample(pid: u32) -> (u64, u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process alive");
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (ticks, kb("VmRSS:"), kb("VmHWM:"))
-}
+use support::sample;
 
 /// A copy of `example` that listens on a free port, so the runs do not collide.
 fn config(dir: &Path, example: &str) -> std::path::PathBuf {

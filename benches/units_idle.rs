@@ -8,28 +8,14 @@
 //! A clean stop of vigil leaves its units running for the next daemon; the bench kills them
 //! (found by their `VIGIL_UNIT_ID` marker) when it is done.
 
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const UNITS: usize = 50;
 
-/// utime + stime in clock ticks, and VmRSS / VmHWM in kB.
-fn sample(pid: u32) -> (u64, u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process alive");
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (ticks, kb("VmRSS:"), kb("VmHWM:"))
-}
+use support::sample;
 
 /// Pids whose environment marks them as processes of a unit named `prefix...`.
 fn marked(prefix: &str) -> Vec<i32> {
