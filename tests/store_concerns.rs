@@ -114,3 +114,34 @@ on_both_stores!(#[test] fn a_resolved_alert_cancels_an_unsent_violated_one_but_f
     s.alert_later("c", 5, "{}", 20).unwrap();
     assert!(!s.queue_alert(&alert("c", true, 6)).unwrap());
 });
+
+/// Two hosts on one PostgreSQL store supervising a unit of the same name: each keeps its own
+/// record (pid, quarantine), so one host never adopts, or stays quarantined by, the other's.
+#[test]
+fn hosts_sharing_a_store_keep_their_own_units() {
+    use vigil::store::{UnitRecord, UnitStore};
+    let url = common::store::fresh_postgres_url();
+    let a = common::store::open_postgres(&url).with_host("a");
+    let b = common::store::open_postgres(&url).with_host("b");
+    let rec = |state: &str, pid: i32| UnitRecord {
+        name: "judge".into(),
+        state: state.into(),
+        tier: 1,
+        pid: Some(pid),
+        start_ticks: Some(7),
+        marker: None,
+        restarts: vec![1, 2],
+        total_restarts: 2,
+        last_exit: None,
+        last_error: None,
+        bundle: None,
+        since_ms: 5,
+    };
+    a.put_unit(&rec("running", 100)).unwrap();
+    b.put_unit(&rec("quarantined", 200)).unwrap();
+    assert_eq!(a.unit("judge").unwrap(), Some(rec("running", 100)));
+    assert_eq!(b.unit("judge").unwrap(), Some(rec("quarantined", 200)));
+    assert_eq!(a.units().unwrap(), vec![rec("running", 100)]);
+    a.put_unit(&rec("stopped", 101)).unwrap();
+    assert_eq!(b.units().unwrap(), vec![rec("quarantined", 200)]);
+}

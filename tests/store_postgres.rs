@@ -35,8 +35,8 @@ fn eight_hosts_opening_a_new_store_at_once_migrate_it_once() {
     assert_eq!(again.intent(id).unwrap().unwrap().data["n"], 1);
     assert_eq!(
         common::store::pg_query(&url, "SELECT version FROM vigil_schema"),
-        vec![Some("3".to_string())],
-        "the last of the three migrations"
+        vec![Some(PgStore::SCHEMA_VERSION.to_string())],
+        "every migration, once"
     );
 }
 

@@ -209,6 +209,7 @@ pub(crate) const TABLES: &[Table] = &[
     Table {
         name: "units",
         columns: &[
+            ("host", Text),
             ("name", Text),
             ("state", Text),
             ("tier", Int),

@@ -224,6 +224,12 @@ CREATE TABLE canary_runs (
 );
 CREATE INDEX canary_runs_canary ON canary_runs (canary, started_at);
 "#,
+    // Fleet: a unit is one host's (hosts may supervise units of the same name).
+    r#"
+ALTER TABLE units ADD COLUMN host TEXT NOT NULL DEFAULT '';
+ALTER TABLE units DROP CONSTRAINT units_pkey;
+ALTER TABLE units ADD PRIMARY KEY (host, name);
+"#,
 ];
 
 /// The first key of vigil's advisory locks (the second is the schema's hash).
@@ -272,6 +278,9 @@ pub(super) struct Conn {
 }
 
 impl PgStore {
+    /// The schema version this vigil migrates a store to (`vigil_schema.version`).
+    pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
     /// Connects to `url` (`postgres://user:password@host:port/db`, libpq's keywords also
     /// work), creates the schema when missing and runs the migrations this vigil has that
     /// the database has not, one host at a time (an advisory lock).

@@ -35,17 +35,22 @@ impl UnitStore for PgStore {
         let pid = u.pid.map(|p| p as i64);
         let ticks = u.start_ticks.map(|t| t as i64);
         let total = u.total_restarts as i64;
-        self.with_conn(|c| {
+        self.write(|c| {
+            // A record from before hosts ('') becomes this host's.
+            c.exec(
+                "DELETE FROM units WHERE host = '' AND name = $1",
+                &[&u.name],
+            )?;
             c.exec(
                 &format!(
-                    "INSERT INTO units ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                     ON CONFLICT (name) DO UPDATE SET state = $2, tier = $3, pid = $4, start_ticks = $5,
+                    "INSERT INTO units (host, {COLUMNS}) VALUES ($13, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                     ON CONFLICT (host, name) DO UPDATE SET state = $2, tier = $3, pid = $4, start_ticks = $5,
                         restarts = $6, total_restarts = $7, last_exit = $8, last_error = $9, bundle = $10,
                         since_ms = $11, marker = $12"
                 ),
                 &[
                     &u.name, &u.state, &tier, &pid, &ticks, &restarts, &total, &u.last_exit,
-                    &u.last_error, &u.bundle, &u.since_ms, &u.marker,
+                    &u.last_error, &u.bundle, &u.since_ms, &u.marker, &self.host,
                 ],
             )
             .map(drop)
@@ -55,16 +60,20 @@ impl UnitStore for PgStore {
     fn unit(&self, name: &str) -> Result<Option<UnitRecord>, StoreError> {
         let row = self.with_conn(|c| {
             c.opt(
-                &format!("SELECT {COLUMNS} FROM units WHERE name = $1"),
-                &[&name],
+                &format!("SELECT {COLUMNS} FROM units WHERE name = $1 AND host IN ($2, '') ORDER BY host DESC LIMIT 1"),
+                &[&name, &self.host],
             )
         })?;
         Ok(row.as_ref().map(from_row))
     }
 
     fn units(&self) -> Result<Vec<UnitRecord>, StoreError> {
-        let rows =
-            self.with_conn(|c| c.rows(&format!("SELECT {COLUMNS} FROM units ORDER BY name"), &[]))?;
+        let rows = self.with_conn(|c| {
+            c.rows(
+                &format!("SELECT {COLUMNS} FROM units WHERE host IN ($1, '') ORDER BY name"),
+                &[&self.host],
+            )
+        })?;
         Ok(rows.iter().map(from_row).collect())
     }
 }

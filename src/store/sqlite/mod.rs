@@ -231,6 +231,29 @@ CREATE TABLE hosts (
     last_seen_ms INTEGER NOT NULL
 );
 "#,
+    // Fleet: a unit is one host's (hosts may supervise units of the same name).
+    r#"
+CREATE TABLE units_by_host (
+    host           TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    tier           INTEGER NOT NULL,
+    pid            INTEGER,
+    start_ticks    INTEGER,
+    restarts       TEXT NOT NULL,
+    total_restarts INTEGER NOT NULL,
+    last_exit      TEXT,
+    last_error     TEXT,
+    bundle         TEXT,
+    since_ms       INTEGER NOT NULL,
+    marker         TEXT,
+    PRIMARY KEY (host, name)
+);
+INSERT INTO units_by_host SELECT '', name, state, tier, pid, start_ticks, restarts, total_restarts,
+    last_exit, last_error, bundle, since_ms, marker FROM units;
+DROP TABLE units;
+ALTER TABLE units_by_host RENAME TO units;
+"#,
 ];
 
 pub struct SqliteStore {

@@ -30,8 +30,14 @@ impl UnitStore for SqliteStore {
     fn put_unit(&self, u: &UnitRecord) -> Result<(), StoreError> {
         let restarts = serde_json::to_string(&u.restarts).expect("a list of numbers serializes");
         self.with_conn(|conn| {
-            conn.exec(
-                &format!("INSERT OR REPLACE INTO units ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+            let tx = conn.transaction()?;
+            // A record from before hosts ('') becomes this host's.
+            tx.exec(
+                "DELETE FROM units WHERE host = '' AND name = ?1",
+                [&u.name],
+            )?;
+            tx.exec(
+                &format!("INSERT OR REPLACE INTO units (host, {COLUMNS}) VALUES (?13, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
                 params![
                     u.name,
                     u.state,
@@ -44,18 +50,19 @@ impl UnitStore for SqliteStore {
                     u.last_error,
                     u.bundle,
                     u.since_ms,
-                    u.marker
+                    u.marker,
+                    self.host
                 ],
-            )
-            .map(|_| ())
+            )?;
+            tx.commit()
         })
     }
 
     fn unit(&self, name: &str) -> Result<Option<UnitRecord>, StoreError> {
         self.with_conn(|conn| {
             match conn.row(
-                &format!("SELECT {COLUMNS} FROM units WHERE name = ?1"),
-                [name],
+                &format!("SELECT {COLUMNS} FROM units WHERE name = ?1 AND host IN (?2, '') ORDER BY host DESC LIMIT 1"),
+                [name, &self.host],
                 from_row,
             ) {
                 Ok(u) => Ok(Some(u)),
@@ -67,9 +74,10 @@ impl UnitStore for SqliteStore {
 
     fn units(&self) -> Result<Vec<UnitRecord>, StoreError> {
         self.with_conn(|conn| {
-            let mut stmt =
-                conn.prepare_cached(&format!("SELECT {COLUMNS} FROM units ORDER BY name"))?;
-            let rows = stmt.query_map([], from_row)?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM units WHERE host IN (?1, '') ORDER BY name"
+            ))?;
+            let rows = stmt.query_map([&self.host], from_row)?;
             rows.collect()
         })
     }
