@@ -62,22 +62,6 @@ impl DaemonApi {
             answer(&url, resp).await
         })
     }
-
-    /// `GET path`; the JSON answer, or the API's error message as the error.
-    // No command reads through the daemon yet (reads come from the store); canaries will.
-    #[allow(dead_code)]
-    pub fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        let url = format!("{}{path}", self.base);
-        self.rt.block_on(async {
-            let resp = vigil::http::client(vigil::http::DEFAULT_TIMEOUT)
-                .get(&url)
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the daemon at {url}"))?;
-            answer(&url, resp).await
-        })
-    }
 }
 
 /// The body of a 2xx answer as JSON (`null` when empty), else the API's `error` message.
