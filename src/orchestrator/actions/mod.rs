@@ -284,6 +284,10 @@ pub async fn execute(
 /// The names a step's templates may use besides `data.KEY` (see [`step_field`]).
 const STEP_FIELDS: [&str; 5] = ["mode", "reason", "intent", "intent_type", "playbook"];
 
+/// What to write instead of a name no step has.
+const STEP_FIELDS_HINT: &str = "use {mode}, {reason}, {intent}, {intent_type}, {playbook} or \
+     {data.KEY}, and {{ }} for literal braces";
+
 /// Refuses a template in `text` that names nothing a running step provides.
 fn check_template(text: &str) -> Result<(), String> {
     for name in Template::parse(text).fields() {
@@ -295,9 +299,7 @@ fn check_template(text: &str) -> Result<(), String> {
             .map(|c| format!("did you mean {{{c}}}? "))
             .unwrap_or_default();
         return Err(format!(
-            "template {{{name}}} in {text:?} names nothing a step has; {hint}use {{mode}}, \
-             {{reason}}, {{intent}}, {{intent_type}}, {{playbook}} or {{data.KEY}}, and {{{{ }}}} \
-             for literal braces"
+            "template {{{name}}} in {text:?} names nothing a step has; {hint}{STEP_FIELDS_HINT}"
         ));
     }
     Ok(())
@@ -314,11 +316,7 @@ pub fn fill(text: &str, ctx: &StepContext) -> Result<String, String> {
                 "template {{{}}}: intent {} has no data field {key:?}",
                 e.name, ctx.intent.id
             ),
-            None => format!(
-                "template {{{}}}: unknown name; use {{mode}}, {{reason}}, {{intent}}, \
-                 {{intent_type}}, {{playbook}} or {{data.KEY}}, and {{{{ }}}} for literal braces",
-                e.name
-            ),
+            None => format!("template {{{}}}: unknown name; {STEP_FIELDS_HINT}", e.name),
         })
 }
 
