@@ -285,10 +285,23 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         // Room for every statement the store runs (`Cached`), so none is parsed twice.
         conn.set_prepared_statement_cache_capacity(128);
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-        )
-        .map_err(err)?;
+        // Switching a fresh file to WAL takes an exclusive lock, and SQLite answers a process
+        // that races another for it with SQLITE_BUSY at once, without the busy handler: two
+        // processes opening a new store together (a daemon and a CLI call) must both get it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match conn.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            ) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                r => break r.map_err(err)?,
+            }
+        }
         let store = Self {
             path: path.to_path_buf(),
             host: super::hostname(),
