@@ -30,6 +30,8 @@ pub struct SymptomPolicy {
     pub threshold: u32,
     /// How long (ms) an armed flag stays armed unless cleared.
     pub ttl_ms: i64,
+    /// Whose symptoms count, and whose flag they arm: this host's or the fleet's.
+    pub scope: crate::store::Scope,
 }
 
 impl SymptomPolicy {
@@ -98,6 +100,7 @@ pub fn policy(app: &App) -> SymptomPolicy {
         window_ms: e.window.as_ms(),
         threshold: e.threshold,
         ttl_ms: e.flag_ttl.as_ms(),
+        scope: e.scope,
     }
 }
 
@@ -130,7 +133,8 @@ pub fn record(app: &App, kind: &str, meta: Data) -> Result<SymptomRecorded, Stor
 
 /// Clears a flag (blocking); returns it when it was armed.
 pub fn clear(app: &App, kind: &str, why: &str) -> Result<Option<Flag>, StoreError> {
-    let was = app.store()?.clear_flag(kind, app.clock.now_ms())?;
+    let scope = app.config.orchestrator.escalation.scope;
+    let was = app.store()?.clear_flag(kind, scope, app.clock.now_ms())?;
     app.metrics.escalation_flag.set(&[kind], 0.0);
     if was.is_some() {
         tracing::info!(kind, "escalation cleared: {why}");

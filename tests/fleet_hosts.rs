@@ -8,6 +8,7 @@ use common::env::*;
 use vigil::intent::IntentStatus;
 use vigil::sources::SourceState;
 use vigil::store::prelude::*;
+use vigil::store::Scope;
 
 const PLAYBOOK: &str = r#"
 [playbooks.restart]
@@ -80,8 +81,11 @@ fn the_fleet_view_lists_every_host_with_its_sources_down_and_runs_in_flight() {
         mode: "default".into(),
         holder: format!("b:1:0/{id}"),
         cooldown_ms: None,
+        cooldown_scope: Scope::Host,
         max_runs: None,
+        max_runs_scope: Scope::Host,
         lock: None,
+        lock_scope: Scope::Host,
         lease_ms: 30_000,
         budget: None,
         lease: None,
@@ -116,7 +120,7 @@ fn an_operator_releases_the_lock_of_a_dead_host_and_it_is_audited() {
     let store = a.app.store().unwrap();
     // Host a took the fleet lock and died: its lease would run for an hour more.
     assert!(store
-        .acquire_lock("rolling", "a:1:0/7", 3_600_000, 0)
+        .acquire_lock("rolling", Scope::Fleet, "a:1:0/7", 3_600_000, 0)
         .unwrap()
         .is_ok());
     store.renew_leases("a:1:0", 3_600_000, 0).unwrap();

@@ -383,6 +383,28 @@ impl Config {
         if let Some(msg) = self.api.check() {
             out.push(self.diagnostic("api", "listen", msg));
         }
+        if let Some(host) = &self.host {
+            // Holders are `HOST:PID:N/INTENT`, and `*` names the fleet (`store::Scope`).
+            if host.is_empty()
+                || host == crate::store::FLEET
+                || host.contains([':', '/'])
+                || host.chars().any(char::is_whitespace)
+            {
+                let at = self
+                    .text
+                    .lines()
+                    .scan(0usize, |pos, l| {
+                        let start = *pos;
+                        *pos += l.len() + 1;
+                        Some((start, l.trim_start()))
+                    })
+                    .find(|(_, l)| l.starts_with("host"))
+                    .map_or(0, |(at, _)| at);
+                out.push(Source { file: &self.origin, text: &self.text }.at(at, format!(
+                    "host = {host:?} cannot name a host: use letters, digits, '.', '-' or '_' (no ':', '/', spaces or '*'), e.g. host = \"gpu-01\""
+                )));
+            }
+        }
         if let Some(url) = &self.store.url {
             if !crate::store::is_postgres_url(url) {
                 out.push(self.at_key("store", "url", "[store] url must be a PostgreSQL URL, `postgres://user:password@host:port/db`; leave it out for the embedded SQLite store under data_dir".into()));

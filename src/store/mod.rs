@@ -104,6 +104,45 @@ impl Store for PgStore {
     }
 }
 
+/// Whose a budget, lock, cooldown, rate limit or escalation flag is: this host's alone (the
+/// default; what a single host has always had) or the whole fleet's sharing the store, like a
+/// Kubernetes PodDisruptionBudget across hosts. `scope = "host" | "fleet"` in the config.
+///
+/// In the store a scope is a key beside the name: the host's name, or `*` for the fleet; rows
+/// stored before scopes existed carry `''` and count for every host (never less than before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    #[default]
+    Host,
+    Fleet,
+}
+
+impl Scope {
+    /// The key of this scope in the store's rows for `host`: `host` itself, or `*`.
+    pub fn key(self, host: &str) -> &str {
+        match self {
+            Scope::Host => host,
+            Scope::Fleet => FLEET,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Host => "host",
+            Scope::Fleet => "fleet",
+        }
+    }
+}
+
+/// The scope key of fleet-wide rows (`Scope::key`).
+pub const FLEET: &str = "*";
+
+/// The host part of a holder (`HOST:PID:N`, or `HOST:PID:N/INTENT` for a run's lock).
+pub fn holder_host(holder: &str) -> &str {
+    holder.split(':').next().unwrap_or(holder)
+}
+
 /// `[store]` in the config.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
