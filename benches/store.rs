@@ -15,8 +15,8 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use vigil::intent::NewIntent;
-use vigil::store::Scope;
 use vigil::store::prelude::*;
+use vigil::store::Scope;
 use vigil::store::{AnyStore, BudgetRequest, PgStore, RunRequest, SqliteStore};
 
 const CLIENTS: [usize; 3] = [1, 8, 32];

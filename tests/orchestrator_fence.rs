@@ -10,9 +10,9 @@ use common::env::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vigil::clock::Clock;
-use vigil::store::Scope;
 use vigil::intent::IntentStatus;
 use vigil::store::prelude::*;
+use vigil::store::Scope;
 
 fn count(events: &[String], name: &str) -> usize {
     events.iter().filter(|e| e.as_str() == name).count()

@@ -11,12 +11,12 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use std::sync::{Arc, Barrier};
 use vigil::audit::AuditEntry;
-use vigil::store::Scope;
 use vigil::intent::IntentStatus;
 use vigil::orchestrator::config::WindowSpan;
 use vigil::orchestrator::gates::{Denial, Gate};
 use vigil::orchestrator::window;
 use vigil::store::prelude::*;
+use vigil::store::Scope;
 use vigil::store::{AnyStore, BudgetRequest, RunEnd, RunRecord, RunRequest, Settled};
 
 fn ny() -> TimeZone {

@@ -209,7 +209,10 @@ fn alert_stale_fleet_locks(app: &App) -> Result<(), StoreError> {
         // Not `host`: that would hand the alert to the dead host.
         data.insert("holder_host".into(), holder.into());
         data.insert("since".into(), rfc3339_ms(lock.acquired_at).into());
-        data.insert("lease_expired_at".into(), rfc3339_ms(lock.expires_at).into());
+        data.insert(
+            "lease_expired_at".into(),
+            rfc3339_ms(lock.expires_at).into(),
+        );
         let alert = NewIntent {
             intent_type: "alert_fleet_lock_stale".into(),
             priority: 10,

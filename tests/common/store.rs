@@ -121,6 +121,14 @@ impl Place {
         }
     }
 
+    /// The store as host `host` would open it (hosts sharing one store).
+    pub fn open_as(&self, host: &str) -> AnyStore {
+        match self {
+            Place::Sqlite(p) => AnyStore::new(SqliteStore::open(p).unwrap().with_host(host)),
+            Place::Postgres(url) => AnyStore::new(open_postgres(url).with_host(host)),
+        }
+    }
+
     /// What a child process is told to open (`lock_child` in orchestrator_gates).
     pub fn to_arg(&self) -> String {
         match self {

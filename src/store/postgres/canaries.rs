@@ -118,10 +118,7 @@ impl CanaryStore for PgStore {
             };
             if let (Some(b), Some(day)) = (&run.budget, &run.budget_day) {
                 let scope: String = c
-                    .one(
-                        "SELECT budget_scope FROM canary_runs WHERE id = $1",
-                        &[&id],
-                    )?
+                    .one("SELECT budget_scope FROM canary_runs WHERE id = $1", &[&id])?
                     .get(0);
                 settle_budget(c, b, day, &scope, end.downtime_ms, run.reserved_ms)?;
             }

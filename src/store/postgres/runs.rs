@@ -216,7 +216,10 @@ fn check_and_reserve(
             .one(
                 "SELECT max(started_at) FROM runs WHERE playbook = $1
                    AND ($2::text IS NULL OR host IN ($2, ''))",
-                &[&req.playbook, &(req.cooldown_scope == Scope::Host).then_some(host)],
+                &[
+                    &req.playbook,
+                    &(req.cooldown_scope == Scope::Host).then_some(host),
+                ],
             )?
             .get(0);
         if let Some(last) = last {
@@ -231,7 +234,11 @@ fn check_and_reserve(
             .rows(
                 "SELECT started_at FROM runs WHERE playbook = $1 AND started_at > $2
                    AND ($3::text IS NULL OR host IN ($3, '')) ORDER BY started_at",
-                &[&req.playbook, &(now_ms - within_ms), &(req.max_runs_scope == Scope::Host).then_some(host)],
+                &[
+                    &req.playbook,
+                    &(now_ms - within_ms),
+                    &(req.max_runs_scope == Scope::Host).then_some(host),
+                ],
             )?
             .iter()
             .map(|r| r.get(0))

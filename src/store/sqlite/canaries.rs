@@ -3,9 +3,7 @@
 
 use super::runs::{reserve_budget, settle_budget};
 use super::{Cached, SqliteStore};
-use crate::store::{
-    CanaryEnd, CanaryRunRecord, CanaryStore, NewCanaryRun, Refusal, StoreError,
-};
+use crate::store::{CanaryEnd, CanaryRunRecord, CanaryStore, NewCanaryRun, Refusal, StoreError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 const COLUMNS: &str = "id, canary, mode, path, port, started_at, ended_at, result, reason, duration_ms, downtime_ms, budget, budget_day, reserved_ms, restore_pending, down_since, report";
@@ -114,10 +112,11 @@ impl CanaryStore for SqliteStore {
                 return Ok(false);
             };
             if let (Some(b), Some(day)) = (&run.budget, &run.budget_day) {
-                let scope: String =
-                    tx.row("SELECT budget_scope FROM canary_runs WHERE id = ?1", [id], |r| {
-                        r.get(0)
-                    })?;
+                let scope: String = tx.row(
+                    "SELECT budget_scope FROM canary_runs WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )?;
                 settle_budget(&tx, b, day, &scope, end.downtime_ms, run.reserved_ms)?;
             }
             tx.exec(

@@ -551,7 +551,13 @@ mod tests {
             .unwrap();
         assert_eq!(claim.map(|c| (c.intent.id, c.epoch)), Some((2, 1)));
         assert!(s
-            .acquire_lock("gpu0", crate::store::Scope::Host, "new:2:0/2", 30_000, 40_000)
+            .acquire_lock(
+                "gpu0",
+                crate::store::Scope::Host,
+                "new:2:0/2",
+                30_000,
+                40_000
+            )
             .unwrap()
             .is_ok());
         assert_eq!(s.locks().unwrap()[0].epoch, 1);

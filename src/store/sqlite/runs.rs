@@ -201,10 +201,7 @@ fn acquire_lock(
         }
     }
     let epoch = next_seq(conn, "lock")?;
-    conn.exec(
-        "DELETE FROM locks WHERE name = ?1 AND scope = ''",
-        [name],
-    )?;
+    conn.exec("DELETE FROM locks WHERE name = ?1 AND scope = ''", [name])?;
     conn.exec(
         "INSERT OR REPLACE INTO locks (name, scope, holder, acquired_at, expires_at, epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![name, scope, holder, now_ms, now_ms + lease_ms, epoch],
@@ -635,8 +632,9 @@ impl RunStore for SqliteStore {
 
     fn locks(&self) -> Result<Vec<LockRecord>, StoreError> {
         self.with_conn(|c| {
-            let mut stmt =
-                c.prepare_cached(&format!("SELECT {LOCK_COLUMNS} FROM locks ORDER BY name, scope"))?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {LOCK_COLUMNS} FROM locks ORDER BY name, scope"
+            ))?;
             let rows = stmt.query_map([], row_to_lock)?;
             rows.collect()
         })
