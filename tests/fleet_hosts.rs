@@ -165,3 +165,82 @@ fn an_operator_releases_the_lock_of_a_dead_host_and_it_is_audited() {
     assert_eq!(tail[0].event, "lock_released");
     assert_eq!(tail[0].details["holder"], "a:1:0/7");
 }
+
+#[test]
+fn an_operator_settles_the_run_of_a_host_that_will_not_return() {
+    let a = Env::on(Backend::Postgres, "", IN_WINDOW).join("a", BASE);
+    let ops = a.join("ops", BASE);
+    let store = a.app.store().unwrap();
+    // Host a started a run under the fleet lock with 25 s of the fleet budget, and died.
+    let id = a.submit("trigger_restart", 1);
+    store
+        .claim_intent("a:1:0", 30_000, 3_600_000, 0)
+        .unwrap()
+        .unwrap();
+    let req = vigil::store::RunRequest {
+        intent_id: id,
+        playbook: "restart".into(),
+        mode: "canary".into(),
+        holder: format!("a:1:0/{id}"),
+        cooldown_ms: None,
+        cooldown_scope: Scope::Host,
+        max_runs: None,
+        max_runs_scope: Scope::Host,
+        lock: Some("rolling".into()),
+        lock_scope: Scope::Fleet,
+        lease_ms: 30_000,
+        budget: Some(vigil::store::BudgetRequest {
+            name: "gpu_downtime".into(),
+            day: "2026-11-23".into(),
+            limit_ms: 60_000,
+            want_ms: 25_000,
+            scope: Scope::Fleet,
+        }),
+        lease: None,
+    };
+    let run = store.begin_run(&req, 0, true).unwrap().unwrap();
+    let cli = |args: &[&str]| {
+        common::out(
+            common::vigil(ops.app.data_dir())
+                .env("VIGIL_STORE_URL", a.store_url.as_ref().unwrap())
+                .args(args),
+        )
+    };
+    let (code, out, err) = cli(&["runs"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("run {:<6} restart", run.id))
+            && out.contains("host a ")
+            && out.contains("25 s of gpu_downtime reserved, lock rolling"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["locks"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rolling              fleet"), "{out}");
+
+    let (code, out, err) = cli(&["runs", "settle", &run.id.to_string(), "--downtime", "12s"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("12 s charged"), "{out}");
+    assert!(store.locks().unwrap().is_empty(), "the lock is freed");
+    let usage = ops
+        .app
+        .store()
+        .unwrap()
+        .budget_usage("gpu_downtime", "2026-11-23")
+        .unwrap();
+    assert_eq!((usage.used_ms, usage.reserved_ms), (12_000, 0));
+    assert_eq!(a.status(id), IntentStatus::Failed);
+    let tail = store.audit_tail(1).unwrap();
+    assert_eq!(
+        (
+            tail[0].event.as_str(),
+            tail[0].details["host"].as_str(),
+            tail[0].details["by"].as_str()
+        ),
+        ("run_settled", Some("a"), Some("operator"))
+    );
+    // Twice is refused, saying why.
+    let (code, _, err) = cli(&["runs", "settle", &run.id.to_string()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has ended already"), "{err}");
+}

@@ -169,6 +169,8 @@ pub struct RunRecord {
     /// Set while production is down.
     #[serde(serialize_with = "ms_as_rfc3339::ser_opt")]
     pub downtime_since: Option<i64>,
+    /// The host that ran it (the only one that may recover it).
+    pub host: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -11,7 +11,7 @@ use crate::store::{
 };
 use tokio_postgres::{Error, Row};
 
-const RUN_COLUMNS: &str = "id, intent_id, playbook, mode, holder, started_at, ended_at, result, budget, budget_day, reserved_ms, downtime_ms, lock_name, step, downtime_since, lock_epoch, budget_scope";
+const RUN_COLUMNS: &str = "id, intent_id, playbook, mode, holder, started_at, ended_at, result, budget, budget_day, reserved_ms, downtime_ms, lock_name, step, downtime_since, lock_epoch, budget_scope, host";
 
 const LOCK_COLUMNS: &str = "name, scope, holder, acquired_at, expires_at, epoch";
 
@@ -75,6 +75,7 @@ fn row_to_run(r: &Row) -> RunRecord {
         downtime_since: r.get(14),
         lock_epoch: r.get(15),
         budget_scope: r.get(16),
+        host: r.get(17),
     }
 }
 
@@ -315,6 +316,7 @@ fn check_and_reserve(
         lock_epoch,
         step: 0,
         downtime_since: None,
+        host: host.to_string(),
     }))
 }
 
