@@ -182,6 +182,34 @@ pub fn try_pg_query(url: &str, sql: &str) -> Result<Vec<Option<String>>, String>
     .unwrap()
 }
 
+/// Runs `sql` (one number) against the test database on one connection, again and again
+/// until `stop`, on a thread of its own; the join gives every answer.
+pub fn pg_sample(
+    url: &str,
+    sql: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<i64>> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}"));
+            tokio::spawn(conn);
+            let mut out = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let row = client.query_one(&sql, &[]).await.unwrap();
+                out.push(row.get::<_, i64>(0));
+            }
+            out
+        })
+    })
+}
+
 /// How many rows `table` holds in the store at `url`.
 pub fn pg_count(url: &str, table: &str) -> i64 {
     pg_query(url, &format!("SELECT count(*) FROM {table}"))[0]
