@@ -19,6 +19,8 @@ pub struct Symptom {
     #[serde(serialize_with = "ms_as_rfc3339::ser")]
     pub ts: i64,
     pub meta: Data,
+    /// The host that saw it ('' before hosts).
+    pub host: String,
 }
 
 /// How symptoms arm flags (from `[escalation]`).
@@ -35,6 +37,12 @@ pub struct SymptomPolicy {
 }
 
 impl SymptomPolicy {
+    /// Whether `s` counts towards `host`'s flags: every host's do in the fleet scope; in the
+    /// host scope its own and those from before hosts.
+    pub fn counts(&self, s: &Symptom, host: &str) -> bool {
+        self.scope == crate::store::Scope::Fleet || s.host == host || s.host.is_empty()
+    }
+
     /// The flag this policy arms when `count` symptoms of `kind` are in the window at `now_ms`,
     /// or `None` below the threshold.
     pub fn arm(&self, kind: &str, count: u32, now_ms: i64) -> Option<Flag> {
@@ -159,7 +167,9 @@ pub fn preview(app: &App, kind: &str) -> Result<(u32, Option<Flag>), StoreError>
     let flag = store.flags()?.into_iter().find(|f| f.kind == kind);
     let since =
         (now - p.window_ms).max(flag.as_ref().and_then(|f| f.cleared_at).unwrap_or(i64::MIN));
-    let count = store.symptoms(Some(kind), since, 100_000)?.len() as u32 + 1;
+    let host = app.config.host();
+    let seen = store.symptoms(Some(kind), since, 100_000)?;
+    let count = seen.iter().filter(|s| p.counts(s, &host)).count() as u32 + 1;
     let active = flag.is_some_and(|f| f.is_armed(now));
     Ok((
         count,
@@ -200,6 +210,7 @@ pub fn status(app: &App) -> Result<Vec<FlagStatus>, StoreError> {
     let now = app.clock.now_ms();
     let store = app.store()?;
     let p = policy(app);
+    let host = app.config.host();
     let flags = store.flags()?;
     let counts = store.symptom_counts(now - p.window_ms)?;
     let mut kinds: Vec<String> = flags.iter().map(|f| f.kind.clone()).collect();
@@ -213,7 +224,8 @@ pub fn status(app: &App) -> Result<Vec<FlagStatus>, StoreError> {
             .and_then(|f| f.cleared_at)
             .unwrap_or(i64::MIN)
             .max(now - p.window_ms);
-        let count = store.symptoms(Some(&kind), since, 100_000)?.len() as u32;
+        let seen = store.symptoms(Some(&kind), since, 100_000)?;
+        let count = seen.iter().filter(|s| p.counts(s, &host)).count() as u32;
         match flag.filter(|f| f.is_armed(now)) {
             Some(f) => out.push(FlagStatus {
                 kind,

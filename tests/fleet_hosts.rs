@@ -244,3 +244,23 @@ fn an_operator_settles_the_run_of_a_host_that_will_not_return() {
     assert_eq!(code, 1);
     assert!(err.contains("has ended already"), "{err}");
 }
+
+#[test]
+fn escalation_status_counts_the_symptoms_of_the_scope() {
+    let a = Env::on(Backend::Postgres, "", IN_WINDOW).join("a", BASE);
+    let b = a.join("b", BASE);
+    for _ in 0..2 {
+        vigil::escalation::record(&a.app, "vllm_oom", Default::default()).unwrap();
+    }
+    vigil::escalation::record(&b.app, "vllm_oom", Default::default()).unwrap();
+    let count = |e: &Env| vigil::escalation::status(&e.app).unwrap()[0].symptom_count;
+    // Host scope (BASE): each host counts its own; b's next one would be its second.
+    assert_eq!((count(&a), count(&b)), (2, 1));
+    assert_eq!(vigil::escalation::preview(&b.app, "vllm_oom").unwrap().0, 2);
+    // Fleet scope: all three count, and the next one anywhere arms the flag.
+    let fleet = BASE.replace("flag_ttl = \"4h\"", "flag_ttl = \"4h\"\nscope = \"fleet\"");
+    let c = a.join("c", &fleet);
+    assert_eq!(count(&c), 3);
+    let (n, flag) = vigil::escalation::preview(&c.app, "vllm_oom").unwrap();
+    assert_eq!((n, flag.is_some()), (4, true));
+}

@@ -88,7 +88,7 @@ impl EscalationStore for PgStore {
     ) -> Result<Vec<Symptom>, StoreError> {
         let rows = self.with_conn(|c| {
             c.rows(
-                "SELECT id, kind, ts, meta FROM symptoms WHERE ($1::text IS NULL OR kind = $1) AND ts > $2
+                "SELECT id, kind, ts, meta, host FROM symptoms WHERE ($1::text IS NULL OR kind = $1) AND ts > $2
                  ORDER BY ts DESC, id DESC LIMIT $3",
                 &[&kind, &since_ms, &(limit as i64)],
             )
@@ -102,6 +102,7 @@ impl EscalationStore for PgStore {
                     kind: r.get(1),
                     ts: r.get(2),
                     meta: serde_json::from_str(&meta).unwrap_or_default(),
+                    host: r.get(4),
                 }
             })
             .collect())

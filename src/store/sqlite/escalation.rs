@@ -83,7 +83,7 @@ impl EscalationStore for SqliteStore {
     ) -> Result<Vec<Symptom>, StoreError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, kind, ts, meta FROM symptoms WHERE (?1 IS NULL OR kind = ?1) AND ts > ?2
+                "SELECT id, kind, ts, meta, host FROM symptoms WHERE (?1 IS NULL OR kind = ?1) AND ts > ?2
                  ORDER BY ts DESC, id DESC LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![kind, since_ms, limit as i64], |r| {
@@ -93,6 +93,7 @@ impl EscalationStore for SqliteStore {
                     kind: r.get(1)?,
                     ts: r.get(2)?,
                     meta: serde_json::from_str(&meta).unwrap_or_default(),
+                    host: r.get(4)?,
                 })
             })?;
             rows.collect()
