@@ -323,3 +323,30 @@ fn a_host_name_that_cannot_name_a_host_is_refused() {
     }
     assert!(Config::parse("vigil.toml", &format!("host = \"gpu-01.dc1\"\n{ISSUE}")).is_ok());
 }
+
+#[test]
+fn a_fleet_scope_on_the_embedded_store_is_a_warning() {
+    let fleet = ISSUE.replace("lock = \"gpu0\"", "lock = { name = \"rolling\", scope = \"fleet\" }");
+    let now = jiff::Timestamp::from_second(1_795_420_800).unwrap();
+    let warnings = |text: &str| -> Vec<String> {
+        Config::parse("vigil.toml", text)
+            .unwrap()
+            .warnings(now)
+            .iter()
+            .map(ToString::to_string)
+            .filter(|w| w.contains("scope"))
+            .collect()
+    };
+    if std::env::var_os("VIGIL_STORE_URL").is_none() {
+        let w = warnings(&fleet);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("[playbooks.vllm_oom] has scope = \"fleet\", but the store is this host's own SQLite"),
+            "{}",
+            w[0]
+        );
+    }
+    let shared = format!("{fleet}\n[store]\nurl = \"postgres://vigil@db/vigil\"\n");
+    assert!(warnings(&shared).is_empty());
+    assert!(warnings(ISSUE).is_empty());
+}

@@ -4,6 +4,7 @@
 mod duration;
 pub mod load;
 
+use crate::store::Scope;
 pub use duration::{human, parse_duration, Dur};
 pub use load::Diagnostic;
 
@@ -481,6 +482,33 @@ impl Config {
                     "canaries",
                     name,
                     format!("warning: [canaries.{name}] compare = \"production\" sends the workload to production too, but production's port is not given, so the candidate is judged on its thresholds alone; give it, like production = {{ systemd = \"judge.service\", port = 8000 }}"),
+                ));
+            }
+        }
+        // On the embedded store this host is the whole fleet: a fleet scope means the host's.
+        // (VIGIL_STORE_URL may still name a shared store at run time.)
+        if self.store.resolve_url().is_none() {
+            let o = &self.orchestrator;
+            let fleet_wide = o
+                .budgets
+                .iter()
+                .filter(|(_, b)| b.scope == Scope::Fleet)
+                .map(|(n, _)| ("budgets", n.as_str()))
+                .chain(
+                    o.playbooks
+                        .iter()
+                        .filter(|(_, p)| {
+                            p.lock_scope == Scope::Fleet
+                                || p.cooldown_scope == Scope::Fleet
+                                || p.max_runs.is_some_and(|m| m.scope == Scope::Fleet)
+                        })
+                        .map(|(n, _)| ("playbooks", n.as_str())),
+                );
+            for (table, name) in fleet_wide {
+                out.push(self.diagnostic(
+                    table,
+                    name,
+                    format!("warning: [{table}.{name}] has scope = \"fleet\", but the store is this host's own SQLite: the fleet is this host alone; hosts share a fleet through [store] url = \"postgres://...\""),
                 ));
             }
         }
