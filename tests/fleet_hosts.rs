@@ -24,6 +24,24 @@ async fn each_host_runs_its_own_intents_and_the_named_ones() {
     let for_b = a.submit_data("trigger_restart", serde_json::json!({"n": 2, "host": "b"}));
     let for_any = a.submit_data("trigger_restart", serde_json::json!({"n": 3, "host": "*"}));
 
+    let hosts: Vec<String> = [mine, for_b, for_any]
+        .iter()
+        .map(|i| a.intent(*i).host)
+        .collect();
+    assert_eq!(hosts, ["a", "b", "*"]);
+    let (code, out, err) = common::out(
+        common::vigil(a.app.data_dir())
+            .env("VIGIL_STORE_URL", a.store_url.as_ref().unwrap())
+            .args(["intents", "list"]),
+    );
+    assert_eq!(code, 0, "{err}");
+    let header = out.lines().next().unwrap();
+    assert!(
+        header.contains("CREATED                   HOST         TYPE"),
+        "{out}"
+    );
+    assert!(out.contains("Z  b            trigger_restart"), "{out}");
+
     // b runs what names it and what any host may run; a's own intent waits for a.
     b.orchestrator().drain().await.unwrap();
     b.assert_status(for_b, IntentStatus::Done);

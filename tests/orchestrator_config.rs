@@ -326,7 +326,10 @@ fn a_host_name_that_cannot_name_a_host_is_refused() {
 
 #[test]
 fn a_fleet_scope_on_the_embedded_store_is_a_warning() {
-    let fleet = ISSUE.replace("lock = \"gpu0\"", "lock = { name = \"rolling\", scope = \"fleet\" }");
+    let fleet = ISSUE.replace(
+        "lock = \"gpu0\"",
+        "lock = { name = \"rolling\", scope = \"fleet\" }",
+    );
     let now = jiff::Timestamp::from_second(1_795_420_800).unwrap();
     let warnings = |text: &str| -> Vec<String> {
         Config::parse("vigil.toml", text)

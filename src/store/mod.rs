@@ -171,10 +171,10 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// The host an intent belongs to: the one its data names (`"host": "b"`, or `"*"` for any
-/// host), else `proposer`, the host that stores it.
-pub fn intent_host(intent: &crate::intent::NewIntent, proposer: &str) -> String {
-    match intent.data.get("host").and_then(|h| h.as_str()) {
+/// The host an intent with `data` belongs to: the one its data names (`"host": "b"`, or `"*"`
+/// for any host), else `proposer`, the host that stores it.
+pub fn intent_host(data: &crate::event::Data, proposer: &str) -> String {
+    match data.get("host").and_then(|h| h.as_str()) {
         Some(h) if !h.is_empty() => h.to_string(),
         _ => proposer.to_string(),
     }

@@ -22,7 +22,7 @@ pub(super) fn set_status(
 
 /// The columns `row_to_intent` reads, in its order.
 pub(super) const INTENT_COLUMNS: &str =
-    "id, intent_type, priority, reason, data, dedup_key, origin, status, note, created_at, updated_at";
+    "id, intent_type, priority, reason, data, dedup_key, origin, status, note, created_at, updated_at, host";
 
 /// A stored row that does not make an intent: the store was written by something else.
 pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -45,6 +45,7 @@ pub(super) fn row_to_intent(r: &Row) -> Result<Intent, StoreError> {
         note: r.get(8),
         created_at: r.get(9),
         updated_at: r.get(10),
+        host: r.get(11),
     })
 }
 
@@ -62,7 +63,7 @@ impl IntentStore for PgStore {
         let key = intent.dedup_key();
         let data = serde_json::to_string(&intent.data).expect("JSON");
         let priority = intent.priority as i64;
-        let host = crate::store::intent_host(intent, &self.host);
+        let host = crate::store::intent_host(&intent.data, &self.host);
         self.write(|c| {
             let existing = c.opt(
                 "SELECT id FROM intents WHERE intent_type = $1 AND dedup_key = $2 AND created_at > $3

@@ -386,7 +386,7 @@ impl RunStore for PgStore {
         row.map(|r| {
             Ok(Claim {
                 intent: row_to_intent(&r)?,
-                epoch: r.get(11),
+                epoch: r.get(12),
             })
         })
         .transpose()

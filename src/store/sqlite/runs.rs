@@ -384,7 +384,7 @@ impl RunStore for SqliteStore {
                 |r| {
                     Ok(Claim {
                         intent: row_to_intent(r)?,
-                        epoch: r.get(11)?,
+                        epoch: r.get(12)?,
                     })
                 },
             )
