@@ -94,7 +94,8 @@ impl App {
                 self.clock.clone(),
                 self.store()?,
             )
-            .publishing(self.changes.clone()),
+            .publishing(self.changes.clone())
+            .on_host(&self.config.host()),
         );
         Ok(self.audit.get_or_init(|| a).clone())
     }

@@ -24,6 +24,9 @@ pub struct AuditEntry {
     pub intent: Option<i64>,
     pub playbook: Option<String>,
     pub details: Value,
+    /// The host that wrote it ('' in entries from before hosts).
+    #[serde(default)]
+    pub host: String,
 }
 
 /// The audit trail's writer: the day's JSON-lines file and the store.
@@ -34,6 +37,8 @@ pub struct Audit {
     store: Arc<dyn AuditStore>,
     /// Where each entry is published as it is written (the dashboard's live stream).
     changes: Option<crate::api::stream::Changes>,
+    /// Stamped on every entry written without one (`on_host`).
+    host: String,
 }
 
 impl Audit {
@@ -50,7 +55,14 @@ impl Audit {
             clock,
             store,
             changes: None,
+            host: String::new(),
         }
+    }
+
+    /// Stamps `host` (the config's) on every entry written from now on.
+    pub fn on_host(mut self, host: &str) -> Self {
+        self.host = host.to_string();
+        self
     }
 
     /// Publishes every entry written from now on as an `audit` change.
@@ -68,6 +80,16 @@ impl Audit {
 
     /// Appends an entry that carries its own time, to the file and the store.
     pub fn append(&self, entry: &AuditEntry) {
+        let stamped;
+        let entry = if entry.host.is_empty() && !self.host.is_empty() {
+            stamped = AuditEntry {
+                host: self.host.clone(),
+                ..entry.clone()
+            };
+            &stamped
+        } else {
+            entry
+        };
         self.file(entry);
         if let Err(e) = self.store.append_audit(entry) {
             tracing::error!("cannot store audit entry {}: {e}", entry.event);
@@ -90,6 +112,7 @@ impl Audit {
             intent,
             playbook: playbook.map(str::to_string),
             details,
+            host: self.host.clone(),
         };
         tracing::info!(target: "vigil::audit", event, intent, playbook, details = %entry.details, "audit");
         entry

@@ -61,6 +61,25 @@ async fn each_host_runs_its_own_intents_and_the_named_ones() {
             .map(|(_, h)| Some(h.to_string()))
             .collect::<Vec<_>>()
     );
+    let mut entry_hosts: Vec<String> = a
+        .app
+        .store()
+        .unwrap()
+        .audit_tail(1000)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.host)
+        .collect();
+    entry_hosts.sort();
+    entry_hosts.dedup();
+    assert_eq!(entry_hosts, ["a", "b"]);
+    let (code, out, err) = common::out(
+        common::vigil(a.app.data_dir())
+            .env("VIGIL_STORE_URL", &url)
+            .args(["audit", "tail"]),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Z  host=b            playbook_start"), "{out}");
     let audit_hosts =
         common::store::pg_query(&url, "SELECT DISTINCT host FROM audit ORDER BY host");
     assert_eq!(
@@ -281,4 +300,27 @@ fn escalation_status_counts_the_symptoms_of_the_scope() {
     assert_eq!(count(&c), 3);
     let (n, flag) = vigil::escalation::preview(&c.app, "vllm_oom").unwrap();
     assert_eq!((n, flag.is_some()), (4, true));
+}
+
+#[tokio::test]
+async fn a_host_recovers_only_its_own_claims() {
+    let a = Env::on(Backend::Postgres, "", IN_WINDOW).join("a", &format!("{BASE}{PLAYBOOK}"));
+    let b = a.join("b", &format!("{BASE}{PLAYBOOK}"));
+    let id = a.submit_data("trigger_restart", serde_json::json!({"n": 1, "host": "*"}));
+    // A vigil of host a claimed it and went silent; its lease lapses.
+    let store = a.app.store().unwrap();
+    let now = a.app.clock.now_ms();
+    store
+        .claim_intent("a:1:0", 30_000, 3_600_000, now)
+        .unwrap()
+        .unwrap();
+    a.clock.advance(std::time::Duration::from_secs(31));
+    assert_eq!(
+        b.orchestrator().recover().await.unwrap(),
+        0,
+        "b leaves a's claim to a"
+    );
+    a.assert_status(id, IntentStatus::Running);
+    assert_eq!(a.orchestrator().recover().await.unwrap(), 1);
+    a.assert_status(id, IntentStatus::Pending);
 }

@@ -67,6 +67,7 @@ fn settle(store: &AnyStore, run: &RunRecord, downtime_ms: i64, now_ms: i64) -> S
         intent: Some(run.intent_id),
         playbook: Some(run.playbook.clone()),
         details: serde_json::json!({"run": run.id}),
+        host: String::new(),
     };
     store.settle_run(&end, &audit).unwrap()
 }

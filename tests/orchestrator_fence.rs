@@ -339,6 +339,7 @@ fn a_lock_is_fenced_by_its_epoch_not_only_its_holder_name(b) {
         intent: Some(id),
         playbook: Some("gpu".into()),
         details: serde_json::json!({}),
+        host: String::new(),
     };
     let mut end = RunEnd {
         run_id: run.id,

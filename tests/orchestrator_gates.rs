@@ -312,6 +312,7 @@ fn settle(store: &AnyStore, run: &RunRecord, downtime_ms: i64, now_ms: i64) -> b
         intent: Some(run.intent_id),
         playbook: Some(run.playbook.clone()),
         details: serde_json::json!({"run": run.id}),
+        host: String::new(),
     };
     store.settle_run(&end, &audit).unwrap() == Settled::Ended
 }
@@ -476,6 +477,7 @@ fn a_run_and_its_intent_end_together_or_not_at_all(b) {
         intent: Some(id),
         playbook: Some("canary".into()),
         details: serde_json::json!({"run": run.id}),
+        host: String::new(),
     };
     let end = RunEnd {
         run_id: run.id,

@@ -34,9 +34,16 @@ pub fn run(app: &App, cmd: AuditCommand) -> Exit {
             if entries.is_empty() {
                 println!("{EMPTY}");
             }
-            for e in entries {
+            // Which host wrote each entry, when the trail is a fleet's.
+            let fleet = entries.iter().any(|e| e.host != entries[0].host);
+            for e in &entries {
+                let host = if fleet {
+                    format!("host={:<12} ", e.host)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{}  {:<20} intent={:<6} playbook={:<16} {}",
+                    "{}  {host}{:<20} intent={:<6} playbook={:<16} {}",
                     rfc3339_ms(e.ts),
                     e.event,
                     e.intent.map_or("-".into(), |i| i.to_string()),

@@ -443,6 +443,7 @@ impl Harness {
                 intent: None,
                 playbook: None,
                 details: serde_json::json!({"invariant": t.invariant_id, "from": t.from, "severity": t.severity, "tier": t.tier}),
+                host: String::new(),
             });
         }
         self.send_alerts(alerts, now_ms).await;

@@ -3,7 +3,7 @@
 //! through the same path as any run (as failed, never run again), after `on_failure` restored
 //! production if it stopped while production was down.
 //!
-//! In a fleet, a host recovers only its own claims: another host's run acted on that host's
+//! In a fleet (a PostgreSQL store), a host recovers only its own claims: another host's run acted on that host's
 //! services, so only that host can tell what is left to restore. Until it returns, its run's
 //! budget reservation keeps counting and its fleet lock stays held; the hosts that see the
 //! lock's lease run out raise `alert_fleet_lock_stale` for an operator
@@ -50,6 +50,8 @@ impl Orchestrator {
             move || -> Result<Vec<(i64, Option<String>, i64)>, StoreError> {
                 let store = app.store()?;
                 let now = app.clock.now_ms();
+                // A SQLite store is one machine's: any vigil on it may recover any claim.
+                let shared = store.backend() == "postgres";
                 let mut taken = Vec::new();
                 for Lease {
                     intent: id,
@@ -63,8 +65,8 @@ impl Orchestrator {
                     if mine && inflight.contains(&id) {
                         continue;
                     }
-                    // Another host's: only that host may recover it.
-                    if holder.as_deref().is_some_and(|h| holder_host(h) != host) {
+                    // Another host's in a fleet: only that host may recover it.
+                    if shared && holder.as_deref().is_some_and(|h| holder_host(h) != host) {
                         continue;
                     }
                     let stale = mine

@@ -28,7 +28,7 @@ impl AuditStore for PgStore {
     fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = self.with_conn(|c| {
             c.rows(
-                "SELECT ts, event, intent, playbook, details FROM audit ORDER BY id DESC LIMIT $1",
+                "SELECT ts, event, intent, playbook, details, host FROM audit ORDER BY id DESC LIMIT $1",
                 &[&(n as i64)],
             )
         })?;
@@ -42,6 +42,7 @@ impl AuditStore for PgStore {
                     intent: r.get(2),
                     playbook: r.get(3),
                     details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+                    host: r.get(5),
                 }
             })
             .collect();

@@ -22,7 +22,7 @@ impl AuditStore for SqliteStore {
     fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT ts, event, intent, playbook, details FROM audit ORDER BY id DESC LIMIT ?1",
+                "SELECT ts, event, intent, playbook, details, host FROM audit ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map([n as i64], |r| {
                 let details: String = r.get(4)?;
@@ -32,6 +32,7 @@ impl AuditStore for SqliteStore {
                     intent: r.get(2)?,
                     playbook: r.get(3)?,
                     details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+                    host: r.get(5)?,
                 })
             })?;
             let mut v: Vec<AuditEntry> = rows.collect::<rusqlite::Result<_>>()?;
