@@ -30,6 +30,8 @@ pub struct App {
     /// The daemon's supervised units, once the supervisor has started them (unset in the CLI
     /// and when no unit is configured): the API, playbook steps and canaries act through it.
     pub supervisor: OnceLock<Arc<crate::supervisor::Supervisor>>,
+    /// Whether the store is away now (the daemon's inbox watch probes it).
+    pub store_outage: crate::daemon::outage::StoreOutage,
     store: OnceLock<Arc<AnyStore>>,
     audit: OnceLock<Arc<Audit>>,
     harness: OnceLock<Arc<Harness>>,
@@ -48,6 +50,7 @@ impl App {
             api_addr: OnceLock::new(),
             api_token: OnceLock::new(),
             supervisor: OnceLock::new(),
+            store_outage: Default::default(),
             store: OnceLock::new(),
             audit: OnceLock::new(),
             harness: OnceLock::new(),

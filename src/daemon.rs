@@ -1,6 +1,7 @@
 //! `vigil run`: starts the sources, the rule engine, the inbox and the API, and stops them
 //! cleanly: sources first, then the pipeline drains what they sent, then the summary.
 
+pub mod outage;
 pub mod record;
 
 use crate::app::App;
@@ -323,6 +324,8 @@ fn store_output(app: &App, out: Output) {
             Ok(crate::store::Put::Duplicate(id)) => {
                 tracing::debug!(id, "rule {} proposed a duplicate of intent {id}", p.rule)
             }
+            // Kept in the inbox until the store is back (`submit` logged it).
+            Err(queue::SubmitError::Deferred { .. }) => {}
             Err(e) => tracing::error!("rule {}: cannot store intent: {e}", p.rule),
         }
     }

@@ -49,7 +49,9 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
             last_metrics = Some(Instant::now());
             let a = app.clone();
             if let Err(e) = blocking(move || status::refresh_metrics(&a)).await {
-                tracing::warn!("cannot refresh orchestrator metrics: {e}");
+                if !crate::daemon::outage::confirm(&app).await {
+                    tracing::warn!("cannot refresh orchestrator metrics: {e}");
+                }
             }
         }
         if opts.dry_run {
@@ -73,6 +75,10 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::warn!("recovered {n} intents left running by a stopped vigil")
+                    }
+                    // While the store is away nothing can be recovered; said once, by the outage.
+                    Err(e) if crate::daemon::outage::confirm(&app).await => {
+                        tracing::debug!("recovery: {e}")
                     }
                     Err(e) => tracing::error!("recovery: {e}"),
                 }
@@ -99,6 +105,12 @@ async fn worker(orch: Arc<Orchestrator>, mut shutdown: watch::Receiver<bool>) {
     while !*shutdown.borrow() {
         let worked = match orch.step().await {
             Ok(w) => w,
+            // While the store is away nothing is claimed, so nothing acts: said once, by the
+            // outage, not every second by every worker.
+            Err(e) if crate::daemon::outage::confirm(&orch.app).await => {
+                tracing::debug!("orchestrator: {e}; retrying");
+                false
+            }
             Err(e) => {
                 tracing::error!("orchestrator: {e}; retrying");
                 false
@@ -142,7 +154,9 @@ async fn heartbeat(app: Arc<App>, holder: String, mut shutdown: watch::Receiver<
         let r =
             blocking(move || a.store()?.renew_leases(&h, lease.as_ms(), a.clock.now_ms())).await;
         if let Err(e) = r {
-            tracing::warn!("cannot renew leases: {e}");
+            if !crate::daemon::outage::confirm(&app).await {
+                tracing::warn!("cannot renew leases: {e}");
+            }
         }
     }
 }

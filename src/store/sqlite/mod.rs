@@ -254,6 +254,16 @@ INSERT INTO units_by_host SELECT '', name, state, tier, pid, start_ticks, restar
 DROP TABLE units;
 ALTER TABLE units_by_host RENAME TO units;
 "#,
+    // Inbox files delivered, by their SHA-256: a file read again after a crash between the
+    // store's commit and the file's removal is not stored twice (`put_intent_once`).
+    r#"
+CREATE TABLE inbox_receipts (
+    sha256       TEXT PRIMARY KEY,
+    intent       INTEGER NOT NULL,
+    delivered_ms INTEGER NOT NULL
+);
+CREATE INDEX inbox_receipts_delivered ON inbox_receipts (delivered_ms);
+"#,
 ];
 
 pub struct SqliteStore {
