@@ -58,7 +58,9 @@ impl App {
     }
 
     /// The store, opened (and migrated) on first use: PostgreSQL when `[store] url` (or
-    /// `VIGIL_STORE_URL`) names one, else SQLite under the data directory. The data directory
+    /// `VIGIL_STORE_URL`) names one, else SQLite under the data directory. PostgreSQL is
+    /// connected (and migrated) on its first call, not here: while it is away the daemon
+    /// starts, and each call returns the store's error until it answers. The data directory
     /// is made 0700 and the store file 0600 before SQLite opens it (its `-wal` and `-shm`
     /// files copy that mode): the store holds every intent's data and the audit trail every
     /// step's argv and output.
@@ -74,7 +76,7 @@ impl App {
         crate::private_fs::create_dir(&self.data_dir).map_err(dir_err)?;
         if let Some(url) = self.config.store.resolve_url() {
             let s = Arc::new(AnyStore::new(
-                PgStore::open(&url)?.with_host(&self.config.host()),
+                PgStore::open_lazy(&url)?.with_host(&self.config.host()),
             ));
             return Ok(self.store.get_or_init(|| s).clone());
         }

@@ -171,6 +171,7 @@ pub async fn run(
         deliveries,
     ));
     tasks.spawn(persist_health(
+        app.clone(),
         store.clone(),
         health.clone(),
         app.changes.clone(),
@@ -407,6 +408,7 @@ pub fn prune_audit_files(dir: &std::path::Path, today: jiff::civil::Date, keep: 
 
 /// Mirrors source health into the store whenever it changes, for `vigil status`.
 async fn persist_health(
+    app: Arc<App>,
     store: Arc<crate::store::AnyStore>,
     health: Arc<Health>,
     changes: crate::api::stream::Changes,
@@ -418,7 +420,10 @@ async fn persist_health(
         let s = store.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.put_source_states(&states)).await
         {
-            tracing::warn!("cannot record source states: {e}");
+            // While the store is away, said once by the outage.
+            if !outage::confirm(&app).await {
+                tracing::warn!("cannot record source states: {e}");
+            }
         }
         tokio::select! {
             _ = health.changed.notified() => {}
@@ -448,6 +453,9 @@ async fn housekeeping(
                     "pruned {n} finished intents older than {}",
                     rfc3339_ms(cutoff)
                 ),
+                Ok(Err(e)) | Err(e) if outage::confirm_blocking(&a) => {
+                    tracing::debug!("cannot prune intents: {e}")
+                }
                 Ok(Err(e)) | Err(e) => tracing::warn!("cannot prune intents: {e}"),
                 _ => {}
             }

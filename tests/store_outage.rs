@@ -2,6 +2,11 @@
 //! itself (initdb and pg_ctl from the packaged PostgreSQL, run as the postgres user): the
 //! health check says degraded with the reason while it is away, writes fail with an error
 //! (nothing is half-written), and the store reconnects by itself when it is back.
+//!
+//! And the daemon (`vigil run`, a process of its own) through it: it starts while PostgreSQL
+//! is away, keeps what its rules propose in the inbox, delivers each intent once when the
+//! store is back (a file read again after a crash is not stored twice), runs nothing
+//! meanwhile, and logs and counts each outage once.
 
 mod common;
 
@@ -143,3 +148,279 @@ fn the_store_says_postgresql_is_away_and_reconnects_when_it_is_back() {
         .collect();
     assert_eq!(ns, vec![3, 1], "the write made while away is not there");
 }
+
+/// `vigil run` as a process of its own, its log in a file; stopped (SIGTERM) when dropped.
+struct Daemon {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    api: String,
+}
+
+/// A file source whose `disk MOUNT full` lines make `alert_disk_full` intents (one per mount),
+/// and a playbook that notes each alert.
+const DAEMON_CONFIG: &str = r#"
+host = "outage"
+
+[api]
+listen = "127.0.0.1:{port}"
+token = "outage-test-token-0123456789"
+
+[store]
+url = "{url}"
+
+[sources.app]
+type = "file"
+path = "{dir}/app.log"
+[[sources.app.match]]
+regex = 'disk (?P<mount>\S+) full'
+event = "disk_full"
+
+[rules.disk_full]
+on = "disk_full"
+intent = "alert_disk_full"
+priority = 8
+reason = "disk {mount} full"
+
+[playbooks.note]
+on = "alert_*"
+steps = [{ log = "noted: {reason}" }]
+"#;
+
+impl Daemon {
+    fn start(url: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::redis_server::free_port();
+        let config = DAEMON_CONFIG
+            .replace("{port}", &port.to_string())
+            .replace("{url}", url)
+            .replace("{dir}", dir.path().to_str().unwrap());
+        std::fs::write(dir.path().join("vigil.toml"), config).unwrap();
+        std::fs::write(dir.path().join("app.log"), "").unwrap();
+        let log = std::fs::File::create(dir.path().join("vigil.log")).unwrap();
+        let child = common::vigil(&dir.path().join("data"))
+            .arg("run")
+            .arg("--config")
+            .arg(dir.path().join("vigil.toml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            dir,
+            api: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("vigil.log")).unwrap()
+    }
+
+    fn lines(&self, containing: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(containing))
+            .map(String::from)
+            .collect()
+    }
+
+    fn append(&self, line: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("app.log"))
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+
+    /// The intent files waiting in the inbox.
+    fn inbox(&self) -> Vec<serde_json::Value> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("data/inbox")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| vigil::intent::inbox::is_intent_file(&e.path()))
+            .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+            .collect()
+    }
+
+    /// `/healthz`: its status code and body, or `None` while the API is not listening yet.
+    async fn health(&self) -> Option<(u16, serde_json::Value)> {
+        let r = reqwest::get(format!("{}/healthz", self.api)).await.ok()?;
+        Some((r.status().as_u16(), r.json().await.ok()?))
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.api))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
+    async fn wait_health(&self, status: &str) {
+        let want = status.to_string();
+        common::wait_within_async(&format!("/healthz {status}"), 30, || {
+            let want = want.clone();
+            async move {
+                self.health()
+                    .await
+                    .is_some_and(|(_, b)| b["status"] == want)
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Rows of the store's `intents` (type, status, origin, reason), or none while PostgreSQL is
+/// away or vigil has not made the table yet.
+fn stored(url: &str) -> Vec<String> {
+    common::store::try_pg_query(
+        url,
+        "SELECT concat_ws(' ', status, origin, reason) FROM intents ORDER BY id",
+    )
+    .unwrap_or_default()
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_keeps_what_it_proposes_while_postgresql_is_away_and_delivers_it_once_back() {
+    let server = Server::start();
+    server.down();
+    let d = Daemon::start(&server.url());
+
+    // It starts and observes; /healthz says what is wrong, without waiting for PostgreSQL.
+    for _ in 0..600 {
+        if d.health().await.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(d.health().await.is_some(), "no API:\n{}", d.log());
+    let (code, body) = d.health().await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    let why = body["store"].as_str().unwrap();
+    assert!(why.contains(&server.url()), "{why}");
+    assert!(why.contains("error connecting to server"), "{why}");
+    common::wait_within_async("the file source attached", 30, || async {
+        reqwest::get(format!("{}/readyz", d.api))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    // What a rule proposes now waits in the inbox, with its origin.
+    d.append("disk /data full");
+    common::wait_blocking("the intent kept in the inbox", 30, || d.inbox().len() == 1);
+    let kept = &d.inbox()[0];
+    assert_eq!(kept["intent_type"], "alert_disk_full", "{kept}");
+    assert_eq!(kept["origin"], "rule:disk_full", "{kept}");
+    assert_eq!(d.metric("vigil_inbox_deferred_total").await, 1.0);
+    assert_eq!(d.metric("vigil_store_up").await, 0.0);
+    assert_eq!(d.metric("vigil_store_outages_total").await, 1.0);
+
+    // PostgreSQL is back: the intent arrives once, and runs (gates and all) only now.
+    server.up();
+    common::wait_blocking("the kept intent stored and run", 60, || {
+        stored(&server.url()) == ["done rule:disk_full disk /data full"]
+    });
+    d.wait_health("ok").await;
+    assert!(d.inbox().is_empty());
+    assert_eq!(d.metric("vigil_store_up").await, 1.0);
+    assert_eq!(d.metric("vigil_store_outages_total").await, 1.0);
+    assert!(d.metric("vigil_store_outage_seconds_total").await > 0.0);
+
+    // PostgreSQL goes away under the running daemon: the same path.
+    server.down();
+    d.wait_health("degraded").await;
+    d.append("disk /var full");
+    common::wait_blocking("the second intent kept in the inbox", 30, || {
+        d.inbox().len() == 1
+    });
+    server.up();
+    common::wait_blocking("the second intent stored and run", 60, || {
+        stored(&server.url())
+            == [
+                "done rule:disk_full disk /data full",
+                "done rule:disk_full disk /var full",
+            ]
+    });
+    d.wait_health("ok").await;
+    assert_eq!(d.metric("vigil_store_outages_total").await, 2.0);
+    assert_eq!(d.metric("vigil_inbox_deferred_total").await, 2.0);
+
+    // Each outage is two lines: away with the reason, back with how long and what was kept.
+    let away = d.lines("store away: ");
+    assert_eq!(away.len(), 2, "{}", d.log());
+    assert!(away.iter().all(|l| l.contains(&server.url())), "{away:?}");
+    let back = d.lines("store back after ");
+    assert_eq!(back.len(), 2, "{}", d.log());
+    assert!(
+        back.iter()
+            .all(|l| l
+                .contains("intents kept in the inbox meanwhile: 1; inbox files delivered: 1")),
+        "{back:?}"
+    );
+    // Nothing else says it every tick: the orchestrator waited quietly.
+    let errors: Vec<String> = d.lines("ERROR");
+    assert_eq!(
+        errors.len(),
+        2,
+        "only the two outages:\n{}",
+        errors.join("\n")
+    );
+}
+
+on_both_stores!(
+    #[test]
+    fn an_inbox_file_read_again_after_a_crash_is_stored_once(b) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = match b.fresh_url() {
+            Some(url) => format!("[store]\nurl = \"{url}\"\n"),
+            None => String::new(),
+        };
+        let config = vigil::config::Config::parse("test.toml", &config).unwrap();
+        let clock = vigil::clock::ManualClock::at("2026-11-30T10:00:00Z");
+        let app = vigil::app::App::new(
+            config,
+            dir.path().join("data"),
+            std::sync::Arc::new(clock.clone()),
+        );
+        let count = || app.store().unwrap().intents(&IntentQuery::default()).unwrap().len();
+        let kept = vigil::intent::inbox::defer(&app.inbox_dir(), &intent(1), 0).unwrap();
+        let bytes = std::fs::read(&kept).unwrap();
+        assert_eq!(vigil::intent::inbox::drain(&app).taken, 1);
+        assert_eq!(count(), 1);
+        assert!(!kept.exists());
+
+        // A crash between the store's commit and the file's removal leaves the file; the
+        // daemon comes back after the dedup window (an hour): reading it again stores nothing.
+        std::fs::write(&kept, &bytes).unwrap();
+        clock.advance(std::time::Duration::from_secs(2 * 3600));
+        assert_eq!(vigil::intent::inbox::drain(&app).taken, 1);
+        assert!(!kept.exists());
+        assert_eq!(count(), 1, "delivered once");
+
+        // The same intent proposed again later is a proposal of its own.
+        vigil::intent::inbox::defer(&app.inbox_dir(), &intent(1), 1).unwrap();
+        assert_eq!(vigil::intent::inbox::drain(&app).taken, 1);
+        assert_eq!(count(), 2);
+        let stored = app.store().unwrap().intents(&IntentQuery::default()).unwrap();
+        assert!(stored.iter().all(|i| i.origin == "test"), "{stored:?}");
+    }
+);

@@ -75,7 +75,7 @@ impl StoreOutage {
             .store_outage_seconds_total
             .add(&[], ended.lasted.as_secs_f64());
         tracing::info!(
-            "store back after {}: {} intents were kept in the inbox meanwhile; {} inbox files delivered",
+            "store back after {}: intents kept in the inbox meanwhile: {}; inbox files delivered: {}",
             human(ended.lasted),
             ended.deferred,
             ended.delivered
@@ -107,11 +107,21 @@ pub async fn confirm(app: &std::sync::Arc<crate::app::App>) -> bool {
         return true;
     }
     let a = app.clone();
-    let answer =
-        tokio::task::spawn_blocking(move || a.store().map_err(|e| e.to_string())?.health())
-            .await
-            .unwrap_or(Ok(()));
-    match answer {
+    tokio::task::spawn_blocking(move || confirm_blocking(&a))
+        .await
+        .unwrap_or(false)
+}
+
+/// `confirm`, from a blocking thread.
+pub fn confirm_blocking(app: &crate::app::App) -> bool {
+    if app.store_outage.is_away() {
+        return true;
+    }
+    match app
+        .store()
+        .map_err(|e| e.to_string())
+        .and_then(|s| s.health())
+    {
         Ok(()) => false,
         Err(why) => {
             app.store_outage

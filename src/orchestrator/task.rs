@@ -66,6 +66,9 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
                 match blocking(move || prune(&a)).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!("pruned {n} old symptoms, runs and audit rows"),
+                    Err(e) if crate::daemon::outage::confirm(&app).await => {
+                        tracing::debug!("cannot prune the orchestrator's state: {e}")
+                    }
                     Err(e) => tracing::warn!("cannot prune the orchestrator's state: {e}"),
                 }
             }

@@ -292,14 +292,21 @@ impl PgStore {
     /// The schema version this vigil migrates a store to (`vigil_schema.version`).
     pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
-    /// A store at `url` (`postgres://user:password@host:port/db`, libpq's keywords also
-    /// work). Nothing is connected yet: the first call that needs the database connects,
-    /// creates the schema when missing and runs the migrations this vigil has that the
-    /// database has not, one host at a time (an advisory lock). So a daemon starts while
-    /// PostgreSQL is away; until it answers every call returns its error.
+    /// Connects to `url` (`postgres://user:password@host:port/db`, libpq's keywords also
+    /// work), creates the schema when missing and runs the migrations this vigil has that
+    /// the database has not, one host at a time (an advisory lock).
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let store = Self::open_lazy(url)?;
+        store.ready()?;
+        Ok(store)
+    }
+
+    /// Like `open`, but nothing is connected yet: the first call that needs the database
+    /// connects and migrates. So a daemon starts while PostgreSQL is away; until it answers
+    /// every call returns its error (and the next call tries again).
     ///
     /// Errors: only an invalid URL.
-    pub fn open(url: &str) -> Result<Self, StoreError> {
+    pub fn open_lazy(url: &str) -> Result<Self, StoreError> {
         let shown = redact(url);
         let mut config: tokio_postgres::Config =
             url.parse()
