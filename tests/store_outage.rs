@@ -149,6 +149,8 @@ fn the_store_says_postgresql_is_away_and_reconnects_when_it_is_back() {
     assert_eq!(ns, vec![3, 1], "the write made while away is not there");
 }
 
+const TOKEN: &str = "outage-test-token-0123456789";
+
 /// `vigil run` as a process of its own, its log in a file; stopped (SIGTERM) when dropped.
 struct Daemon {
     child: std::process::Child,
@@ -330,14 +332,30 @@ async fn a_daemon_keeps_what_it_proposes_while_postgresql_is_away_and_delivers_i
     let kept = &d.inbox()[0];
     assert_eq!(kept["intent_type"], "alert_disk_full", "{kept}");
     assert_eq!(kept["origin"], "rule:disk_full", "{kept}");
-    assert_eq!(d.metric("vigil_inbox_deferred_total").await, 1.0);
+    // What the API is given too: accepted (202), not an error to retry.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/intents", d.api))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"intent_type": "alert_api", "priority": 5, "reason": "posted while away"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["deferred"], true, "{body}");
+    assert_eq!(d.inbox().len(), 2);
+    assert_eq!(d.metric("vigil_inbox_deferred_total").await, 2.0);
     assert_eq!(d.metric("vigil_store_up").await, 0.0);
     assert_eq!(d.metric("vigil_store_outages_total").await, 1.0);
 
     // PostgreSQL is back: the intent arrives once, and runs (gates and all) only now.
     server.up();
     common::wait_blocking("the kept intent stored and run", 60, || {
-        stored(&server.url()) == ["done rule:disk_full disk /data full"]
+        stored(&server.url())
+            == [
+                "done rule:disk_full disk /data full",
+                "done api posted while away",
+            ]
     });
     d.wait_health("ok").await;
     assert!(d.inbox().is_empty());
@@ -357,12 +375,13 @@ async fn a_daemon_keeps_what_it_proposes_while_postgresql_is_away_and_delivers_i
         stored(&server.url())
             == [
                 "done rule:disk_full disk /data full",
+                "done api posted while away",
                 "done rule:disk_full disk /var full",
             ]
     });
     d.wait_health("ok").await;
     assert_eq!(d.metric("vigil_store_outages_total").await, 2.0);
-    assert_eq!(d.metric("vigil_inbox_deferred_total").await, 2.0);
+    assert_eq!(d.metric("vigil_inbox_deferred_total").await, 3.0);
 
     // Each outage is two lines: away with the reason, back with how long and what was kept.
     let away = d.lines("store away: ");
@@ -371,9 +390,11 @@ async fn a_daemon_keeps_what_it_proposes_while_postgresql_is_away_and_delivers_i
     let back = d.lines("store back after ");
     assert_eq!(back.len(), 2, "{}", d.log());
     assert!(
-        back.iter()
-            .all(|l| l
-                .contains("intents kept in the inbox meanwhile: 1; inbox files delivered: 1")),
+        back[0].contains("intents kept in the inbox meanwhile: 2; inbox files delivered: 2"),
+        "{back:?}"
+    );
+    assert!(
+        back[1].contains("intents kept in the inbox meanwhile: 1; inbox files delivered: 1"),
         "{back:?}"
     );
     // Nothing else says it every tick: the orchestrator waited quietly.

@@ -364,23 +364,40 @@ pub async fn watch(
         .map(|why| format!("polling every second: {why}"));
     let mut retry = Duration::ZERO;
     let mut probe = true;
+    let drain_now = |app: &std::sync::Arc<crate::app::App>| {
+        let a = app.clone();
+        async move {
+            tokio::task::spawn_blocking(move || drain(&a))
+                .await
+                .unwrap_or_default()
+        }
+    };
+    let ask_store = |app: &std::sync::Arc<crate::app::App>| {
+        let a = app.clone();
+        async move {
+            tokio::task::spawn_blocking(move || a.store().map_err(|e| e.to_string())?.health())
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+        }
+    };
     loop {
         // Files that arrived before the watch began (or while vigil was down) count too.
-        let a = app.clone();
-        let drained = tokio::task::spawn_blocking(move || drain(&a))
-            .await
-            .unwrap_or_default();
+        let mut drained = drain_now(&app).await;
         // An empty inbox does not touch the store: ask it on the probe's beat, while it is
         // away, and when it refused a file (the store, or only that file?). Asked after the
         // drain, so the outage ends once what was kept meanwhile is delivered.
         let answers = if probe || drained.store_error.is_some() || app.store_outage.is_away() {
-            let a = app.clone();
-            let asked =
-                tokio::task::spawn_blocking(move || a.store().map_err(|e| e.to_string())?.health());
-            Some(asked.await.unwrap_or_else(|e| Err(e.to_string())))
+            Some(ask_store(&app).await)
         } else {
             None
         };
+        let refused_or_away = drained.store_error.is_some() || app.store_outage.is_away();
+        if refused_or_away && matches!(answers, Some(Ok(()))) {
+            // It refused (or was away), then answered: back in between, or only a file
+            // refused? Once more tells, and delivers what was kept (files written since the
+            // first pass too) before the outage is declared over.
+            drained = drain_now(&app).await;
+        }
         probe = false;
         let now = app.clock.now_ms();
         match &answers {
