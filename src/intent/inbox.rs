@@ -322,7 +322,7 @@ pub fn drain(app: &crate::app::App) -> Drained {
 }
 
 /// How often the inbox watch asks the store whether it answers, when nothing else made it ask.
-const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Watches the inbox (inotify, or polling when inotify is used up) and drains it on every
 /// change, until `shutdown`. The inbox shows in `health` as `inbox`, like a source: up,
