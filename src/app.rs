@@ -31,7 +31,7 @@ pub struct App {
     /// and when no unit is configured): the API, playbook steps and canaries act through it.
     pub supervisor: OnceLock<Arc<crate::supervisor::Supervisor>>,
     /// Whether the store is away now (the daemon's inbox watch probes it).
-    pub store_outage: crate::daemon::outage::StoreOutage,
+    pub store_outage: crate::outage::StoreOutage,
     store: OnceLock<Arc<AnyStore>>,
     audit: OnceLock<Arc<Audit>>,
     harness: OnceLock<Arc<Harness>>,

@@ -1,7 +1,6 @@
 //! `vigil run`: starts the sources, the rule engine, the inbox and the API, and stops them
 //! cleanly: sources first, then the pipeline drains what they sent, then the summary.
 
-pub mod outage;
 pub mod record;
 
 use crate::app::App;
@@ -421,7 +420,7 @@ async fn persist_health(
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.put_source_states(&states)).await
         {
             // While the store is away, said once by the outage.
-            if !outage::confirm(&app).await {
+            if !crate::outage::confirm(&app).await {
                 tracing::warn!("cannot record source states: {e}");
             }
         }
@@ -453,7 +452,7 @@ async fn housekeeping(
                     "pruned {n} finished intents older than {}",
                     rfc3339_ms(cutoff)
                 ),
-                Ok(Err(e)) | Err(e) if outage::confirm_blocking(&a) => {
+                Ok(Err(e)) | Err(e) if crate::outage::confirm_blocking(&a) => {
                     tracing::debug!("cannot prune intents: {e}")
                 }
                 Ok(Err(e)) | Err(e) => tracing::warn!("cannot prune intents: {e}"),

@@ -474,6 +474,31 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_intent_keeps_its_origin_and_a_file_with_a_time_is_one_proposal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rule = sample();
+        rule.origin = "rule:gpu_oom".into();
+        let path = defer(dir.path(), &rule, 1_700_000_000_000).unwrap();
+        let (back, receipt) = read_receipt(&path, DEFAULT_MAX_BYTES).unwrap();
+        assert_eq!(back.origin, "rule:gpu_oom");
+        let file: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            receipt.as_deref(),
+            file["sha256"].as_str(),
+            "the file's checksum"
+        );
+        // Another program's file is from the inbox; without a time it has no receipt.
+        let mut obj = json!({"intent_type": "alert_x", "priority": 1});
+        obj["sha256"] = sha256_hex(&canonical_json(&obj)).into();
+        let (other, receipt) = parse_receipt(obj.to_string().as_bytes()).unwrap();
+        assert_eq!((other.origin.as_str(), receipt), ("inbox", None));
+        let mut obj = json!({"intent_type": "alert_x", "priority": 1, "origin": 7});
+        obj["sha256"] = sha256_hex(&canonical_json(&obj)).into();
+        let e = parse(obj.to_string().as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("`origin` must be a string"), "{e}");
+    }
+
+    #[test]
     fn rejects_missing_checksum_and_bad_fields() {
         let e = parse(br#"{"intent_type":"x","priority":1}"#)
             .unwrap_err()

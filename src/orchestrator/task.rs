@@ -49,7 +49,7 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
             last_metrics = Some(Instant::now());
             let a = app.clone();
             if let Err(e) = blocking(move || status::refresh_metrics(&a)).await {
-                if !crate::daemon::outage::confirm(&app).await {
+                if !crate::outage::confirm(&app).await {
                     tracing::warn!("cannot refresh orchestrator metrics: {e}");
                 }
             }
@@ -66,7 +66,7 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
                 match blocking(move || prune(&a)).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!("pruned {n} old symptoms, runs and audit rows"),
-                    Err(e) if crate::daemon::outage::confirm(&app).await => {
+                    Err(e) if crate::outage::confirm(&app).await => {
                         tracing::debug!("cannot prune the orchestrator's state: {e}")
                     }
                     Err(e) => tracing::warn!("cannot prune the orchestrator's state: {e}"),
@@ -80,7 +80,7 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
                         tracing::warn!("recovered {n} intents left running by a stopped vigil")
                     }
                     // While the store is away nothing can be recovered; said once, by the outage.
-                    Err(e) if crate::daemon::outage::confirm(&app).await => {
+                    Err(e) if crate::outage::confirm(&app).await => {
                         tracing::debug!("recovery: {e}")
                     }
                     Err(e) => tracing::error!("recovery: {e}"),
@@ -110,7 +110,7 @@ async fn worker(orch: Arc<Orchestrator>, mut shutdown: watch::Receiver<bool>) {
             Ok(w) => w,
             // While the store is away nothing is claimed, so nothing acts: said once, by the
             // outage, not every second by every worker.
-            Err(e) if crate::daemon::outage::confirm(&orch.app).await => {
+            Err(e) if crate::outage::confirm(&orch.app).await => {
                 tracing::debug!("orchestrator: {e}; retrying");
                 false
             }
@@ -157,7 +157,7 @@ async fn heartbeat(app: Arc<App>, holder: String, mut shutdown: watch::Receiver<
         let r =
             blocking(move || a.store()?.renew_leases(&h, lease.as_ms(), a.clock.now_ms())).await;
         if let Err(e) = r {
-            if !crate::daemon::outage::confirm(&app).await {
+            if !crate::outage::confirm(&app).await {
                 tracing::warn!("cannot renew leases: {e}");
             }
         }

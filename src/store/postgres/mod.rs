@@ -574,7 +574,7 @@ impl PgStore {
 
     /// `Ok` when the database answers, else what is wrong and what to do. Not logged here:
     /// the daemon logs an outage once when it begins and once when it ends
-    /// (`daemon::outage`), however often this is asked.
+    /// (`crate::outage`), however often this is asked.
     pub fn health(&self) -> Result<(), String> {
         self.with_conn(|c| c.batch("SELECT 1"))
             .map_err(|e| format!("{e}; is PostgreSQL running and reachable?"))
