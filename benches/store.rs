@@ -16,6 +16,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use vigil::intent::NewIntent;
 use vigil::store::prelude::*;
+use vigil::store::Scope;
 use vigil::store::{AnyStore, BudgetRequest, PgStore, RunRequest, SqliteStore};
 
 const CLIENTS: [usize; 3] = [1, 8, 32];
@@ -62,14 +63,18 @@ fn gated(client: usize) -> RunRequest {
         mode: "default".into(),
         holder: format!("bench:{client}:0/{client}"),
         cooldown_ms: Some(1_000),
+        cooldown_scope: Scope::Host,
         max_runs: Some((1_000_000, 86_400_000)),
+        max_runs_scope: Scope::Host,
         lock: Some("gpu0".into()),
+        lock_scope: Scope::Host,
         lease_ms: 30_000,
         budget: Some(BudgetRequest {
             name: "gpu_downtime".into(),
             day: "2026-11-23".into(),
             limit_ms: 60_000,
             want_ms: 10_000,
+            scope: Scope::Host,
         }),
         lease: None,
     }

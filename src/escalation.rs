@@ -19,6 +19,8 @@ pub struct Symptom {
     #[serde(serialize_with = "ms_as_rfc3339::ser")]
     pub ts: i64,
     pub meta: Data,
+    /// The host that saw it ('' before hosts).
+    pub host: String,
 }
 
 /// How symptoms arm flags (from `[escalation]`).
@@ -30,9 +32,17 @@ pub struct SymptomPolicy {
     pub threshold: u32,
     /// How long (ms) an armed flag stays armed unless cleared.
     pub ttl_ms: i64,
+    /// Whose symptoms count, and whose flag they arm: this host's or the fleet's.
+    pub scope: crate::store::Scope,
 }
 
 impl SymptomPolicy {
+    /// Whether `s` counts towards `host`'s flags: every host's do in the fleet scope; in the
+    /// host scope its own and those from before hosts.
+    pub fn counts(&self, s: &Symptom, host: &str) -> bool {
+        self.scope == crate::store::Scope::Fleet || s.host == host || s.host.is_empty()
+    }
+
     /// The flag this policy arms when `count` symptoms of `kind` are in the window at `now_ms`,
     /// or `None` below the threshold.
     pub fn arm(&self, kind: &str, count: u32, now_ms: i64) -> Option<Flag> {
@@ -98,6 +108,7 @@ pub fn policy(app: &App) -> SymptomPolicy {
         window_ms: e.window.as_ms(),
         threshold: e.threshold,
         ttl_ms: e.flag_ttl.as_ms(),
+        scope: e.scope,
     }
 }
 
@@ -130,7 +141,8 @@ pub fn record(app: &App, kind: &str, meta: Data) -> Result<SymptomRecorded, Stor
 
 /// Clears a flag (blocking); returns it when it was armed.
 pub fn clear(app: &App, kind: &str, why: &str) -> Result<Option<Flag>, StoreError> {
-    let was = app.store()?.clear_flag(kind, app.clock.now_ms())?;
+    let scope = app.config.orchestrator.escalation.scope;
+    let was = app.store()?.clear_flag(kind, scope, app.clock.now_ms())?;
     app.metrics.escalation_flag.set(&[kind], 0.0);
     if was.is_some() {
         tracing::info!(kind, "escalation cleared: {why}");
@@ -155,7 +167,9 @@ pub fn preview(app: &App, kind: &str) -> Result<(u32, Option<Flag>), StoreError>
     let flag = store.flags()?.into_iter().find(|f| f.kind == kind);
     let since =
         (now - p.window_ms).max(flag.as_ref().and_then(|f| f.cleared_at).unwrap_or(i64::MIN));
-    let count = store.symptoms(Some(kind), since, 100_000)?.len() as u32 + 1;
+    let host = app.config.host();
+    let seen = store.symptoms(Some(kind), since, 100_000)?;
+    let count = seen.iter().filter(|s| p.counts(s, &host)).count() as u32 + 1;
     let active = flag.is_some_and(|f| f.is_armed(now));
     Ok((
         count,
@@ -196,6 +210,7 @@ pub fn status(app: &App) -> Result<Vec<FlagStatus>, StoreError> {
     let now = app.clock.now_ms();
     let store = app.store()?;
     let p = policy(app);
+    let host = app.config.host();
     let flags = store.flags()?;
     let counts = store.symptom_counts(now - p.window_ms)?;
     let mut kinds: Vec<String> = flags.iter().map(|f| f.kind.clone()).collect();
@@ -209,7 +224,8 @@ pub fn status(app: &App) -> Result<Vec<FlagStatus>, StoreError> {
             .and_then(|f| f.cleared_at)
             .unwrap_or(i64::MIN)
             .max(now - p.window_ms);
-        let count = store.symptoms(Some(&kind), since, 100_000)?.len() as u32;
+        let seen = store.symptoms(Some(&kind), since, 100_000)?;
+        let count = seen.iter().filter(|s| p.counts(s, &host)).count() as u32;
         match flag.filter(|f| f.is_armed(now)) {
             Some(f) => out.push(FlagStatus {
                 kind,

@@ -71,6 +71,8 @@ enum Command {
     Acceptance(cli::acceptance::AcceptanceArgs),
     /// Playbook locks held; `release NAME` frees one whose holder died (audited).
     Locks(cli::locks::LocksArgs),
+    /// Playbook runs in flight on every host; `settle RUN` ends one whose host died (audited).
+    Runs(cli::runs::RunsArgs),
     /// The store itself: `migrate --to URL` copies it into PostgreSQL (`--from URL` back).
     #[command(subcommand)]
     Store(cli::store::StoreCommand),
@@ -127,6 +129,7 @@ fn dispatch(cli: Cli) -> cli::Exit {
         Command::Canary(cmd) => cli::canary::run(app, cmd),
         Command::Store(cmd) => cli::store::run(&app, cmd),
         Command::Locks(args) => cli::locks::run(&app, args),
+        Command::Runs(args) => cli::runs::run(&app, args),
         Command::Init(_) | Command::Completions { .. } | Command::Man | Command::Acceptance(_) => {
             unreachable!("dispatched above")
         }

@@ -1,5 +1,5 @@
 //! What the README's command table promises, through the built binary: `intents list` with
-//! `--json` (all eleven keys, with their values) and its `--status`/`--type` filters, plain-text
+//! `--json` (all twelve keys, with their values) and its `--status`/`--type` filters, plain-text
 //! `vigil status`, `intents submit --dedup-key`, and SIGINT as a clean stop.
 
 mod common;
@@ -80,8 +80,9 @@ fn list_json_carries_every_documented_key_with_its_value() {
             "dedup_key": "disk-/",
             "origin": "test",
             "note": "handled",
+            "host": vigil::store::hostname(),
         })],
-        "the README's eleven keys, no more"
+        "the README's twelve keys, no more"
     );
 }
 

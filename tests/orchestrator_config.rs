@@ -253,3 +253,103 @@ fn a_step_template_that_names_nothing_is_a_config_error() {
         Config::parse("vigil.toml", &playbook(step)).unwrap_or_else(|e| panic!("{step}: {e}"));
     }
 }
+
+#[test]
+fn gates_take_a_scope_of_host_or_fleet() {
+    use vigil::store::Scope;
+    // The issue's example as written: every gate is the host's.
+    let c = Config::parse("vigil.toml", ISSUE).unwrap().orchestrator;
+    let pb = &c.playbooks["vllm_oom"];
+    assert_eq!(c.budgets["gpu_downtime"].scope, Scope::Host);
+    assert_eq!(
+        (pb.lock_scope, pb.cooldown_scope),
+        (Scope::Host, Scope::Host)
+    );
+    assert_eq!(pb.max_runs.unwrap().scope, Scope::Host);
+    assert_eq!(c.escalation.scope, Scope::Host);
+    let fleet = ISSUE
+        .replace("seconds = 60 ", "seconds = 60\nscope = \"fleet\" ")
+        .replace(
+            "lock = \"gpu0\"",
+            "lock = { name = \"rolling\", scope = \"fleet\" }",
+        )
+        .replace(
+            "cooldown = \"6h\"",
+            "cooldown = { duration = \"6h\", scope = \"fleet\" }",
+        )
+        .replace(
+            "within = \"24h\" }",
+            "within = \"24h\", scope = \"fleet\" }",
+        )
+        .replace("flag_ttl = \"4h\"", "flag_ttl = \"4h\"\nscope = \"fleet\"");
+    let c = Config::parse("vigil.toml", &fleet)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .orchestrator;
+    let pb = &c.playbooks["vllm_oom"];
+    assert_eq!(c.budgets["gpu_downtime"].scope, Scope::Fleet);
+    assert_eq!(pb.lock.as_deref(), Some("rolling"));
+    assert_eq!(
+        (pb.lock_scope, pb.cooldown_scope),
+        (Scope::Fleet, Scope::Fleet)
+    );
+    assert_eq!(pb.cooldown, Some(std::time::Duration::from_secs(6 * 3600)));
+    assert_eq!(pb.max_runs.unwrap().scope, Scope::Fleet);
+    assert_eq!(c.escalation.scope, Scope::Fleet);
+
+    // A scope that is neither, and a lock table without its name, say what to write.
+    let e = error(&ISSUE.replace(
+        "lock = \"gpu0\"",
+        "lock = { name = \"rolling\", scope = \"flet\" }",
+    ));
+    assert!(
+        e.contains("a lock name, or a table like { name = \"rolling\", scope = \"fleet\" }"),
+        "{e}"
+    );
+    let e = error(&ISSUE.replace("flag_ttl = \"4h\"", "flag_ttl = \"4h\"\nscope = \"world\""));
+    assert!(
+        e.contains("unknown variant `world`, expected `host` or `fleet`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_host_name_that_cannot_name_a_host_is_refused() {
+    for bad in ["*", "", "a:b", "gpu 01", "a/b"] {
+        let e = error(&format!("host = {bad:?}\n{ISSUE}"));
+        assert!(
+            e.starts_with("vigil.toml:1:1: host = ") && e.contains("e.g. host = \"gpu-01\""),
+            "{bad}: {e}"
+        );
+    }
+    assert!(Config::parse("vigil.toml", &format!("host = \"gpu-01.dc1\"\n{ISSUE}")).is_ok());
+}
+
+#[test]
+fn a_fleet_scope_on_the_embedded_store_is_a_warning() {
+    let fleet = ISSUE.replace(
+        "lock = \"gpu0\"",
+        "lock = { name = \"rolling\", scope = \"fleet\" }",
+    );
+    let now = jiff::Timestamp::from_second(1_795_420_800).unwrap();
+    let warnings = |text: &str| -> Vec<String> {
+        Config::parse("vigil.toml", text)
+            .unwrap()
+            .warnings(now)
+            .iter()
+            .map(ToString::to_string)
+            .filter(|w| w.contains("scope"))
+            .collect()
+    };
+    if std::env::var_os("VIGIL_STORE_URL").is_none() {
+        let w = warnings(&fleet);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("[playbooks.vllm_oom] has scope = \"fleet\", but the store is this host's own SQLite"),
+            "{}",
+            w[0]
+        );
+    }
+    let shared = format!("{fleet}\n[store]\nurl = \"postgres://vigil@db/vigil\"\n");
+    assert!(warnings(&shared).is_empty());
+    assert!(warnings(ISSUE).is_empty());
+}

@@ -56,6 +56,7 @@ async fn a_dry_run_leaves_the_store_as_it_was() {
             window_ms: 24 * 3_600_000,
             threshold: 3,
             ttl_ms: 4 * 3_600_000,
+            scope: Default::default(),
         };
         for _ in 0..2 {
             store

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use vigil::clock::Clock;
 use vigil::intent::IntentStatus;
 use vigil::store::prelude::*;
+use vigil::store::Scope;
 
 fn count(events: &[String], name: &str) -> usize {
     events.iter().filter(|e| e.as_str() == name).count()
@@ -198,7 +199,7 @@ async fn intents_waiting_for_a_lock_expire_past_their_ttl_with_a_note(b) {
     let now = env.clock.now_ms();
     // Someone else holds gpu0 for ten hours (a long job on another vigil).
     assert!(store
-        .acquire_lock("gpu0", "elsewhere:1:0/99", 10 * 3_600_000, now)
+        .acquire_lock("gpu0", Scope::Host, "elsewhere:1:0/99", 10 * 3_600_000, now)
         .unwrap()
         .is_ok());
     let ids: Vec<i64> = (0..3).map(|i| env.submit("trigger_x", i)).collect();
@@ -245,7 +246,7 @@ async fn a_deferred_intent_runs_once_the_lock_is_released(b) {
     let env = Env::on(b, &locked_playbook(), IN_WINDOW);
     let store = env.app.store().unwrap();
     assert!(store
-        .acquire_lock("gpu0", "elsewhere:1:0/99", 60_000, env.clock.now_ms())
+        .acquire_lock("gpu0", Scope::Host, "elsewhere:1:0/99", 60_000, env.clock.now_ms())
         .unwrap()
         .is_ok());
     let id = env.submit("trigger_x", 7);
@@ -259,7 +260,7 @@ async fn a_deferred_intent_runs_once_the_lock_is_released(b) {
 
     // And one whose holder stopped renewing: the lock is free once its lease ran out.
     assert!(store
-        .acquire_lock("gpu0", "elsewhere:1:0/100", 60_000, env.clock.now_ms())
+        .acquire_lock("gpu0", Scope::Host, "elsewhere:1:0/100", 60_000, env.clock.now_ms())
         .unwrap()
         .is_ok());
     let id = env.submit("trigger_x", 8);
@@ -299,8 +300,11 @@ fn a_lock_is_fenced_by_its_epoch_not_only_its_holder_name(b) {
         mode: "default".into(),
         holder: format!("h:1:0/{id}"),
         cooldown_ms: None,
+        cooldown_scope: Scope::Host,
         max_runs: None,
+        max_runs_scope: Scope::Host,
         lock: Some("gpu0".into()),
+        lock_scope: Scope::Host,
         lease_ms: 30_000,
         budget: None,
         lease: Some(lease.clone()),
@@ -319,7 +323,7 @@ fn a_lock_is_fenced_by_its_epoch_not_only_its_holder_name(b) {
     // The lease ran out (the holder was stopped); the lock was taken again under the same
     // holder name: a different acquisition.
     assert!(store
-        .acquire_lock("gpu0", &run.holder, 30_000, 31_000)
+        .acquire_lock("gpu0", Scope::Host, &run.holder, 30_000, 31_000)
         .unwrap()
         .is_ok());
     assert!(!store.check_fence(&fence, 31_000).unwrap());

@@ -16,6 +16,7 @@ use vigil::orchestrator::config::WindowSpan;
 use vigil::orchestrator::gates::{Denial, Gate};
 use vigil::orchestrator::window;
 use vigil::store::prelude::*;
+use vigil::store::Scope;
 use vigil::store::{AnyStore, BudgetRequest, RunEnd, RunRecord, RunRequest, Settled};
 
 fn ny() -> TimeZone {
@@ -208,14 +209,18 @@ fn budget_request(intent: i64, want_s: i64) -> RunRequest {
         mode: "canary".into(),
         holder: format!("t:{intent}"),
         cooldown_ms: None,
+        cooldown_scope: Scope::Host,
         max_runs: None,
+        max_runs_scope: Scope::Host,
         lock: None,
+        lock_scope: Scope::Host,
         lease_ms: 30_000,
         budget: Some(BudgetRequest {
             name: "gpu_downtime".into(),
             day: "2026-11-23".into(),
             limit_ms: 60_000,
             want_ms: want_s * 1000,
+            scope: Scope::Host,
         }),
         lease: None,
     }
@@ -329,7 +334,7 @@ fn a_dry_run_reserves_nothing(b) {
 /// Whether `holder` got lock `name` (a store error fails the test).
 fn acquired(store: &AnyStore, name: &str, holder: &str, lease_ms: i64, now_ms: i64) -> bool {
     store
-        .acquire_lock(name, holder, lease_ms, now_ms)
+        .acquire_lock(name, Scope::Host, holder, lease_ms, now_ms)
         .unwrap()
         .is_ok()
 }

@@ -7,7 +7,7 @@ mod common;
 
 use vigil::store::prelude::*;
 use vigil::store::{
-    BudgetRequest, CanaryEnd, Checkpoint, FilePosition, NewCanaryRun, PendingAlert, Refusal,
+    BudgetRequest, CanaryEnd, Checkpoint, FilePosition, NewCanaryRun, PendingAlert, Refusal, Scope,
 };
 
 fn pos(ino: u64, offset: u64) -> FilePosition {
@@ -37,7 +37,7 @@ on_both_stores!(#[test] fn checkpoints_round_trip_per_source_and_path(b) {
 on_both_stores!(#[test] fn a_quiesced_canary_reserves_its_budget_settles_it_and_starts_its_cooldown(b) {
     let dir = tempfile::tempdir().unwrap();
     let s = b.open(dir.path());
-    let budget = BudgetRequest { name: "gpu".into(), day: "2026-11-30".into(), limit_ms: 60_000, want_ms: 40_000 };
+    let budget = BudgetRequest { name: "gpu".into(), day: "2026-11-30".into(), limit_ms: 60_000, want_ms: 40_000, scope: Scope::Host };
     let run = NewCanaryRun {
         canary: "judge".into(),
         mode: "canary".into(),

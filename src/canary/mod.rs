@@ -36,7 +36,9 @@ use crate::app::App;
 use crate::config::human;
 use crate::orchestrator::gates::{window_tz, Denial};
 use crate::orchestrator::window;
-use crate::store::{BudgetRequest, CanaryEnd, CanaryStore, NewCanaryRun, RunStore, StoreError};
+use crate::store::{
+    BudgetRequest, CanaryEnd, CanaryStore, NewCanaryRun, RunStore, Scope, StoreError,
+};
 use crate::template::{Missing, Template};
 use judge::Judgement;
 use serde::{Deserialize, Serialize};
@@ -445,6 +447,7 @@ impl Runner {
             day,
             limit_ms: self.app.config.orchestrator.budgets[name].seconds as i64 * 1000,
             want_ms: self.cfg.expected_downtime().as_millis() as i64,
+            scope: self.app.config.orchestrator.budgets[name].scope,
         })
     }
 
@@ -475,7 +478,7 @@ impl Runner {
         let now = app.clock.now_ms();
         let got = blocking(move || {
             app.store()?
-                .acquire_lock(&name, &h, lease.as_millis() as i64, now)
+                .acquire_lock(&name, Scope::Host, &h, lease.as_millis() as i64, now)
         })
         .await;
         match got {

@@ -115,20 +115,35 @@ pub fn run(app: &App, cmd: IntentsCommand) -> Exit {
     }
 }
 
+/// The listing; a HOST column when the intents are of more than one host (a fleet's store).
 fn print_table(list: &[Intent]) {
     if list.is_empty() {
         println!("no intents");
         return;
     }
+    let fleet = list.iter().any(|i| i.host != list[0].host);
+    let host = |h: &str| {
+        if fleet {
+            format!("{h:<12} ")
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:>6}  {:<25} {:<32} {:>3}  {:<14} REASON",
-        "ID", "CREATED", "TYPE", "PRI", "STATUS"
+        "{:>6}  {:<25} {}{:<32} {:>3}  {:<14} REASON",
+        "ID",
+        "CREATED",
+        host("HOST"),
+        "TYPE",
+        "PRI",
+        "STATUS"
     );
     for i in list {
         println!(
-            "{:>6}  {:<25} {:<32} {:>3}  {:<14} {}",
+            "{:>6}  {:<25} {}{:<32} {:>3}  {:<14} {}",
             i.id,
             rfc3339_ms(i.created_at),
+            host(&i.host),
             i.intent_type,
             i.priority,
             i.status.as_str(),

@@ -15,6 +15,7 @@ pub mod invariants;
 pub mod locks;
 mod memory;
 pub mod run;
+pub mod runs;
 pub mod status;
 pub mod store;
 pub mod symptoms;

@@ -4,6 +4,7 @@
 mod duration;
 pub mod load;
 
+use crate::store::Scope;
 pub use duration::{human, parse_duration, Dur};
 pub use load::Diagnostic;
 
@@ -383,6 +384,28 @@ impl Config {
         if let Some(msg) = self.api.check() {
             out.push(self.diagnostic("api", "listen", msg));
         }
+        if let Some(host) = &self.host {
+            // Holders are `HOST:PID:N/INTENT`, and `*` names the fleet (`store::Scope`).
+            if host.is_empty()
+                || host == crate::store::FLEET
+                || host.contains([':', '/'])
+                || host.chars().any(char::is_whitespace)
+            {
+                let at = self
+                    .text
+                    .lines()
+                    .scan(0usize, |pos, l| {
+                        let start = *pos;
+                        *pos += l.len() + 1;
+                        Some((start, l.trim_start()))
+                    })
+                    .find(|(_, l)| l.starts_with("host"))
+                    .map_or(0, |(at, _)| at);
+                out.push(Source { file: &self.origin, text: &self.text }.at(at, format!(
+                    "host = {host:?} cannot name a host: use letters, digits, '.', '-' or '_' (no ':', '/', spaces or '*'), e.g. host = \"gpu-01\""
+                )));
+            }
+        }
         if let Some(url) = &self.store.url {
             if !crate::store::is_postgres_url(url) {
                 out.push(self.at_key("store", "url", "[store] url must be a PostgreSQL URL, `postgres://user:password@host:port/db`; leave it out for the embedded SQLite store under data_dir".into()));
@@ -459,6 +482,33 @@ impl Config {
                     "canaries",
                     name,
                     format!("warning: [canaries.{name}] compare = \"production\" sends the workload to production too, but production's port is not given, so the candidate is judged on its thresholds alone; give it, like production = {{ systemd = \"judge.service\", port = 8000 }}"),
+                ));
+            }
+        }
+        // On the embedded store this host is the whole fleet: a fleet scope means the host's.
+        // (VIGIL_STORE_URL may still name a shared store at run time.)
+        if self.store.resolve_url().is_none() {
+            let o = &self.orchestrator;
+            let fleet_wide = o
+                .budgets
+                .iter()
+                .filter(|(_, b)| b.scope == Scope::Fleet)
+                .map(|(n, _)| ("budgets", n.as_str()))
+                .chain(
+                    o.playbooks
+                        .iter()
+                        .filter(|(_, p)| {
+                            p.lock_scope == Scope::Fleet
+                                || p.cooldown_scope == Scope::Fleet
+                                || p.max_runs.is_some_and(|m| m.scope == Scope::Fleet)
+                        })
+                        .map(|(n, _)| ("playbooks", n.as_str())),
+                );
+            for (table, name) in fleet_wide {
+                out.push(self.diagnostic(
+                    table,
+                    name,
+                    format!("warning: [{table}.{name}] has scope = \"fleet\", but the store is this host's own SQLite: the fleet is this host alone; hosts share a fleet through [store] url = \"postgres://...\""),
                 ));
             }
         }

@@ -193,6 +193,9 @@ pub struct Intent {
     pub origin: String,
     /// Why it ended as it did, in words.
     pub note: Option<String>,
+    /// The host whose it is (`*`: any host's; '' from before hosts): the host that proposed
+    /// it, unless its data named another.
+    pub host: String,
 }
 
 fn ser_time<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {

@@ -8,6 +8,7 @@ use super::actions;
 pub use super::actions::Step;
 use crate::config::load::{self, Diagnostic, Source};
 use crate::config::{Dur, Tz};
+use crate::store::Scope;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -101,6 +102,10 @@ impl<'de> Deserialize<'de> for WindowSpan {
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     pub seconds: u64,
+    /// `host` (the default): each host's downtime against `seconds`; `fleet`: every host's
+    /// sharing the store, together.
+    #[serde(default)]
+    pub scope: Scope,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +117,9 @@ pub struct EscalationConfig {
     pub window: Dur,
     /// ... that expires after this.
     pub flag_ttl: Dur,
+    /// `host` (the default): a host's own symptoms arm its own flags; `fleet`: symptoms of
+    /// every host count together and arm one flag for all.
+    pub scope: Scope,
 }
 
 impl Default for EscalationConfig {
@@ -120,6 +128,7 @@ impl Default for EscalationConfig {
             threshold: 3,
             window: Dur::secs(24 * 3600),
             flag_ttl: Dur::secs(4 * 3600),
+            scope: Scope::Host,
         }
     }
 }
@@ -174,8 +183,12 @@ pub struct Playbook {
     pub window: Option<String>,
     pub budget: Option<String>,
     pub cooldown: Option<Duration>,
+    /// Whose runs the cooldown counts (`cooldown = { duration = "6h", scope = "fleet" }`).
+    pub cooldown_scope: Scope,
     pub max_runs: Option<MaxRuns>,
     pub lock: Option<String>,
+    /// `lock = { name = "rolling", scope = "fleet" }`: one run at a time across the fleet.
+    pub lock_scope: Scope,
     /// Downtime reserved from the budget before a run that has downtime steps starts.
     pub expected_downtime: Duration,
     pub restore_sla: Option<Duration>,
@@ -296,6 +309,47 @@ impl<'de> Deserialize<'de> for OneOrMany {
 pub struct MaxRuns {
     pub count: u32,
     pub within: Dur,
+    /// Whose runs count: this host's (the default) or the fleet's.
+    #[serde(default)]
+    pub scope: Scope,
+}
+
+/// `lock = "gpu"` or `lock = { name = "rolling", scope = "fleet" }`.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a lock name, or a table like { name = \"rolling\", scope = \"fleet\" }"
+)]
+enum RawLock {
+    Name(String),
+    Scoped(LockTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockTable {
+    name: String,
+    #[serde(default)]
+    scope: Scope,
+}
+
+/// `cooldown = "6h"` or `cooldown = { duration = "6h", scope = "fleet" }`.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a duration like \"6h\", or a table like { duration = \"6h\", scope = \"fleet\" }"
+)]
+enum RawCooldown {
+    Duration(Dur),
+    Scoped(CooldownTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CooldownTable {
+    duration: Dur,
+    #[serde(default)]
+    scope: Scope,
 }
 
 #[derive(Deserialize)]
@@ -306,9 +360,9 @@ struct RawPlaybook {
     mode: ModeConfig,
     window: Option<Spanned<String>>,
     budget: Option<Spanned<String>>,
-    cooldown: Option<Dur>,
+    cooldown: Option<RawCooldown>,
     max_runs: Option<MaxRuns>,
-    lock: Option<String>,
+    lock: Option<RawLock>,
     expected_downtime: Option<Dur>,
     restore_sla: Option<Dur>,
 }
@@ -465,15 +519,27 @@ pub fn take(
                 errors.push(src.at(at, format!("{header} max_runs.count must be at least 1")));
             }
         }
+        let (cooldown, cooldown_scope) = match raw.cooldown {
+            None => (None, Scope::Host),
+            Some(RawCooldown::Duration(d)) => (Some(d), Scope::Host),
+            Some(RawCooldown::Scoped(t)) => (Some(t.duration), t.scope),
+        };
+        let (lock, lock_scope) = match raw.lock {
+            None => (None, Scope::Host),
+            Some(RawLock::Name(n)) => (Some(n), Scope::Host),
+            Some(RawLock::Scoped(t)) => (Some(t.name), t.scope),
+        };
         let pb = Playbook {
             name: name.clone(),
             on: raw.on.0,
             mode: raw.mode,
             window: raw.window.map(Spanned::into_inner),
             budget: raw.budget.map(Spanned::into_inner),
-            cooldown: raw.cooldown.map(|d| d.0),
+            cooldown: cooldown.map(|d| d.0),
+            cooldown_scope,
             max_runs: raw.max_runs,
-            lock: raw.lock,
+            lock,
+            lock_scope,
             expected_downtime: raw
                 .expected_downtime
                 .map_or(Duration::from_secs(15), |d| d.0),

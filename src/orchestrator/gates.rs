@@ -89,12 +89,22 @@ impl From<Refusal> for Denial {
                 name,
                 holder,
                 remaining_ms,
+                acquired_at,
             } => Denial {
                 gate: Gate::Lock,
-                reason: format!(
-                    "Lock {name:?} held by {holder} for {} more",
-                    span(remaining_ms)
-                ),
+                reason: if remaining_ms > 0 {
+                    format!(
+                        "Lock {name:?} held by {holder} for {} more",
+                        span(remaining_ms)
+                    )
+                } else {
+                    format!(
+                        "Fleet lock {name:?} held by {holder} since {}, whose host {} stopped renewing it {} ago; it is not taken over while that host may still act: it frees when the host settles its run, or `vigil locks release {name}`",
+                        crate::clock::rfc3339_ms(acquired_at),
+                        crate::store::holder_host(&holder),
+                        span(-remaining_ms)
+                    )
+                },
             },
             Refusal::Budget { request: b, usage } => Denial {
                 gate: Gate::Budget,
@@ -268,6 +278,7 @@ pub fn evaluate_fenced(
             day: budget_day(app, pb, now),
             limit_ms: app.config.orchestrator.budgets[name].seconds as i64 * 1000,
             want_ms: pb.expected_downtime.as_millis() as i64,
+            scope: app.config.orchestrator.budgets[name].scope,
         }),
         _ => None,
     };
@@ -278,8 +289,11 @@ pub fn evaluate_fenced(
         // Per run, not per orchestrator: its own workers must exclude each other too.
         holder: format!("{holder}/{}", intent.id),
         cooldown_ms: pb.cooldown.map(|d| d.as_millis() as i64),
+        cooldown_scope: pb.cooldown_scope,
         max_runs: pb.max_runs.map(|m| (m.count, m.within.as_ms())),
+        max_runs_scope: pb.max_runs.map(|m| m.scope).unwrap_or_default(),
         lock: pb.lock.clone(),
+        lock_scope: pb.lock_scope,
         lease_ms: settings.lease.as_ms(),
         budget,
         lease: lease.cloned(),
@@ -293,21 +307,17 @@ pub fn evaluate_fenced(
         },
         Err(Refusal::LeaseLost) => Decision::LeaseLost,
         // Contention is not a reason to drop the intent: it waits for the lock.
-        Err(Refusal::Lock {
-            name,
-            holder,
-            remaining_ms,
-        }) => Decision::Deferred {
-            playbook: pb.name.clone(),
-            mode,
-            lock: name.clone(),
-            reason: Denial::from(Refusal::Lock {
-                name,
-                holder,
-                remaining_ms,
-            })
-            .reason,
-        },
+        Err(refusal @ Refusal::Lock { .. }) => {
+            let Refusal::Lock { name, .. } = &refusal else {
+                unreachable!()
+            };
+            Decision::Deferred {
+                playbook: pb.name.clone(),
+                mode,
+                lock: name.clone(),
+                reason: Denial::from(refusal).reason,
+            }
+        }
         Err(refusal) => return denied(refusal.into()),
     })
 }

@@ -38,6 +38,8 @@ pub struct Options {
 
 pub struct Orchestrator {
     app: Arc<App>,
+    /// `HOST:PID:N`: the config's `host`, so hosts sharing a store (and a machine, in tests)
+    /// tell their claims apart, and recovery takes over only its own host's.
     holder: String,
     http: reqwest::Client,
     /// Intents this orchestrator's workers are handling now. Recovery treats its own running
@@ -57,17 +59,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .expect("blocking task panicked")
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
 impl Orchestrator {
     pub fn new(app: Arc<App>) -> Self {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let holder = format!("{}:{}:{}", hostname(), std::process::id(), n);
+        let holder = format!("{}:{}:{}", app.config.host(), std::process::id(), n);
         Self {
             app,
             holder,

@@ -129,6 +129,7 @@ pub fn rule_output(app: &App, out: &Output) -> Result<Vec<String>, StoreError> {
             dedup_key: String::new(),
             origin: format!("rule:{}", p.rule),
             note: None,
+            host: crate::store::intent_host(&p.data, &app.config.host()),
         };
         let plan = plan(app, &intent, "dry-run")?;
         lines.push(format!(

@@ -2,25 +2,33 @@
 //! started goes back to pending; one that was running is resumed as a `Run` and settled
 //! through the same path as any run (as failed, never run again), after `on_failure` restored
 //! production if it stopped while production was down.
+//!
+//! In a fleet, a host recovers only its own claims: another host's run acted on that host's
+//! services, so only that host can tell what is left to restore. Until it returns, its run's
+//! budget reservation keeps counting and its fleet lock stays held; the hosts that see the
+//! lock's lease run out raise `alert_fleet_lock_stale` for an operator
+//! (`vigil locks release NAME`).
 
 use super::run::{Ending, Run};
-use super::{blocking, hostname, Orchestrator};
-use crate::intent::IntentStatus;
-use crate::store::{IntentStore, Lease, LeaseFence, RunStore, StoreError};
+use super::{blocking, Orchestrator};
+use crate::app::App;
+use crate::clock::rfc3339_ms;
+use crate::intent::{queue, IntentStatus, NewIntent};
+use crate::store::{holder_host, IntentStore, Lease, LeaseFence, RunStore, StoreError, FLEET};
 use serde_json::json;
 use std::collections::HashSet;
 
-/// A holder whose process is gone on this host: its claims can be taken over at once instead
-/// of after the lease runs out.
-fn holder_dead(holder: &str) -> bool {
+/// A holder of `host` (this one) whose process is gone: its claims can be taken over at once
+/// instead of after the lease runs out.
+fn holder_dead(holder: &str, host: &str) -> bool {
     let mut parts = holder.split(':');
-    let (Some(host), Some(pid)) = (
+    let (Some(parts_host), Some(pid)) = (
         parts.next(),
         parts.next().and_then(|p| p.parse::<i32>().ok()),
     ) else {
         return false;
     };
-    if host != hostname() || pid == std::process::id() as i32 || pid <= 0 {
+    if parts_host != host || pid == std::process::id() as i32 || pid <= 0 {
         return false;
     }
     // SAFETY: signal 0 only checks that the process exists.
@@ -36,6 +44,7 @@ impl Orchestrator {
         let inflight: HashSet<i64> = self.inflight.lock().unwrap().clone();
         let app = self.app.clone();
         let me = self.holder.clone();
+        let host = self.app.config.host();
         let lease = self.lease_ms();
         let taken = blocking(
             move || -> Result<Vec<(i64, Option<String>, i64)>, StoreError> {
@@ -54,9 +63,13 @@ impl Orchestrator {
                     if mine && inflight.contains(&id) {
                         continue;
                     }
+                    // Another host's: only that host may recover it.
+                    if holder.as_deref().is_some_and(|h| holder_host(h) != host) {
+                        continue;
+                    }
                     let stale = mine
                         || expires.is_none_or(|e| e < now)
-                        || holder.as_deref().is_some_and(holder_dead);
+                        || holder.as_deref().is_some_and(|h| holder_dead(h, &host));
                     if !stale {
                         continue;
                     }
@@ -71,6 +84,10 @@ impl Orchestrator {
         )
         .await?;
         drop(scanning);
+        let app = self.app.clone();
+        if let Err(e) = blocking(move || alert_stale_fleet_locks(&app)).await {
+            tracing::warn!("cannot check the fleet's locks: {e}");
+        }
         let n = taken.len();
         for (id, old, epoch) in taken {
             let lease = LeaseFence {
@@ -173,4 +190,47 @@ pub(super) async fn abandon(
         run.settle(Ending::Abandoned { note: note.clone() }).await?;
     }
     Ok(any)
+}
+
+/// Raises `alert_fleet_lock_stale` for each fleet lock whose holder, on another host, stopped
+/// renewing it: the lock is not taken over (that host may still be acting), so an operator
+/// must hear of it. Once per acquisition (the epoch is in the dedup key) and dedup window.
+fn alert_stale_fleet_locks(app: &App) -> Result<(), StoreError> {
+    let host = app.config.host();
+    let now = app.clock.now_ms();
+    for lock in app.store()?.locks()? {
+        let holder = holder_host(&lock.holder);
+        if lock.scope != FLEET || lock.expires_at >= now || holder == host {
+            continue;
+        }
+        let mut data = crate::event::Data::new();
+        data.insert("lock".into(), lock.name.clone().into());
+        data.insert("holder".into(), lock.holder.clone().into());
+        // Not `host`: that would hand the alert to the dead host.
+        data.insert("holder_host".into(), holder.into());
+        data.insert("since".into(), rfc3339_ms(lock.acquired_at).into());
+        data.insert(
+            "lease_expired_at".into(),
+            rfc3339_ms(lock.expires_at).into(),
+        );
+        let alert = NewIntent {
+            intent_type: "alert_fleet_lock_stale".into(),
+            priority: 10,
+            reason: format!(
+                "fleet lock {:?} held by host {holder} since {} ({}), which stopped renewing it at {}; it is not taken over while {holder} may still act: it frees when {holder} returns and settles its run, or `vigil locks release {}`",
+                lock.name,
+                rfc3339_ms(lock.acquired_at),
+                lock.holder,
+                rfc3339_ms(lock.expires_at),
+                lock.name
+            ),
+            data,
+            dedup_key: Some(format!("{}:{}", lock.name, lock.epoch)),
+            origin: "orchestrator".into(),
+        };
+        if let Ok(crate::store::Put::Inserted(_)) = queue::submit(app, &alert) {
+            tracing::warn!("{}", alert.reason);
+        }
+    }
+    Ok(())
 }

@@ -69,7 +69,7 @@ delegate!(EscalationStore {
     fn symptoms(&self, kind: Option<&str>, since_ms: i64, limit: usize) -> Result<Vec<Symptom>, StoreError>;
     fn symptom_counts(&self, since_ms: i64) -> Result<Vec<(String, u32)>, StoreError>;
     fn flags(&self) -> Result<Vec<Flag>, StoreError>;
-    fn clear_flag(&self, kind: &str, now_ms: i64) -> Result<Option<Flag>, StoreError>;
+    fn clear_flag(&self, kind: &str, scope: Scope, now_ms: i64) -> Result<Option<Flag>, StoreError>;
     fn prune_symptoms(&self, before_ms: i64) -> Result<usize, StoreError>;
 });
 
@@ -86,7 +86,7 @@ delegate!(RunStore {
     fn run(&self, id: i64) -> Result<Option<RunRecord>, StoreError>;
     fn runs(&self, playbook: Option<&str>, since_ms: i64, open_only: bool) -> Result<Vec<RunRecord>, StoreError>;
     fn budget_usage(&self, budget: &str, day: &str) -> Result<BudgetUsage, StoreError>;
-    fn acquire_lock(&self, name: &str, holder: &str, lease_ms: i64, now_ms: i64) -> Result<Result<(), LockRecord>, StoreError>;
+    fn acquire_lock(&self, name: &str, scope: Scope, holder: &str, lease_ms: i64, now_ms: i64) -> Result<Result<(), LockRecord>, StoreError>;
     fn release_lock(&self, name: &str, holder: &str) -> Result<bool, StoreError>;
     fn renew_leases(&self, holder: &str, lease_ms: i64, now_ms: i64) -> Result<usize, StoreError>;
     fn locks(&self) -> Result<Vec<LockRecord>, StoreError>;

@@ -73,13 +73,20 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "symptoms",
-        columns: &[("id", Int), ("kind", Text), ("ts", Int), ("meta", Text)],
+        columns: &[
+            ("id", Int),
+            ("kind", Text),
+            ("ts", Int),
+            ("meta", Text),
+            ("host", Text),
+        ],
         identity: true,
     },
     Table {
         name: "escalation_flags",
         columns: &[
             ("kind", Text),
+            ("scope", Text),
             ("reason", Text),
             ("symptom_count", Int),
             ("armed_at", Int),
@@ -108,6 +115,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("downtime_since", Int),
             ("lock_epoch", Int),
             ("host", Text),
+            ("budget_scope", Text),
         ],
         identity: true,
     },
@@ -116,6 +124,7 @@ pub(crate) const TABLES: &[Table] = &[
         columns: &[
             ("budget", Text),
             ("day", Text),
+            ("scope", Text),
             ("used_ms", Int),
             ("reserved_ms", Int),
         ],
@@ -125,6 +134,7 @@ pub(crate) const TABLES: &[Table] = &[
         name: "locks",
         columns: &[
             ("name", Text),
+            ("scope", Text),
             ("holder", Text),
             ("acquired_at", Int),
             ("expires_at", Int),
@@ -193,6 +203,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("restore_pending", Bool),
             ("down_since", Int),
             ("report", Text),
+            ("budget_scope", Text),
         ],
         identity: true,
     },

@@ -104,6 +104,45 @@ impl Store for PgStore {
     }
 }
 
+/// Whose a budget, lock, cooldown, rate limit or escalation flag is: this host's alone (the
+/// default; what a single host has always had) or the whole fleet's sharing the store, like a
+/// Kubernetes PodDisruptionBudget across hosts. `scope = "host" | "fleet"` in the config.
+///
+/// In the store a scope is a key beside the name: the host's name, or `*` for the fleet; rows
+/// stored before scopes existed carry `''` and count for every host (never less than before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    #[default]
+    Host,
+    Fleet,
+}
+
+impl Scope {
+    /// The key of this scope in the store's rows for `host`: `host` itself, or `*`.
+    pub fn key(self, host: &str) -> &str {
+        match self {
+            Scope::Host => host,
+            Scope::Fleet => FLEET,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Host => "host",
+            Scope::Fleet => "fleet",
+        }
+    }
+}
+
+/// The scope key of fleet-wide rows (`Scope::key`).
+pub const FLEET: &str = "*";
+
+/// The host part of a holder (`HOST:PID:N`, or `HOST:PID:N/INTENT` for a run's lock).
+pub fn holder_host(holder: &str) -> &str {
+    holder.split(':').next().unwrap_or(holder)
+}
+
 /// `[store]` in the config.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,10 +171,10 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// The host an intent belongs to: the one its data names (`"host": "b"`, or `"*"` for any
-/// host), else `proposer`, the host that stores it.
-pub fn intent_host(intent: &crate::intent::NewIntent, proposer: &str) -> String {
-    match intent.data.get("host").and_then(|h| h.as_str()) {
+/// The host an intent with `data` belongs to: the one its data names (`"host": "b"`, or `"*"`
+/// for any host), else `proposer`, the host that stores it.
+pub fn intent_host(data: &crate::event::Data, proposer: &str) -> String {
+    match data.get("host").and_then(|h| h.as_str()) {
         Some(h) if !h.is_empty() => h.to_string(),
         _ => proposer.to_string(),
     }

@@ -14,7 +14,7 @@
 //! rewrites a playbook's future run starts to now before its cooldown and rate limit read
 //! them, so a cooldown never has more than its length left and a rate-limit window restarts.
 
-use super::StoreError;
+use super::{Scope, StoreError};
 use crate::audit::AuditEntry;
 use crate::clock::ms_as_rfc3339;
 use crate::intent::{Intent, IntentStatus};
@@ -28,6 +28,8 @@ pub struct BudgetRequest {
     pub day: String,
     pub limit_ms: i64,
     pub want_ms: i64,
+    /// `Host`: this host's downtime against the limit; `Fleet`: every host's.
+    pub scope: Scope,
 }
 
 /// What a run needs from the store's gates, checked and reserved at once.
@@ -39,9 +41,15 @@ pub struct RunRequest {
     /// Who holds the lock: the orchestrator's holder and the intent, `HOST:PID:N/INTENT`.
     pub holder: String,
     pub cooldown_ms: Option<i64>,
+    /// Whose runs of the playbook the cooldown counts: this host's or the fleet's.
+    pub cooldown_scope: Scope,
     /// (count, within_ms)
     pub max_runs: Option<(u32, i64)>,
+    pub max_runs_scope: Scope,
     pub lock: Option<String>,
+    /// A host lock excludes this host's runs; a fleet lock every host's, and one whose holder
+    /// stopped renewing it is not taken over (see `Refusal::Lock`).
+    pub lock_scope: Scope,
     pub lease_ms: i64,
     pub budget: Option<BudgetRequest>,
     /// The intent's lease the run is started under, checked in the same transaction (a
@@ -118,11 +126,14 @@ pub enum Refusal {
     },
     /// The caller's lease on the intent is gone (taken over or expired): nothing recorded.
     LeaseLost,
-    /// Someone else holds the lock, for `remaining_ms` more.
+    /// Someone else holds the lock, for `remaining_ms` more. Negative on a fleet lock whose
+    /// holder stopped renewing it (its host died or stalled): it stays held, since that host
+    /// may still be acting, until the host settles its run or an operator frees it.
     Lock {
         name: String,
         holder: String,
         remaining_ms: i64,
+        acquired_at: i64,
     },
     /// The budget's day cannot cover `want_ms` more.
     Budget {
@@ -146,6 +157,8 @@ pub struct RunRecord {
     pub result: Option<String>,
     pub budget: Option<String>,
     pub budget_day: Option<String>,
+    /// The budget's scope key: the host's name, or `*` for the fleet.
+    pub budget_scope: String,
     pub reserved_ms: i64,
     pub downtime_ms: i64,
     pub lock_name: Option<String>,
@@ -156,11 +169,15 @@ pub struct RunRecord {
     /// Set while production is down.
     #[serde(serialize_with = "ms_as_rfc3339::ser_opt")]
     pub downtime_since: Option<i64>,
+    /// The host that ran it (the only one that may recover it).
+    pub host: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LockRecord {
     pub name: String,
+    /// The host whose lock it is, or `*` for a fleet lock.
+    pub scope: String,
     pub holder: String,
     #[serde(serialize_with = "ms_as_rfc3339::ser")]
     pub acquired_at: i64,
@@ -283,11 +300,14 @@ pub trait RunStore: Send + Sync {
         since_ms: i64,
         open_only: bool,
     ) -> Result<Vec<RunRecord>, StoreError>;
+    /// A budget's day as this host's gate sees it: its own rows and the fleet's.
     fn budget_usage(&self, budget: &str, day: &str) -> Result<BudgetUsage, StoreError>;
-    /// Takes `name` for `holder` unless someone else holds an unexpired lease on it.
+    /// Takes `name` (in `scope`) for `holder` unless someone else holds an unexpired lease
+    /// on it (or, on a fleet lock, any lease: see `Refusal::Lock`).
     fn acquire_lock(
         &self,
         name: &str,
+        scope: Scope,
         holder: &str,
         lease_ms: i64,
         now_ms: i64,
@@ -297,6 +317,7 @@ pub trait RunStore: Send + Sync {
     /// `holder/INTENT`); returns how many locks it still holds. An expired lease is lost, not
     /// renewed: another may have taken it over already.
     fn renew_leases(&self, holder: &str, lease_ms: i64, now_ms: i64) -> Result<usize, StoreError>;
+    /// Every lock held, of every host and the fleet's, by name.
     fn locks(&self) -> Result<Vec<LockRecord>, StoreError>;
     /// Deletes finished runs started before `before_ms` and budget days before it with
     /// nothing reserved; returns how many rows went.

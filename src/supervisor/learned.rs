@@ -219,6 +219,7 @@ pub async fn run(
         dedup_key: format!("{}:{}", l.unit, l.fingerprint),
         origin: "supervisor".into(),
         note: None,
+        host: app.config.host(),
     };
     let http = crate::http::client(crate::http::DEFAULT_TIMEOUT);
     let name = format!("learned:{}_{}", l.unit, l.fingerprint);

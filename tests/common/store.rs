@@ -121,6 +121,14 @@ impl Place {
         }
     }
 
+    /// The store as host `host` would open it (hosts sharing one store).
+    pub fn open_as(&self, host: &str) -> AnyStore {
+        match self {
+            Place::Sqlite(p) => AnyStore::new(SqliteStore::open(p).unwrap().with_host(host)),
+            Place::Postgres(url) => AnyStore::new(open_postgres(url).with_host(host)),
+        }
+    }
+
     /// What a child process is told to open (`lock_child` in orchestrator_gates).
     pub fn to_arg(&self) -> String {
         match self {
@@ -172,6 +180,34 @@ pub fn try_pg_query(url: &str, sql: &str) -> Result<Vec<Option<String>>, String>
     })
     .join()
     .unwrap()
+}
+
+/// Runs `sql` (one number) against the test database on one connection, again and again
+/// until `stop`, on a thread of its own; the join gives every answer.
+pub fn pg_sample(
+    url: &str,
+    sql: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<i64>> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}"));
+            tokio::spawn(conn);
+            let mut out = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let row = client.query_one(&sql, &[]).await.unwrap();
+                out.push(row.get::<_, i64>(0));
+            }
+            out
+        })
+    })
 }
 
 /// How many rows `table` holds in the store at `url`.

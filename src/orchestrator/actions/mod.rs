@@ -487,6 +487,7 @@ mod tests {
             dedup_key: "k".into(),
             origin: "test".into(),
             note: None,
+            host: "a".into(),
         };
         let http = crate::http::client(crate::http::DEFAULT_TIMEOUT);
         let ctx = StepContext {

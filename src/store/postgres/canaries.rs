@@ -1,7 +1,7 @@
 //! Canary runs in PostgreSQL, as in `sqlite/canaries.rs`: the quiesced path's check-and-reserve
 //! runs under the store's write lock, in the same budget ledger as playbook runs.
 
-use super::runs::budget_usage;
+use super::runs::{reserve_budget, settle_budget};
 use super::PgStore;
 use crate::store::{CanaryEnd, CanaryRunRecord, CanaryStore, NewCanaryRun, Refusal, StoreError};
 use tokio_postgres::Row;
@@ -60,23 +60,20 @@ impl CanaryStore for PgStore {
                     }
                 }
             }
+            let mut scope = String::new();
             if let Some(b) = &run.budget {
-                let usage = budget_usage(c, &b.name, &b.day)?;
-                if usage.used_ms + usage.reserved_ms + b.want_ms > b.limit_ms {
-                    return Ok((
-                        Err(Refusal::Budget {
-                            request: b.clone(),
-                            usage,
-                        }),
-                        false,
-                    ));
-                }
-                if commit {
-                    c.exec(
-                        "INSERT INTO budget_ledger (budget, day, used_ms, reserved_ms) VALUES ($1, $2, 0, $3)
-                         ON CONFLICT (budget, day) DO UPDATE SET reserved_ms = budget_ledger.reserved_ms + $3",
-                        &[&b.name, &b.day, &b.want_ms],
-                    )?;
+                // Without `commit` the transaction rolls back: nothing reserved.
+                match reserve_budget(c, b, &self.host)? {
+                    Ok(key) => scope = key,
+                    Err(usage) => {
+                        return Ok((
+                            Err(Refusal::Budget {
+                                request: b.clone(),
+                                usage,
+                            }),
+                            false,
+                        ))
+                    }
                 }
             }
             if !commit {
@@ -88,9 +85,9 @@ impl CanaryStore for PgStore {
             };
             let id: i64 = c
                 .one(
-                    "INSERT INTO canary_runs (canary, mode, path, port, started_at, budget, budget_day, reserved_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-                    &[&run.canary, &run.mode, &run.path, &port, &now_ms, &budget, &day, &want],
+                    "INSERT INTO canary_runs (canary, mode, path, port, started_at, budget, budget_day, reserved_ms, budget_scope)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                    &[&run.canary, &run.mode, &run.path, &port, &now_ms, &budget, &day, &want, &scope],
                 )?
                 .get(0);
             Ok((Ok(id), true))
@@ -120,12 +117,10 @@ impl CanaryStore for PgStore {
                 return Ok(false);
             };
             if let (Some(b), Some(day)) = (&run.budget, &run.budget_day) {
-                c.exec(
-                    "INSERT INTO budget_ledger (budget, day, used_ms, reserved_ms) VALUES ($1, $2, $3, 0)
-                     ON CONFLICT (budget, day) DO UPDATE SET reserved_ms = greatest(0, budget_ledger.reserved_ms - $4),
-                        used_ms = budget_ledger.used_ms + $3",
-                    &[b, day, &end.downtime_ms, &run.reserved_ms],
-                )?;
+                let scope: String = c
+                    .one("SELECT budget_scope FROM canary_runs WHERE id = $1", &[&id])?
+                    .get(0);
+                settle_budget(c, b, day, &scope, end.downtime_ms, run.reserved_ms)?;
             }
             c.exec(
                 "UPDATE canary_runs SET ended_at = $2, result = $3, reason = $4, duration_ms = $5,

@@ -22,7 +22,7 @@ pub(super) fn set_status(
 
 /// The columns `row_to_intent` reads, in its order.
 pub(super) const INTENT_COLUMNS: &str =
-    "id, intent_type, priority, reason, data, dedup_key, origin, status, note, created_at, updated_at";
+    "id, intent_type, priority, reason, data, dedup_key, origin, status, note, created_at, updated_at, host";
 
 /// A stored row that does not make an intent: the store was written by something else.
 pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -45,6 +45,7 @@ pub(super) fn row_to_intent(r: &Row) -> Result<Intent, StoreError> {
         note: r.get(8),
         created_at: r.get(9),
         updated_at: r.get(10),
+        host: r.get(11),
     })
 }
 
@@ -89,7 +90,7 @@ impl IntentStore for PgStore {
         now_ms: i64,
         dedup_window_ms: i64,
     ) -> Result<Put, StoreError> {
-        let host = crate::store::intent_host(intent, &self.host);
+        let host = crate::store::intent_host(&intent.data, &self.host);
         self.write(|c| put_in(c, intent, &host, now_ms, dedup_window_ms))
     }
 
@@ -100,7 +101,7 @@ impl IntentStore for PgStore {
         now_ms: i64,
         dedup_window_ms: i64,
     ) -> Result<Put, StoreError> {
-        let host = crate::store::intent_host(intent, &self.host);
+        let host = crate::store::intent_host(&intent.data, &self.host);
         self.write(|c| {
             let delivered = c.opt(
                 "SELECT intent FROM inbox_receipts WHERE sha256 = $1",

@@ -230,6 +230,21 @@ ALTER TABLE units ADD COLUMN host TEXT NOT NULL DEFAULT '';
 ALTER TABLE units DROP CONSTRAINT units_pkey;
 ALTER TABLE units ADD PRIMARY KEY (host, name);
 "#,
+    // Scopes (as in sqlite/mod.rs): budget days, locks and flags keyed by host or `*`.
+    r#"
+ALTER TABLE budget_ledger ADD COLUMN scope TEXT NOT NULL DEFAULT '';
+ALTER TABLE budget_ledger DROP CONSTRAINT budget_ledger_pkey;
+ALTER TABLE budget_ledger ADD PRIMARY KEY (budget, day, scope);
+ALTER TABLE locks ADD COLUMN scope TEXT NOT NULL DEFAULT '';
+ALTER TABLE locks DROP CONSTRAINT locks_pkey;
+ALTER TABLE locks ADD PRIMARY KEY (name, scope);
+ALTER TABLE escalation_flags ADD COLUMN scope TEXT NOT NULL DEFAULT '';
+ALTER TABLE escalation_flags DROP CONSTRAINT escalation_flags_pkey;
+ALTER TABLE escalation_flags ADD PRIMARY KEY (kind, scope);
+ALTER TABLE runs ADD COLUMN budget_scope TEXT NOT NULL DEFAULT '';
+ALTER TABLE canary_runs ADD COLUMN budget_scope TEXT NOT NULL DEFAULT '';
+ALTER TABLE symptoms ADD COLUMN host TEXT NOT NULL DEFAULT '';
+"#,
     // Inbox files delivered, by their SHA-256 (as in sqlite/mod.rs).
     r#"
 CREATE TABLE inbox_receipts (

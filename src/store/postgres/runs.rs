@@ -6,14 +6,14 @@ use super::{Conn, PgStore};
 use crate::audit::AuditEntry;
 use crate::intent::IntentStatus;
 use crate::store::{
-    BudgetUsage, Claim, Fence, Lease, LeaseFence, LockRecord, Refusal, RunEnd, RunRecord,
-    RunRequest, RunStore, Settled, StoreError,
+    BudgetRequest, BudgetUsage, Claim, Fence, Lease, LeaseFence, LockRecord, Refusal, RunEnd,
+    RunRecord, RunRequest, RunStore, Scope, Settled, StoreError, FLEET,
 };
 use tokio_postgres::{Error, Row};
 
-const RUN_COLUMNS: &str = "id, intent_id, playbook, mode, holder, started_at, ended_at, result, budget, budget_day, reserved_ms, downtime_ms, lock_name, step, downtime_since, lock_epoch";
+const RUN_COLUMNS: &str = "id, intent_id, playbook, mode, holder, started_at, ended_at, result, budget, budget_day, reserved_ms, downtime_ms, lock_name, step, downtime_since, lock_epoch, budget_scope, host";
 
-const LOCK_COLUMNS: &str = "name, holder, acquired_at, expires_at, epoch";
+const LOCK_COLUMNS: &str = "name, scope, holder, acquired_at, expires_at, epoch";
 
 /// The next value of the named sequence (1, 2, ...): epochs that only grow, even across
 /// deleted rows.
@@ -74,6 +74,8 @@ fn row_to_run(r: &Row) -> RunRecord {
         step: r.get(13),
         downtime_since: r.get(14),
         lock_epoch: r.get(15),
+        budget_scope: r.get(16),
+        host: r.get(17),
     }
 }
 
@@ -89,52 +91,111 @@ fn run(c: &Conn, id: i64) -> Result<Option<RunRecord>, Error> {
 fn row_to_lock(r: &Row) -> LockRecord {
     LockRecord {
         name: r.get(0),
-        holder: r.get(1),
-        acquired_at: r.get(2),
-        expires_at: r.get(3),
-        epoch: r.get(4),
+        scope: r.get(1),
+        holder: r.get(2),
+        acquired_at: r.get(3),
+        expires_at: r.get(4),
+        epoch: r.get(5),
     }
 }
 
-pub(super) fn budget_usage(c: &Conn, budget: &str, day: &str) -> Result<BudgetUsage, Error> {
-    Ok(c.opt(
-        "SELECT used_ms, reserved_ms FROM budget_ledger WHERE budget = $1 AND day = $2",
-        &[&budget, &day],
-    )?
-    .map(|r| BudgetUsage {
+/// A budget's day: the rows `host` sees (its own, the fleet's and those from before scopes),
+/// or every host's with `host` `None` (what a fleet budget counts).
+fn budget_usage(
+    c: &Conn,
+    budget: &str,
+    day: &str,
+    host: Option<&str>,
+) -> Result<BudgetUsage, Error> {
+    let r = c.one(
+        "SELECT coalesce(sum(used_ms), 0)::bigint, coalesce(sum(reserved_ms), 0)::bigint FROM budget_ledger
+         WHERE budget = $1 AND day = $2 AND ($3::text IS NULL OR scope IN ($3, '*', ''))",
+        &[&budget, &day, &host],
+    )?;
+    Ok(BudgetUsage {
         used_ms: r.get(0),
         reserved_ms: r.get(1),
     })
-    .unwrap_or_default())
 }
 
-/// Takes `name` for `holder` with a new epoch, which it returns, unless another holds it.
+/// Reserves `b.want_ms` under `b`'s scope unless its day cannot cover it (a fleet budget
+/// counts every host's downtime, a host budget this host's); returns the scope key reserved
+/// under, or the usage that refused it. Inside the caller's transaction (under the store's
+/// write lock, so hosts racing for one fleet budget reserve one at a time).
+pub(super) fn reserve_budget(
+    c: &Conn,
+    b: &BudgetRequest,
+    host: &str,
+) -> Result<Result<String, BudgetUsage>, Error> {
+    let seen = (b.scope == Scope::Host).then_some(host);
+    let usage = budget_usage(c, &b.name, &b.day, seen)?;
+    if usage.used_ms + usage.reserved_ms + b.want_ms > b.limit_ms {
+        return Ok(Err(usage));
+    }
+    let key = b.scope.key(host);
+    c.exec(
+        "INSERT INTO budget_ledger (budget, day, scope, used_ms, reserved_ms) VALUES ($1, $2, $3, 0, $4)
+         ON CONFLICT (budget, day, scope) DO UPDATE SET reserved_ms = budget_ledger.reserved_ms + $4",
+        &[&b.name, &b.day, &key, &b.want_ms],
+    )?;
+    Ok(Ok(key.to_string()))
+}
+
+/// Releases a reservation of `reserved_ms` and charges `downtime_ms`, on the ledger row of
+/// `scope` (the key `reserve_budget` returned). Inside the caller's transaction.
+pub(super) fn settle_budget(
+    c: &Conn,
+    budget: &str,
+    day: &str,
+    scope: &str,
+    downtime_ms: i64,
+    reserved_ms: i64,
+) -> Result<(), Error> {
+    c.exec(
+        "INSERT INTO budget_ledger (budget, day, scope, used_ms, reserved_ms) VALUES ($1, $2, $3, $4, 0)
+         ON CONFLICT (budget, day, scope) DO UPDATE SET reserved_ms = greatest(0, budget_ledger.reserved_ms - $5),
+            used_ms = budget_ledger.used_ms + $4",
+        &[&budget, &day, &scope, &downtime_ms, &reserved_ms],
+    )?;
+    Ok(())
+}
+
+/// Takes `name` in `scope` (a key: the host, or `*`) for `holder` with a new epoch, which it
+/// returns, unless another holds it.
 fn acquire_lock(
     c: &Conn,
     name: &str,
+    scope: &str,
     holder: &str,
     lease_ms: i64,
     now_ms: i64,
 ) -> Result<Result<i64, LockRecord>, Error> {
     let current = c
         .opt(
-            &format!("SELECT {LOCK_COLUMNS} FROM locks WHERE name = $1"),
-            &[&name],
+            // A lock taken before scopes ('') is the same lock for every host.
+            &format!(
+                "SELECT {LOCK_COLUMNS} FROM locks WHERE name = $1 AND scope IN ($2, '')
+                 ORDER BY scope DESC LIMIT 1"
+            ),
+            &[&name, &scope],
         )?
         .as_ref()
         .map(row_to_lock);
     if let Some(cur) = current {
-        // An expired lease means the holder died or stalled: the lock is free again. (The
-        // stalled holder finds out through its fence: the epoch changes here.)
-        if cur.holder != holder && cur.expires_at > now_ms {
+        // On a host lock an expired lease means the holder died or stalled: the lock is free
+        // again (the stalled holder finds out through its fence: the epoch changes here). A
+        // fleet lock's holder may be a host that is still acting, cut off from the store: it
+        // stays held until that host settles its run or an operator frees it.
+        if cur.holder != holder && (cur.expires_at > now_ms || scope == FLEET) {
             return Ok(Err(cur));
         }
     }
     let epoch = next_seq(c, "lock")?;
+    c.exec("DELETE FROM locks WHERE name = $1 AND scope = ''", &[&name])?;
     c.exec(
-        "INSERT INTO locks (name, holder, acquired_at, expires_at, epoch) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (name) DO UPDATE SET holder = $2, acquired_at = $3, expires_at = $4, epoch = $5",
-        &[&name, &holder, &now_ms, &(now_ms + lease_ms), &epoch],
+        "INSERT INTO locks (name, scope, holder, acquired_at, expires_at, epoch) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (name, scope) DO UPDATE SET holder = $3, acquired_at = $4, expires_at = $5, epoch = $6",
+        &[&name, &scope, &holder, &now_ms, &(now_ms + lease_ms), &epoch],
     )?;
     Ok(Ok(epoch))
 }
@@ -154,8 +215,12 @@ fn check_and_reserve(
     if let Some(cooldown) = req.cooldown_ms {
         let last: Option<i64> = c
             .one(
-                "SELECT max(started_at) FROM runs WHERE playbook = $1",
-                &[&req.playbook],
+                "SELECT max(started_at) FROM runs WHERE playbook = $1
+                   AND ($2::text IS NULL OR host IN ($2, ''))",
+                &[
+                    &req.playbook,
+                    &(req.cooldown_scope == Scope::Host).then_some(host),
+                ],
             )?
             .get(0);
         if let Some(last) = last {
@@ -168,8 +233,13 @@ fn check_and_reserve(
     if let Some((max, within_ms)) = req.max_runs {
         let starts: Vec<i64> = c
             .rows(
-                "SELECT started_at FROM runs WHERE playbook = $1 AND started_at > $2 ORDER BY started_at",
-                &[&req.playbook, &(now_ms - within_ms)],
+                "SELECT started_at FROM runs WHERE playbook = $1 AND started_at > $2
+                   AND ($3::text IS NULL OR host IN ($3, '')) ORDER BY started_at",
+                &[
+                    &req.playbook,
+                    &(now_ms - within_ms),
+                    &(req.max_runs_scope == Scope::Host).then_some(host),
+                ],
             )?
             .iter()
             .map(|r| r.get(0))
@@ -186,30 +256,36 @@ fn check_and_reserve(
     }
     let mut lock_epoch = 0;
     if let Some(lock) = &req.lock {
-        match acquire_lock(c, lock, &req.holder, req.lease_ms, now_ms)? {
+        match acquire_lock(
+            c,
+            lock,
+            req.lock_scope.key(host),
+            &req.holder,
+            req.lease_ms,
+            now_ms,
+        )? {
             Ok(epoch) => lock_epoch = epoch,
             Err(held) => {
                 return Ok(Err(Refusal::Lock {
                     name: lock.clone(),
                     holder: held.holder,
                     remaining_ms: held.expires_at - now_ms,
+                    acquired_at: held.acquired_at,
                 }))
             }
         }
     }
+    let mut budget_scope = String::new();
     if let Some(b) = &req.budget {
-        let usage = budget_usage(c, &b.name, &b.day)?;
-        if usage.used_ms + usage.reserved_ms + b.want_ms > b.limit_ms {
-            return Ok(Err(Refusal::Budget {
-                request: b.clone(),
-                usage,
-            }));
+        match reserve_budget(c, b, host)? {
+            Ok(key) => budget_scope = key,
+            Err(usage) => {
+                return Ok(Err(Refusal::Budget {
+                    request: b.clone(),
+                    usage,
+                }))
+            }
         }
-        c.exec(
-            "INSERT INTO budget_ledger (budget, day, used_ms, reserved_ms) VALUES ($1, $2, 0, $3)
-             ON CONFLICT (budget, day) DO UPDATE SET reserved_ms = budget_ledger.reserved_ms + $3",
-            &[&b.name, &b.day, &b.want_ms],
-        )?;
     }
     let (budget, day, want) = match &req.budget {
         Some(b) => (Some(b.name.clone()), Some(b.day.clone()), b.want_ms),
@@ -217,9 +293,9 @@ fn check_and_reserve(
     };
     let id: i64 = c
         .one(
-            "INSERT INTO runs (intent_id, playbook, mode, holder, started_at, budget, budget_day, reserved_ms, lock_name, lock_epoch, host)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-            &[&req.intent_id, &req.playbook, &req.mode, &req.holder, &now_ms, &budget, &day, &want, &req.lock, &lock_epoch, &host],
+            "INSERT INTO runs (intent_id, playbook, mode, holder, started_at, budget, budget_day, reserved_ms, lock_name, lock_epoch, host, budget_scope)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+            &[&req.intent_id, &req.playbook, &req.mode, &req.holder, &now_ms, &budget, &day, &want, &req.lock, &lock_epoch, &host, &budget_scope],
         )?
         .get(0);
     Ok(Ok(RunRecord {
@@ -233,12 +309,14 @@ fn check_and_reserve(
         result: None,
         budget,
         budget_day: day,
+        budget_scope,
         reserved_ms: want,
         downtime_ms: 0,
         lock_name: req.lock.clone(),
         lock_epoch,
         step: 0,
         downtime_since: None,
+        host: host.to_string(),
     }))
 }
 
@@ -252,11 +330,13 @@ fn end_run(c: &Conn, end: &RunEnd<'_>) -> Result<bool, Error> {
         return Ok(false);
     }
     if let (Some(b), Some(day)) = (&run.budget, &run.budget_day) {
-        c.exec(
-            "INSERT INTO budget_ledger (budget, day, used_ms, reserved_ms) VALUES ($1, $2, $3, 0)
-             ON CONFLICT (budget, day) DO UPDATE SET reserved_ms = greatest(0, budget_ledger.reserved_ms - $4),
-                used_ms = budget_ledger.used_ms + $3",
-            &[b, day, &end.downtime_ms, &run.reserved_ms],
+        settle_budget(
+            c,
+            b,
+            day,
+            &run.budget_scope,
+            end.downtime_ms,
+            run.reserved_ms,
         )?;
     }
     if let Some(lock) = &run.lock_name {
@@ -292,7 +372,9 @@ impl RunStore for PgStore {
                                    AND host IN ($5, '*', '')
                                    AND (wait_lock IS NULL OR created_at < $3::bigint - $4::bigint
                                         OR NOT EXISTS (SELECT 1 FROM locks l
-                                                       WHERE l.name = i.wait_lock AND l.expires_at > $3))
+                                                       WHERE l.name = i.wait_lock
+                                                         AND l.scope IN ($5, '*', '')
+                                                         AND (l.expires_at > $3 OR l.scope = '*')))
                                  ORDER BY priority DESC, created_at, id LIMIT 1
                                  FOR UPDATE SKIP LOCKED)
                        AND status = 'pending'
@@ -304,7 +386,7 @@ impl RunStore for PgStore {
         row.map(|r| {
             Ok(Claim {
                 intent: row_to_intent(&r)?,
-                epoch: r.get(11),
+                epoch: r.get(12),
             })
         })
         .transpose()
@@ -493,17 +575,19 @@ impl RunStore for PgStore {
     }
 
     fn budget_usage(&self, budget: &str, day: &str) -> Result<BudgetUsage, StoreError> {
-        self.with_conn(|c| budget_usage(c, budget, day))
+        self.with_conn(|c| budget_usage(c, budget, day, Some(&self.host)))
     }
 
     fn acquire_lock(
         &self,
         name: &str,
+        scope: Scope,
         holder: &str,
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<Result<(), LockRecord>, StoreError> {
-        self.write(|c| Ok(acquire_lock(c, name, holder, lease_ms, now_ms)?.map(drop)))
+        let key = scope.key(&self.host);
+        self.write(|c| Ok(acquire_lock(c, name, key, holder, lease_ms, now_ms)?.map(drop)))
     }
 
     fn release_lock(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
@@ -544,7 +628,7 @@ impl RunStore for PgStore {
     fn locks(&self) -> Result<Vec<LockRecord>, StoreError> {
         let rows = self.with_conn(|c| {
             c.rows(
-                &format!("SELECT {LOCK_COLUMNS} FROM locks ORDER BY name"),
+                &format!("SELECT {LOCK_COLUMNS} FROM locks ORDER BY name, scope"),
                 &[],
             )
         })?;

@@ -1,10 +1,9 @@
 //! Canary runs in SQLite. The quiesced path's check-and-reserve is one IMMEDIATE transaction,
 //! like a playbook run's (`runs.rs`), in the same budget ledger.
 
+use super::runs::{reserve_budget, settle_budget};
 use super::{Cached, SqliteStore};
-use crate::store::{
-    BudgetUsage, CanaryEnd, CanaryRunRecord, CanaryStore, NewCanaryRun, Refusal, StoreError,
-};
+use crate::store::{CanaryEnd, CanaryRunRecord, CanaryStore, NewCanaryRun, Refusal, StoreError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 const COLUMNS: &str = "id, canary, mode, path, port, started_at, ended_at, result, reason, duration_ms, downtime_ms, budget, budget_day, reserved_ms, restore_pending, down_since, report";
@@ -58,32 +57,17 @@ impl CanaryStore for SqliteStore {
                     }
                 }
             }
+            let mut scope = String::new();
             if let Some(b) = &run.budget {
-                let usage = tx
-                    .row(
-                        "SELECT used_ms, reserved_ms FROM budget_ledger WHERE budget = ?1 AND day = ?2",
-                        params![b.name, b.day],
-                        |r| {
-                            Ok(BudgetUsage {
-                                used_ms: r.get(0)?,
-                                reserved_ms: r.get(1)?,
-                            })
-                        },
-                    )
-                    .optional()?
-                    .unwrap_or_default();
-                if usage.used_ms + usage.reserved_ms + b.want_ms > b.limit_ms {
-                    return Ok(Err(Refusal::Budget {
-                        request: b.clone(),
-                        usage,
-                    }));
-                }
-                if commit {
-                    tx.exec(
-                        "INSERT INTO budget_ledger (budget, day, used_ms, reserved_ms) VALUES (?1, ?2, 0, ?3)
-                         ON CONFLICT (budget, day) DO UPDATE SET reserved_ms = reserved_ms + ?3",
-                        params![b.name, b.day, b.want_ms],
-                    )?;
+                // Without `commit` the transaction is dropped: rolled back, nothing reserved.
+                match reserve_budget(&tx, b, &self.host)? {
+                    Ok(key) => scope = key,
+                    Err(usage) => {
+                        return Ok(Err(Refusal::Budget {
+                            request: b.clone(),
+                            usage,
+                        }))
+                    }
                 }
             }
             if !commit {
@@ -94,9 +78,9 @@ impl CanaryStore for SqliteStore {
                 None => (None, None, 0),
             };
             tx.exec(
-                "INSERT INTO canary_runs (canary, mode, path, port, started_at, budget, budget_day, reserved_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![run.canary, run.mode, run.path, run.port, now_ms, budget, day, want],
+                "INSERT INTO canary_runs (canary, mode, path, port, started_at, budget, budget_day, reserved_ms, budget_scope)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![run.canary, run.mode, run.path, run.port, now_ms, budget, day, want, scope],
             )?;
             let id = tx.last_insert_rowid();
             tx.commit()?;
@@ -128,11 +112,12 @@ impl CanaryStore for SqliteStore {
                 return Ok(false);
             };
             if let (Some(b), Some(day)) = (&run.budget, &run.budget_day) {
-                tx.exec(
-                    "INSERT INTO budget_ledger (budget, day, used_ms, reserved_ms) VALUES (?1, ?2, ?3, 0)
-                     ON CONFLICT (budget, day) DO UPDATE SET reserved_ms = max(0, reserved_ms - ?4), used_ms = used_ms + ?3",
-                    params![b, day, end.downtime_ms, run.reserved_ms],
+                let scope: String = tx.row(
+                    "SELECT budget_scope FROM canary_runs WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
                 )?;
+                settle_budget(&tx, b, day, &scope, end.downtime_ms, run.reserved_ms)?;
             }
             tx.exec(
                 "UPDATE canary_runs SET ended_at = ?2, result = ?3, reason = ?4, duration_ms = ?5,
@@ -196,7 +181,7 @@ impl CanaryStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BudgetRequest, RunStore};
+    use crate::store::{BudgetRequest, BudgetUsage, RunStore, Scope};
 
     fn quiesced(want_ms: i64) -> NewCanaryRun {
         NewCanaryRun {
@@ -209,6 +194,7 @@ mod tests {
                 day: "2026-11-30".into(),
                 limit_ms: 60_000,
                 want_ms,
+                scope: Scope::Host,
             }),
             cooldown_ms: Some(6 * 3_600_000),
         }

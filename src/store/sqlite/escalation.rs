@@ -3,7 +3,7 @@
 use super::{Cached, SqliteStore};
 use crate::escalation::{Flag, Symptom, SymptomPolicy, SymptomRecorded};
 use crate::event::Data;
-use crate::store::{EscalationStore, StoreError};
+use crate::store::{EscalationStore, Scope, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 const FLAG_COLUMNS: &str = "kind, reason, symptom_count, armed_at, expires_at, cleared_at";
@@ -19,10 +19,11 @@ fn row_to_flag(r: &rusqlite::Row) -> rusqlite::Result<Flag> {
     })
 }
 
-fn flag(conn: &Connection, kind: &str) -> rusqlite::Result<Option<Flag>> {
+/// The flag of `kind` in `scope` (a key: the host, or `*`).
+fn flag(conn: &Connection, kind: &str, scope: &str) -> rusqlite::Result<Option<Flag>> {
     conn.row(
-        &format!("SELECT {FLAG_COLUMNS} FROM escalation_flags WHERE kind = ?1"),
-        [kind],
+        &format!("SELECT {FLAG_COLUMNS} FROM escalation_flags WHERE kind = ?1 AND scope = ?2"),
+        [kind, scope],
         row_to_flag,
     )
     .optional()
@@ -39,18 +40,21 @@ impl EscalationStore for SqliteStore {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.exec(
-                "INSERT INTO symptoms (kind, ts, meta) VALUES (?1, ?2, ?3)",
-                params![kind, now_ms, serde_json::to_string(meta).expect("JSON")],
+                "INSERT INTO symptoms (kind, ts, meta, host) VALUES (?1, ?2, ?3, ?4)",
+                params![kind, now_ms, serde_json::to_string(meta).expect("JSON"), self.host],
             )?;
             let id = tx.last_insert_rowid();
-            let current = flag(&tx, kind)?;
+            let key = p.scope.key(&self.host);
+            let own = (p.scope == Scope::Host).then_some(self.host.as_str());
+            let current = flag(&tx, kind, key)?;
             // Symptoms before a clear were answered by the run that cleared the flag: they do
             // not count.
             let since = (now_ms - p.window_ms)
                 .max(current.as_ref().and_then(|f| f.cleared_at).unwrap_or(i64::MIN));
             let count: u32 = tx.row(
-                "SELECT count(*) FROM symptoms WHERE kind = ?1 AND ts > ?2 AND ts <= ?3",
-                params![kind, since, now_ms],
+                "SELECT count(*) FROM symptoms WHERE kind = ?1 AND ts > ?2 AND ts <= ?3
+                   AND (?4 IS NULL OR host IN (?4, ''))",
+                params![kind, since, now_ms, own],
                 |r| r.get(0),
             )?;
             let active = current.as_ref().is_some_and(|f| f.is_armed(now_ms));
@@ -61,9 +65,9 @@ impl EscalationStore for SqliteStore {
             };
             if let Some(f) = &armed {
                 tx.exec(
-                    "INSERT OR REPLACE INTO escalation_flags (kind, reason, symptom_count, armed_at, expires_at, cleared_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-                    params![f.kind, f.reason, f.symptom_count, f.armed_at, f.expires_at],
+                    "INSERT OR REPLACE INTO escalation_flags (kind, scope, reason, symptom_count, armed_at, expires_at, cleared_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
+                    params![f.kind, key, f.reason, f.symptom_count, f.armed_at, f.expires_at],
                 )?;
             }
             tx.commit()?;
@@ -79,7 +83,7 @@ impl EscalationStore for SqliteStore {
     ) -> Result<Vec<Symptom>, StoreError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, kind, ts, meta FROM symptoms WHERE (?1 IS NULL OR kind = ?1) AND ts > ?2
+                "SELECT id, kind, ts, meta, host FROM symptoms WHERE (?1 IS NULL OR kind = ?1) AND ts > ?2
                  ORDER BY ts DESC, id DESC LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![kind, since_ms, limit as i64], |r| {
@@ -89,6 +93,7 @@ impl EscalationStore for SqliteStore {
                     kind: r.get(1)?,
                     ts: r.get(2)?,
                     meta: serde_json::from_str(&meta).unwrap_or_default(),
+                    host: r.get(4)?,
                 })
             })?;
             rows.collect()
@@ -108,24 +113,37 @@ impl EscalationStore for SqliteStore {
     fn flags(&self) -> Result<Vec<Flag>, StoreError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {FLAG_COLUMNS} FROM escalation_flags ORDER BY kind"
+                "SELECT {FLAG_COLUMNS} FROM escalation_flags WHERE scope IN (?1, '*', '') ORDER BY kind, scope"
             ))?;
-            let rows = stmt.query_map([], row_to_flag)?;
+            let rows = stmt.query_map([&self.host], row_to_flag)?;
             rows.collect()
         })
     }
 
-    fn clear_flag(&self, kind: &str, now_ms: i64) -> Result<Option<Flag>, StoreError> {
+    fn clear_flag(
+        &self,
+        kind: &str,
+        scope: Scope,
+        now_ms: i64,
+    ) -> Result<Option<Flag>, StoreError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let was_armed = flag(&tx, kind)?.filter(|f| f.is_armed(now_ms));
+            let mut was_armed = None;
+            for key in [self.host.as_str(), "*", ""] {
+                was_armed = was_armed.or(flag(&tx, kind, key)?.filter(|f| f.is_armed(now_ms)));
+            }
+            tx.exec(
+                "UPDATE escalation_flags SET cleared_at = ?2
+                 WHERE kind = ?1 AND scope IN (?3, '*', '') AND cleared_at IS NULL",
+                params![kind, now_ms, self.host],
+            )?;
             // A row is kept (or made) so symptoms before this clear stop counting towards a
             // new flag.
             tx.exec(
-                "INSERT INTO escalation_flags (kind, reason, symptom_count, armed_at, expires_at, cleared_at)
-                 VALUES (?1, 'cleared', 0, ?2, ?2, ?2)
-                 ON CONFLICT (kind) DO UPDATE SET cleared_at = ?2",
-                params![kind, now_ms],
+                "INSERT INTO escalation_flags (kind, scope, reason, symptom_count, armed_at, expires_at, cleared_at)
+                 VALUES (?1, ?3, 'cleared', 0, ?2, ?2, ?2)
+                 ON CONFLICT (kind, scope) DO UPDATE SET cleared_at = ?2",
+                params![kind, now_ms, scope.key(&self.host)],
             )?;
             tx.commit()?;
             Ok(was_armed)

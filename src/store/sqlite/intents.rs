@@ -22,7 +22,7 @@ pub(super) fn set_status(
 
 /// The columns `row_to_intent` reads, in its order.
 pub(super) const INTENT_COLUMNS: &str =
-    "id, intent_type, priority, reason, data, dedup_key, origin, status, note, created_at, updated_at";
+    "id, intent_type, priority, reason, data, dedup_key, origin, status, note, created_at, updated_at, host";
 
 pub(super) fn row_to_intent(r: &rusqlite::Row) -> rusqlite::Result<Intent> {
     let data: String = r.get(4)?;
@@ -42,6 +42,7 @@ pub(super) fn row_to_intent(r: &rusqlite::Row) -> rusqlite::Result<Intent> {
         note: r.get(8)?,
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
+        host: r.get(11)?,
     })
 }
 
@@ -84,7 +85,7 @@ impl IntentStore for SqliteStore {
         now_ms: i64,
         dedup_window_ms: i64,
     ) -> Result<Put, StoreError> {
-        let host = crate::store::intent_host(intent, &self.host);
+        let host = crate::store::intent_host(&intent.data, &self.host);
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let put = put_in(&tx, intent, &host, now_ms, dedup_window_ms)?;
@@ -100,7 +101,7 @@ impl IntentStore for SqliteStore {
         now_ms: i64,
         dedup_window_ms: i64,
     ) -> Result<Put, StoreError> {
-        let host = crate::store::intent_host(intent, &self.host);
+        let host = crate::store::intent_host(&intent.data, &self.host);
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let delivered: Option<i64> = tx

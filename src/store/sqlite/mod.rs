@@ -254,6 +254,51 @@ INSERT INTO units_by_host SELECT '', name, state, tier, pid, start_ticks, restar
 DROP TABLE units;
 ALTER TABLE units_by_host RENAME TO units;
 "#,
+    // Scopes: a budget's day, a lock and an escalation flag belong to one host (`scope` is its
+    // name) or to the fleet (`*`); rows from before scopes carry '' and count for every host.
+    // Symptoms carry the host that saw them.
+    r#"
+CREATE TABLE budget_ledger_scoped (
+    budget      TEXT NOT NULL,
+    day         TEXT NOT NULL,
+    scope       TEXT NOT NULL,
+    used_ms     INTEGER NOT NULL DEFAULT 0,
+    reserved_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (budget, day, scope)
+);
+INSERT INTO budget_ledger_scoped SELECT budget, day, '', used_ms, reserved_ms FROM budget_ledger;
+DROP TABLE budget_ledger;
+ALTER TABLE budget_ledger_scoped RENAME TO budget_ledger;
+CREATE TABLE locks_scoped (
+    name        TEXT NOT NULL,
+    scope       TEXT NOT NULL,
+    holder      TEXT NOT NULL,
+    acquired_at INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    epoch       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, scope)
+);
+INSERT INTO locks_scoped SELECT name, '', holder, acquired_at, expires_at, epoch FROM locks;
+DROP TABLE locks;
+ALTER TABLE locks_scoped RENAME TO locks;
+CREATE TABLE escalation_flags_scoped (
+    kind          TEXT NOT NULL,
+    scope         TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    symptom_count INTEGER NOT NULL,
+    armed_at      INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    cleared_at    INTEGER,
+    PRIMARY KEY (kind, scope)
+);
+INSERT INTO escalation_flags_scoped SELECT kind, '', reason, symptom_count, armed_at, expires_at, cleared_at
+    FROM escalation_flags;
+DROP TABLE escalation_flags;
+ALTER TABLE escalation_flags_scoped RENAME TO escalation_flags;
+ALTER TABLE runs ADD COLUMN budget_scope TEXT NOT NULL DEFAULT '';
+ALTER TABLE canary_runs ADD COLUMN budget_scope TEXT NOT NULL DEFAULT '';
+ALTER TABLE symptoms ADD COLUMN host TEXT NOT NULL DEFAULT '';
+"#,
     // Inbox files delivered, by their SHA-256: a file read again after a crash between the
     // store's commit and the file's removal is not stored twice (`put_intent_once`).
     r#"
@@ -516,7 +561,13 @@ mod tests {
             .unwrap();
         assert_eq!(claim.map(|c| (c.intent.id, c.epoch)), Some((2, 1)));
         assert!(s
-            .acquire_lock("gpu0", "new:2:0/2", 30_000, 40_000)
+            .acquire_lock(
+                "gpu0",
+                crate::store::Scope::Host,
+                "new:2:0/2",
+                30_000,
+                40_000
+            )
             .unwrap()
             .is_ok());
         assert_eq!(s.locks().unwrap()[0].epoch, 1);

@@ -6,14 +6,14 @@ use super::{Cached, SqliteStore};
 use crate::audit::AuditEntry;
 use crate::intent::IntentStatus;
 use crate::store::{
-    BudgetUsage, Claim, Fence, Lease, LeaseFence, LockRecord, Refusal, RunEnd, RunRecord,
-    RunRequest, RunStore, Settled, StoreError,
+    BudgetRequest, BudgetUsage, Claim, Fence, Lease, LeaseFence, LockRecord, Refusal, RunEnd,
+    RunRecord, RunRequest, RunStore, Scope, Settled, StoreError, FLEET,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-const RUN_COLUMNS: &str = "id, intent_id, playbook, mode, holder, started_at, ended_at, result, budget, budget_day, reserved_ms, downtime_ms, lock_name, step, downtime_since, lock_epoch";
+const RUN_COLUMNS: &str = "id, intent_id, playbook, mode, holder, started_at, ended_at, result, budget, budget_day, reserved_ms, downtime_ms, lock_name, step, downtime_since, lock_epoch, budget_scope, host";
 
-const LOCK_COLUMNS: &str = "name, holder, acquired_at, expires_at, epoch";
+const LOCK_COLUMNS: &str = "name, scope, holder, acquired_at, expires_at, epoch";
 
 /// The next value of the named sequence (1, 2, ...): epochs that only grow, even across
 /// deleted rows (a released lock's row is gone, its epoch must not come back).
@@ -85,6 +85,8 @@ fn row_to_run(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         step: r.get(13)?,
         downtime_since: r.get(14)?,
         lock_epoch: r.get(15)?,
+        budget_scope: r.get(16)?,
+        host: r.get(17)?,
     })
 }
 
@@ -100,55 +102,110 @@ fn run(conn: &Connection, id: i64) -> rusqlite::Result<Option<RunRecord>> {
 fn row_to_lock(r: &rusqlite::Row) -> rusqlite::Result<LockRecord> {
     Ok(LockRecord {
         name: r.get(0)?,
-        holder: r.get(1)?,
-        acquired_at: r.get(2)?,
-        expires_at: r.get(3)?,
-        epoch: r.get(4)?,
+        scope: r.get(1)?,
+        holder: r.get(2)?,
+        acquired_at: r.get(3)?,
+        expires_at: r.get(4)?,
+        epoch: r.get(5)?,
     })
 }
 
-fn budget_usage(conn: &Connection, budget: &str, day: &str) -> rusqlite::Result<BudgetUsage> {
-    Ok(conn
-        .row(
-            "SELECT used_ms, reserved_ms FROM budget_ledger WHERE budget = ?1 AND day = ?2",
-            params![budget, day],
-            |r| {
-                Ok(BudgetUsage {
-                    used_ms: r.get(0)?,
-                    reserved_ms: r.get(1)?,
-                })
-            },
-        )
-        .optional()?
-        .unwrap_or_default())
+/// A budget's day: the rows `host` sees (its own, the fleet's and those from before scopes),
+/// or every host's with `host` `None` (what a fleet budget counts).
+fn budget_usage(
+    conn: &Connection,
+    budget: &str,
+    day: &str,
+    host: Option<&str>,
+) -> rusqlite::Result<BudgetUsage> {
+    conn.row(
+        "SELECT coalesce(sum(used_ms), 0), coalesce(sum(reserved_ms), 0) FROM budget_ledger
+         WHERE budget = ?1 AND day = ?2 AND (?3 IS NULL OR scope IN (?3, '*', ''))",
+        params![budget, day, host],
+        |r| {
+            Ok(BudgetUsage {
+                used_ms: r.get(0)?,
+                reserved_ms: r.get(1)?,
+            })
+        },
+    )
 }
 
-/// Takes `name` for `holder` with a new epoch, which it returns, unless another holds it.
+/// Reserves `b.want_ms` under `b`'s scope unless its day cannot cover it (a fleet budget
+/// counts every host's downtime, a host budget this host's); returns the scope key reserved
+/// under, or the usage that refused it. Inside the caller's transaction.
+pub(super) fn reserve_budget(
+    conn: &Connection,
+    b: &BudgetRequest,
+    host: &str,
+) -> rusqlite::Result<Result<String, BudgetUsage>> {
+    let seen = (b.scope == Scope::Host).then_some(host);
+    let usage = budget_usage(conn, &b.name, &b.day, seen)?;
+    if usage.used_ms + usage.reserved_ms + b.want_ms > b.limit_ms {
+        return Ok(Err(usage));
+    }
+    let key = b.scope.key(host);
+    conn.exec(
+        "INSERT INTO budget_ledger (budget, day, scope, used_ms, reserved_ms) VALUES (?1, ?2, ?3, 0, ?4)
+         ON CONFLICT (budget, day, scope) DO UPDATE SET reserved_ms = reserved_ms + ?4",
+        params![b.name, b.day, key, b.want_ms],
+    )?;
+    Ok(Ok(key.to_string()))
+}
+
+/// Releases a reservation of `reserved_ms` and charges `downtime_ms`, on the ledger row of
+/// `scope` (the key `reserve_budget` returned). Inside the caller's transaction.
+pub(super) fn settle_budget(
+    conn: &Connection,
+    budget: &str,
+    day: &str,
+    scope: &str,
+    downtime_ms: i64,
+    reserved_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.exec(
+        "INSERT INTO budget_ledger (budget, day, scope, used_ms, reserved_ms) VALUES (?1, ?2, ?3, ?4, 0)
+         ON CONFLICT (budget, day, scope) DO UPDATE SET reserved_ms = max(0, reserved_ms - ?5), used_ms = used_ms + ?4",
+        params![budget, day, scope, downtime_ms, reserved_ms],
+    )?;
+    Ok(())
+}
+
+/// Takes `name` in `scope` (a key: the host, or `*`) for `holder` with a new epoch, which it
+/// returns, unless another holds it.
 fn acquire_lock(
     conn: &Connection,
     name: &str,
+    scope: &str,
     holder: &str,
     lease_ms: i64,
     now_ms: i64,
 ) -> rusqlite::Result<Result<i64, LockRecord>> {
     let current = conn
         .row(
-            &format!("SELECT {LOCK_COLUMNS} FROM locks WHERE name = ?1"),
-            [name],
+            // A lock taken before scopes ('') is the same lock for every host.
+            &format!(
+                "SELECT {LOCK_COLUMNS} FROM locks WHERE name = ?1 AND scope IN (?2, '')
+                 ORDER BY scope DESC LIMIT 1"
+            ),
+            params![name, scope],
             row_to_lock,
         )
         .optional()?;
     if let Some(cur) = current {
-        // An expired lease means the holder died or stalled: the lock is free again. (The
-        // stalled holder finds out through its fence: the epoch changes here.)
-        if cur.holder != holder && cur.expires_at > now_ms {
+        // On a host lock an expired lease means the holder died or stalled: the lock is free
+        // again (the stalled holder finds out through its fence: the epoch changes here). A
+        // fleet lock's holder may be a host that is still acting, cut off from the store: it
+        // stays held until that host settles its run or an operator frees it.
+        if cur.holder != holder && (cur.expires_at > now_ms || scope == FLEET) {
             return Ok(Err(cur));
         }
     }
     let epoch = next_seq(conn, "lock")?;
+    conn.exec("DELETE FROM locks WHERE name = ?1 AND scope = ''", [name])?;
     conn.exec(
-        "INSERT OR REPLACE INTO locks (name, holder, acquired_at, expires_at, epoch) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![name, holder, now_ms, now_ms + lease_ms, epoch],
+        "INSERT OR REPLACE INTO locks (name, scope, holder, acquired_at, expires_at, epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![name, scope, holder, now_ms, now_ms + lease_ms, epoch],
     )?;
     Ok(Ok(epoch))
 }
@@ -167,8 +224,8 @@ fn check_and_reserve(
     }
     if let Some(cooldown) = req.cooldown_ms {
         let last: Option<i64> = tx.row(
-            "SELECT max(started_at) FROM runs WHERE playbook = ?1",
-            [&req.playbook],
+            "SELECT max(started_at) FROM runs WHERE playbook = ?1 AND (?2 IS NULL OR host IN (?2, ''))",
+            params![req.playbook, (req.cooldown_scope == Scope::Host).then_some(host)],
             |r| r.get(0),
         )?;
         if let Some(last) = last {
@@ -180,10 +237,12 @@ fn check_and_reserve(
     }
     if let Some((max, within_ms)) = req.max_runs {
         let mut stmt = tx.prepare_cached(
-            "SELECT started_at FROM runs WHERE playbook = ?1 AND started_at > ?2 ORDER BY started_at",
+            "SELECT started_at FROM runs WHERE playbook = ?1 AND started_at > ?2
+               AND (?3 IS NULL OR host IN (?3, '')) ORDER BY started_at",
         )?;
+        let own = (req.max_runs_scope == Scope::Host).then_some(host);
         let starts: Vec<i64> = stmt
-            .query_map(params![req.playbook, now_ms - within_ms], |r| r.get(0))?
+            .query_map(params![req.playbook, now_ms - within_ms, own], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         drop(stmt);
         if starts.len() as u32 >= max {
@@ -198,39 +257,45 @@ fn check_and_reserve(
     }
     let mut lock_epoch = 0;
     if let Some(lock) = &req.lock {
-        match acquire_lock(tx, lock, &req.holder, req.lease_ms, now_ms)? {
+        match acquire_lock(
+            tx,
+            lock,
+            req.lock_scope.key(host),
+            &req.holder,
+            req.lease_ms,
+            now_ms,
+        )? {
             Ok(epoch) => lock_epoch = epoch,
             Err(held) => {
                 return Ok(Err(Refusal::Lock {
                     name: lock.clone(),
                     holder: held.holder,
                     remaining_ms: held.expires_at - now_ms,
+                    acquired_at: held.acquired_at,
                 }))
             }
         }
     }
+    let mut budget_scope = String::new();
     if let Some(b) = &req.budget {
-        let usage = budget_usage(tx, &b.name, &b.day)?;
-        if usage.used_ms + usage.reserved_ms + b.want_ms > b.limit_ms {
-            return Ok(Err(Refusal::Budget {
-                request: b.clone(),
-                usage,
-            }));
+        match reserve_budget(tx, b, host)? {
+            Ok(key) => budget_scope = key,
+            Err(usage) => {
+                return Ok(Err(Refusal::Budget {
+                    request: b.clone(),
+                    usage,
+                }))
+            }
         }
-        tx.exec(
-            "INSERT INTO budget_ledger (budget, day, used_ms, reserved_ms) VALUES (?1, ?2, 0, ?3)
-             ON CONFLICT (budget, day) DO UPDATE SET reserved_ms = reserved_ms + ?3",
-            params![b.name, b.day, b.want_ms],
-        )?;
     }
     let (budget, day, want) = match &req.budget {
         Some(b) => (Some(b.name.clone()), Some(b.day.clone()), b.want_ms),
         None => (None, None, 0),
     };
     tx.exec(
-        "INSERT INTO runs (intent_id, playbook, mode, holder, started_at, budget, budget_day, reserved_ms, lock_name, lock_epoch, host)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![req.intent_id, req.playbook, req.mode, req.holder, now_ms, budget, day, want, req.lock, lock_epoch, host],
+        "INSERT INTO runs (intent_id, playbook, mode, holder, started_at, budget, budget_day, reserved_ms, lock_name, lock_epoch, host, budget_scope)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![req.intent_id, req.playbook, req.mode, req.holder, now_ms, budget, day, want, req.lock, lock_epoch, host, budget_scope],
     )?;
     Ok(Ok(RunRecord {
         id: tx.last_insert_rowid(),
@@ -243,12 +308,14 @@ fn check_and_reserve(
         result: None,
         budget,
         budget_day: day,
+        budget_scope,
         reserved_ms: want,
         downtime_ms: 0,
         lock_name: req.lock.clone(),
         lock_epoch,
         step: 0,
         downtime_since: None,
+        host: host.to_string(),
     }))
 }
 
@@ -262,10 +329,13 @@ fn end_run(tx: &Connection, end: &RunEnd<'_>) -> rusqlite::Result<bool> {
         return Ok(false);
     }
     if let (Some(b), Some(day)) = (&run.budget, &run.budget_day) {
-        tx.exec(
-            "INSERT INTO budget_ledger (budget, day, used_ms, reserved_ms) VALUES (?1, ?2, ?3, 0)
-             ON CONFLICT (budget, day) DO UPDATE SET reserved_ms = max(0, reserved_ms - ?4), used_ms = used_ms + ?3",
-            params![b, day, end.downtime_ms, run.reserved_ms],
+        settle_budget(
+            tx,
+            b,
+            day,
+            &run.budget_scope,
+            end.downtime_ms,
+            run.reserved_ms,
         )?;
     }
     if let Some(lock) = &run.lock_name {
@@ -304,15 +374,17 @@ impl RunStore for SqliteStore {
                      WHERE id = (SELECT id FROM intents i WHERE status = 'pending'
                                    AND (wait_lock IS NULL OR created_at < ?3 - ?4
                                         OR NOT EXISTS (SELECT 1 FROM locks l
-                                                       WHERE l.name = i.wait_lock AND l.expires_at > ?3))
+                                                       WHERE l.name = i.wait_lock
+                                                         AND l.scope IN (?5, '*', '')
+                                                         AND (l.expires_at > ?3 OR l.scope = '*')))
                                  ORDER BY priority DESC, created_at, id LIMIT 1)
                      RETURNING {INTENT_COLUMNS}, lease_epoch"
                 ),
-                params![holder, now_ms + lease_ms, now_ms, intent_ttl_ms],
+                params![holder, now_ms + lease_ms, now_ms, intent_ttl_ms, self.host],
                 |r| {
                     Ok(Claim {
                         intent: row_to_intent(r)?,
-                        epoch: r.get(11)?,
+                        epoch: r.get(12)?,
                     })
                 },
             )
@@ -508,19 +580,20 @@ impl RunStore for SqliteStore {
     }
 
     fn budget_usage(&self, budget: &str, day: &str) -> Result<BudgetUsage, StoreError> {
-        self.with_conn(|c| budget_usage(c, budget, day))
+        self.with_conn(|c| budget_usage(c, budget, day, Some(&self.host)))
     }
 
     fn acquire_lock(
         &self,
         name: &str,
+        scope: Scope,
         holder: &str,
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<Result<(), LockRecord>, StoreError> {
         self.with_conn(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let r = acquire_lock(&tx, name, holder, lease_ms, now_ms)?;
+            let r = acquire_lock(&tx, name, scope.key(&self.host), holder, lease_ms, now_ms)?;
             tx.commit()?;
             Ok(r.map(drop))
         })
@@ -561,8 +634,9 @@ impl RunStore for SqliteStore {
 
     fn locks(&self) -> Result<Vec<LockRecord>, StoreError> {
         self.with_conn(|c| {
-            let mut stmt =
-                c.prepare_cached(&format!("SELECT {LOCK_COLUMNS} FROM locks ORDER BY name"))?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {LOCK_COLUMNS} FROM locks ORDER BY name, scope"
+            ))?;
             let rows = stmt.query_map([], row_to_lock)?;
             rows.collect()
         })
