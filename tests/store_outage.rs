@@ -159,7 +159,7 @@ struct Daemon {
 }
 
 /// A file source whose `disk MOUNT full` lines make `alert_disk_full` intents (one per mount),
-/// and a playbook that notes each alert.
+/// a playbook that notes each alert, and a supervised unit.
 const DAEMON_CONFIG: &str = r#"
 host = "outage"
 
@@ -186,6 +186,9 @@ reason = "disk {mount} full"
 [playbooks.note]
 on = "alert_*"
 steps = [{ log = "noted: {reason}" }]
+
+[units.worker]
+command = ["sleep", "600"]
 "#;
 
 impl Daemon {
@@ -359,6 +362,18 @@ async fn a_daemon_keeps_what_it_proposes_while_postgresql_is_away_and_delivers_i
     });
     d.wait_health("ok").await;
     assert!(d.inbox().is_empty());
+    // The supervisor waited for its units' records (what the last vigil left running), then
+    // started them.
+    common::wait_within_async("the unit running", 30, || async {
+        let units: serde_json::Value = reqwest::get(format!("{}/api/units", d.api))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        units[0]["name"] == "worker" && units[0]["state"] == "running"
+    })
+    .await;
     assert_eq!(d.metric("vigil_store_up").await, 1.0);
     assert_eq!(d.metric("vigil_store_outages_total").await, 1.0);
     assert!(d.metric("vigil_store_outage_seconds_total").await > 0.0);
