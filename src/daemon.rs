@@ -198,9 +198,15 @@ pub async fn run(
         },
         shutdown.clone(),
     ));
-    // A canary run the last daemon died in left production stopped: put it back first thing.
+    // A canary run the last daemon died in left production stopped: put it back first thing
+    // (once the store, which says so, answers: PostgreSQL may be away at start).
     if !opts.dry_run && !app.config.canaries.is_empty() {
-        tasks.spawn(crate::canary::finish_pending(app.clone()));
+        let (a, stop) = (app.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if crate::outage::wait_for_store(&a, stop).await {
+                crate::canary::finish_pending(a).await
+            }
+        });
     }
     record::write(&app.data_dir, &daemon_record)?;
     tracing::info!(config = %app.config.origin, data_dir = %app.data_dir.display(), sources = app.config.sources.len(), rules = app.config.rules.len(), "vigil running");

@@ -131,6 +131,30 @@ pub fn confirm_blocking(app: &crate::app::App) -> bool {
     }
 }
 
+/// Waits until the store answers (asking every 0.5 s doubling to 10 s), for what cannot start
+/// without it; false when `shutdown` came first.
+pub async fn wait_for_store(
+    app: &std::sync::Arc<crate::app::App>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        let a = app.clone();
+        let answers =
+            tokio::task::spawn_blocking(move || a.store().map_err(|e| e.to_string())?.health())
+                .await
+                .is_ok_and(|r| r.is_ok());
+        if answers {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|s| *s) => return false,
+        }
+        wait = (wait * 2).min(Duration::from_secs(10));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
