@@ -6,8 +6,10 @@
 //! And the daemon (`vigil run`, a process of its own) through it: it starts while PostgreSQL
 //! is away, keeps what its rules propose in the inbox, delivers each intent once when the
 //! store is back (a file read again after a crash is not stored twice), runs nothing
-//! meanwhile, and logs and counts each outage once.
+//! meanwhile, and logs and counts each outage once; its supervised units, and a canary restore
+//! a dead daemon left pending, wait for the store and then go ahead.
 
+mod canary_support;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -460,3 +462,128 @@ on_both_stores!(
         assert!(stored.iter().all(|i| i.origin == "test"), "{stored:?}");
     }
 );
+
+/// A child process killed when dropped, so a failed test leaves no daemon behind.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills the supervised unit's process group (its pid from the store at `url`) when dropped:
+/// a failed test must not leave a server behind.
+struct PgUnitGuard {
+    url: String,
+    unit: &'static str,
+}
+
+impl Drop for PgUnitGuard {
+    fn drop(&mut self) {
+        let sql = format!("SELECT pid FROM units WHERE name = '{}'", self.unit);
+        let pid = common::store::try_pg_query(&self.url, &sql)
+            .ok()
+            .and_then(|rows| rows.into_iter().flatten().next())
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(pid) = pid.filter(|p| *p > 1) {
+            // SAFETY: kill(2) on the unit's own group (it runs in a session of its own).
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// As tests/canary_restart.rs, on PostgreSQL, and the next daemon starts while it is away:
+/// production, which the dead daemon left stopped, is restored once the store answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_restore_left_pending_waits_for_postgresql_and_then_restores_production() {
+    use canary_support::*;
+    let server = Server::start();
+    let url = server.url();
+    let p = Ports::pick();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let now = jiff::Timestamp::now();
+    let hhmm = |t: jiff::Timestamp| {
+        t.to_zoned(jiff::tz::TimeZone::UTC)
+            .strftime("%H:%M")
+            .to_string()
+    };
+    let window = format!(
+        "{}-{}",
+        hhmm(now - jiff::SignedDuration::from_hours(1)),
+        hhmm(now + jiff::SignedDuration::from_hours(1))
+    );
+    let text = format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"t\"\n[store]\nurl = \"{url}\"\n{}",
+        config(p, "prod_pg", "15s")
+            .replace("03:00-07:00", &window)
+            .replace("timeout = \"3s\"", "timeout = \"60s\"")
+            .replace("{dir}", dir.path().to_str().unwrap())
+    );
+    let cfg = dir.path().join("vigil.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let _guard = PgUnitGuard {
+        url: url.clone(),
+        unit: "prod_pg",
+    };
+    let run_daemon = |log: &str| {
+        Proc(
+            common::vigil(&data)
+                .args(["--config", cfg.to_str().unwrap(), "run"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut first = run_daemon("first.log");
+    wait_healthy(p.production, 20).await;
+    let mut cli = Proc(
+        common::vigil(&data)
+            .args(["--config", cfg.to_str().unwrap(), "canary", "run", "judge"])
+            .args(["--candidate", r#"{"flag": "--fail-health"}"#])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_within("production stopped and the candidate up", 20, || {
+        !listening(p.production) && listening(p.first)
+    })
+    .await;
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let _ = cli.0.kill();
+    let _ = cli.0.wait();
+    let pending = || {
+        common::store::try_pg_query(
+            &url,
+            "SELECT concat_ws(' ', restore_pending, result) FROM canary_runs",
+        )
+        .unwrap_or_default()
+    };
+    assert_eq!(pending(), [Some("t".to_string())], "the pending restore");
+
+    // The next daemon starts while PostgreSQL is away: it cannot know what to restore yet.
+    server.down();
+    let mut second = run_daemon("second.log");
+    let log = || std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+    common::wait_within_msg(&log, 30, || log().contains("vigil running")).await;
+    assert!(
+        !listening(p.production),
+        "nothing to act on without the store"
+    );
+
+    server.up();
+    common::wait_within_msg(&log, 60, || pending() == [Some("f failed".to_string())]).await;
+    assert!(healthy(p.production).await, "restored and healthy");
+    assert!(
+        !listening(p.first),
+        "the dead daemon's candidate was killed"
+    );
+    // A clean stop (the unit is left running for the next daemon: the guard stops it).
+    unsafe { libc::kill(second.0.id() as i32, libc::SIGTERM) };
+    second.0.wait().unwrap();
+}
