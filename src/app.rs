@@ -30,6 +30,8 @@ pub struct App {
     /// The daemon's supervised units, once the supervisor has started them (unset in the CLI
     /// and when no unit is configured): the API, playbook steps and canaries act through it.
     pub supervisor: OnceLock<Arc<crate::supervisor::Supervisor>>,
+    /// Whether the store is away now (the daemon's inbox watch probes it).
+    pub store_outage: crate::outage::StoreOutage,
     store: OnceLock<Arc<AnyStore>>,
     audit: OnceLock<Arc<Audit>>,
     harness: OnceLock<Arc<Harness>>,
@@ -48,6 +50,7 @@ impl App {
             api_addr: OnceLock::new(),
             api_token: OnceLock::new(),
             supervisor: OnceLock::new(),
+            store_outage: Default::default(),
             store: OnceLock::new(),
             audit: OnceLock::new(),
             harness: OnceLock::new(),
@@ -55,7 +58,9 @@ impl App {
     }
 
     /// The store, opened (and migrated) on first use: PostgreSQL when `[store] url` (or
-    /// `VIGIL_STORE_URL`) names one, else SQLite under the data directory. The data directory
+    /// `VIGIL_STORE_URL`) names one, else SQLite under the data directory. PostgreSQL is
+    /// connected (and migrated) on its first call, not here: while it is away the daemon
+    /// starts, and each call returns the store's error until it answers. The data directory
     /// is made 0700 and the store file 0600 before SQLite opens it (its `-wal` and `-shm`
     /// files copy that mode): the store holds every intent's data and the audit trail every
     /// step's argv and output.
@@ -71,7 +76,7 @@ impl App {
         crate::private_fs::create_dir(&self.data_dir).map_err(dir_err)?;
         if let Some(url) = self.config.store.resolve_url() {
             let s = Arc::new(AnyStore::new(
-                PgStore::open(&url)?.with_host(&self.config.host()),
+                PgStore::open_lazy(&url)?.with_host(&self.config.host()),
             ));
             return Ok(self.store.get_or_init(|| s).clone());
         }

@@ -170,6 +170,7 @@ pub async fn run(
         deliveries,
     ));
     tasks.spawn(persist_health(
+        app.clone(),
         store.clone(),
         health.clone(),
         app.changes.clone(),
@@ -197,9 +198,15 @@ pub async fn run(
         },
         shutdown.clone(),
     ));
-    // A canary run the last daemon died in left production stopped: put it back first thing.
+    // A canary run the last daemon died in left production stopped: put it back first thing
+    // (once the store, which says so, answers: PostgreSQL may be away at start).
     if !opts.dry_run && !app.config.canaries.is_empty() {
-        tasks.spawn(crate::canary::finish_pending(app.clone()));
+        let (a, stop) = (app.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if crate::outage::wait_for_store(&a, stop).await {
+                crate::canary::finish_pending(a).await
+            }
+        });
     }
     record::write(&app.data_dir, &daemon_record)?;
     tracing::info!(config = %app.config.origin, data_dir = %app.data_dir.display(), sources = app.config.sources.len(), rules = app.config.rules.len(), "vigil running");
@@ -323,6 +330,8 @@ fn store_output(app: &App, out: Output) {
             Ok(crate::store::Put::Duplicate(id)) => {
                 tracing::debug!(id, "rule {} proposed a duplicate of intent {id}", p.rule)
             }
+            // Kept in the inbox until the store is back (`submit` logged it).
+            Err(queue::SubmitError::Deferred { .. }) => {}
             Err(e) => tracing::error!("rule {}: cannot store intent: {e}", p.rule),
         }
     }
@@ -404,6 +413,7 @@ pub fn prune_audit_files(dir: &std::path::Path, today: jiff::civil::Date, keep: 
 
 /// Mirrors source health into the store whenever it changes, for `vigil status`.
 async fn persist_health(
+    app: Arc<App>,
     store: Arc<crate::store::AnyStore>,
     health: Arc<Health>,
     changes: crate::api::stream::Changes,
@@ -415,7 +425,10 @@ async fn persist_health(
         let s = store.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.put_source_states(&states)).await
         {
-            tracing::warn!("cannot record source states: {e}");
+            // While the store is away, said once by the outage.
+            if !crate::outage::confirm(&app).await {
+                tracing::warn!("cannot record source states: {e}");
+            }
         }
         tokio::select! {
             _ = health.changed.notified() => {}
@@ -445,6 +458,9 @@ async fn housekeeping(
                     "pruned {n} finished intents older than {}",
                     rfc3339_ms(cutoff)
                 ),
+                Ok(Err(e)) | Err(e) if crate::outage::confirm_blocking(&a) => {
+                    tracing::debug!("cannot prune intents: {e}")
+                }
                 Ok(Err(e)) | Err(e) => tracing::warn!("cannot prune intents: {e}"),
                 _ => {}
             }

@@ -19,6 +19,7 @@ pub mod intent;
 pub mod invariants;
 pub mod metrics;
 pub mod orchestrator;
+pub mod outage;
 pub mod private_fs;
 pub mod rules;
 pub mod sources;

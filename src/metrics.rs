@@ -418,6 +418,10 @@ pub struct Metrics {
     pub canary_duration_seconds: Histograms,
     pub canary_downtime_seconds_total: Family,
     pub canary_cooldown_seconds: Family,
+    pub store_up: Family,
+    pub store_outages_total: Family,
+    pub store_outage_seconds_total: Family,
+    pub inbox_deferred_total: Family,
     registry: Registry,
 }
 
@@ -586,6 +590,26 @@ impl Metrics {
                 "vigil_canary_cooldown_seconds",
                 "Seconds until the canary may take the quiesced path again (cooldown and window).",
                 &["canary"],
+            ),
+            store_up: r.gauge(
+                "vigil_store_up",
+                "1 when the store (SQLite or PostgreSQL) takes what it is given, 0 while it is away.",
+                &[],
+            ),
+            store_outages_total: r.counter(
+                "vigil_store_outages_total",
+                "Times the store went away (refused or could not be reached).",
+                &[],
+            ),
+            store_outage_seconds_total: r.counter(
+                "vigil_store_outage_seconds_total",
+                "Seconds the store was away, counted when each outage ends.",
+                &[],
+            ),
+            inbox_deferred_total: r.counter(
+                "vigil_inbox_deferred_total",
+                "Intents the daemon proposed while the store refused them, kept in the inbox until it is back.",
+                &[],
             ),
             registry: r.finish(),
         };

@@ -366,6 +366,13 @@ async fn submit_intent(
             (status, Json(json!({"id": put.id(), "duplicate": !created}))).into_response()
         }
         Ok(Err(queue::SubmitError::Invalid(m))) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
+        // The store is away: the intent waits in the inbox and is stored when it is back, so
+        // the caller must not retry (that would be a second proposal).
+        Ok(Err(e @ queue::SubmitError::Deferred { .. })) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"deferred": true, "reason": e.to_string()})),
+        )
+            .into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

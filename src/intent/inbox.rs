@@ -5,6 +5,11 @@
 //! canonical JSON (keys sorted, no spaces) of its other fields. The daemon picks files up
 //! through inotify; a file that fails to parse or verify moves to `DATA_DIR/rejected/` with a
 //! `.reason` file beside it and is never acted on.
+//!
+//! The daemon writes here too: an intent it proposed while the store was away waits here
+//! (`defer`, with an `origin` field saying who proposed it) until the store is back. A file
+//! with `created_at` is stored at most once, whatever happens between the store's commit and
+//! the file's removal: its SHA-256 is a receipt the store keeps (`put_intent_once`).
 
 use super::{canonical_json, sha256_hex, NewIntent};
 use serde_json::{Map, Value};
@@ -51,9 +56,30 @@ pub fn to_json(intent: &NewIntent, created_ms: i64) -> Value {
 
 /// Writes an intent into `inbox` atomically (temp file, fsync, rename, fsync of the directory).
 pub fn write(inbox: &Path, intent: &NewIntent, now_ms: i64) -> Result<PathBuf, InboxError> {
+    write_json(inbox, intent, now_ms, to_json(intent, now_ms))
+}
+
+/// Like `write`, for an intent the daemon proposed while the store was away: the file also
+/// carries its `origin` (`rule:NAME`, `supervisor`, ...), which the drain keeps.
+pub fn defer(inbox: &Path, intent: &NewIntent, now_ms: i64) -> Result<PathBuf, InboxError> {
+    let Value::Object(mut obj) = to_json(intent, now_ms) else {
+        unreachable!("to_json makes an object")
+    };
+    obj.remove("sha256");
+    obj.insert("origin".into(), intent.origin.clone().into());
+    let sum = sha256_hex(&canonical_json(&Value::Object(obj.clone())));
+    obj.insert("sha256".into(), sum.into());
+    write_json(inbox, intent, now_ms, Value::Object(obj))
+}
+
+fn write_json(
+    inbox: &Path,
+    intent: &NewIntent,
+    now_ms: i64,
+    json: Value,
+) -> Result<PathBuf, InboxError> {
     intent.validate().map_err(InboxError::Invalid)?;
     fs::create_dir_all(inbox).map_err(io(inbox))?;
-    let json = to_json(intent, now_ms);
     let hash8 = &json["sha256"].as_str().expect("set by to_json")[..8];
     let name = format!("{now_ms}_{}_{hash8}.json", intent.intent_type);
     let tmp = inbox.join(format!(".{name}.tmp"));
@@ -80,8 +106,15 @@ pub const DEFAULT_MAX_BYTES: u64 = 1 << 20;
 /// read, and at most `max_bytes` of it: a FIFO, a device or a link to one is refused rather
 /// than blocking or filling memory.
 pub fn read(path: &Path, max_bytes: u64) -> Result<NewIntent, InboxError> {
+    read_receipt(path, max_bytes).map(|(intent, _)| intent)
+}
+
+/// `read`, and the file's receipt: its SHA-256 when it says when it was written
+/// (`created_at`), which makes it one proposal; without a time, the same content written
+/// twice is two proposals (and dedup's to judge).
+fn read_receipt(path: &Path, max_bytes: u64) -> Result<(NewIntent, Option<String>), InboxError> {
     let text = read_regular(path, max_bytes)?;
-    parse(&text)
+    parse_receipt(&text)
 }
 
 /// Opens without following a link and without blocking (a FIFO would wait for a writer
@@ -141,6 +174,10 @@ fn too_big(len: u64, max: u64) -> InboxError {
 }
 
 pub fn parse(bytes: &[u8]) -> Result<NewIntent, InboxError> {
+    parse_receipt(bytes).map(|(intent, _)| intent)
+}
+
+fn parse_receipt(bytes: &[u8]) -> Result<(NewIntent, Option<String>), InboxError> {
     let bad = |m: String| InboxError::Invalid(m);
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| bad(format!("not valid JSON ({e}); write one JSON object")))?;
@@ -160,7 +197,19 @@ pub fn parse(bytes: &[u8]) -> Result<NewIntent, InboxError> {
             "checksum mismatch: file says sha256 {claimed}, content hashes to {actual}; the file was changed or written incompletely"
         )));
     }
-    NewIntent::from_body(&obj, "inbox").map_err(bad)
+    // Who proposed it, when the daemon kept its own intent here (`defer`).
+    let origin = match obj.remove("origin") {
+        None => "inbox".to_string(),
+        Some(Value::String(o)) if !o.is_empty() && o.len() <= 128 => o,
+        Some(_) => {
+            return Err(bad(
+                "`origin` must be a string of 1 to 128 characters".into()
+            ))
+        }
+    };
+    let receipt = obj.contains_key("created_at").then_some(actual);
+    let intent = NewIntent::from_body(&obj, &origin).map_err(bad)?;
+    Ok((intent, receipt))
 }
 
 /// True for names the daemon should read: finished `.json` files, not temp files (a leading
@@ -229,12 +278,14 @@ pub fn drain(app: &crate::app::App) -> Drained {
                 "the file name is not UTF-8; name it {ts_ms}_{intent_type}_{hash8}.json".into(),
             ))
         } else {
-            read(&path, max_bytes)
+            read_receipt(&path, max_bytes)
         };
-        let result = result.and_then(|intent| match super::queue::submit(app, &intent) {
-            Ok(put) => Ok(Ok(put)),
-            Err(SubmitError::Invalid(m)) => Err(InboxError::Invalid(m)),
-            Err(SubmitError::Store(e)) => Ok(Err(e)),
+        let result = result.and_then(|(intent, receipt)| {
+            match super::queue::deliver(app, &intent, receipt.as_deref()) {
+                Ok(put) => Ok(Ok(put)),
+                Err(SubmitError::Invalid(m)) => Err(InboxError::Invalid(m)),
+                Err(SubmitError::Store(e) | SubmitError::Deferred { cause: e, .. }) => Ok(Err(e)),
+            }
         });
         match result {
             Ok(Ok(_)) => {
@@ -242,6 +293,7 @@ pub fn drain(app: &crate::app::App) -> Drained {
                     tracing::warn!("inbox: stored {} but cannot remove it: {e}", path.display());
                 }
                 out.taken += 1;
+                app.store_outage.delivered(1);
             }
             Ok(Err(e)) => {
                 out.store_error = Some(e.to_string());
@@ -269,10 +321,17 @@ pub fn drain(app: &crate::app::App) -> Drained {
     out
 }
 
+/// How often the inbox watch asks the store whether it answers, when nothing else made it ask.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Watches the inbox (inotify, or polling when inotify is used up) and drains it on every
 /// change, until `shutdown`. The inbox shows in `health` as `inbox`, like a source: up,
 /// degraded when polling, down while the store refuses intents (retried with backoff from
 /// 100 ms doubling to 10 s; the files wait in the inbox).
+///
+/// It is also what tells the store's outages (`app.store_outage`): it asks the store every
+/// `PROBE_EVERY`, and whenever a file was refused, and declares the store away when it does
+/// not answer; back once it answers again and the files kept meanwhile were delivered.
 pub async fn watch(
     app: std::sync::Arc<crate::app::App>,
     health: std::sync::Arc<crate::sources::Health>,
@@ -304,27 +363,74 @@ pub async fn watch(
         .as_ref()
         .map(|why| format!("polling every second: {why}"));
     let mut retry = Duration::ZERO;
+    let mut probe = true;
+    let drain_now = |app: &std::sync::Arc<crate::app::App>| {
+        let a = app.clone();
+        async move {
+            tokio::task::spawn_blocking(move || drain(&a))
+                .await
+                .unwrap_or_default()
+        }
+    };
+    let ask_store = |app: &std::sync::Arc<crate::app::App>| {
+        let a = app.clone();
+        async move {
+            tokio::task::spawn_blocking(move || a.store().map_err(|e| e.to_string())?.health())
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+        }
+    };
     loop {
         // Files that arrived before the watch began (or while vigil was down) count too.
-        let a = app.clone();
-        let drained = tokio::task::spawn_blocking(move || drain(&a))
-            .await
-            .unwrap_or_default();
+        let mut drained = drain_now(&app).await;
+        // An empty inbox does not touch the store: ask it on the probe's beat, while it is
+        // away, and when it refused a file (the store, or only that file?). Asked after the
+        // drain, so the outage ends once what was kept meanwhile is delivered.
+        let answers = if probe || drained.store_error.is_some() || app.store_outage.is_away() {
+            Some(ask_store(&app).await)
+        } else {
+            None
+        };
+        let refused_or_away = drained.store_error.is_some() || app.store_outage.is_away();
+        if refused_or_away && matches!(answers, Some(Ok(()))) {
+            // It refused (or was away), then answered: back in between, or only a file
+            // refused? Once more tells, and delivers what was kept (files written since the
+            // first pass too) before the outage is declared over.
+            drained = drain_now(&app).await;
+        }
+        probe = false;
         let now = app.clock.now_ms();
-        match &drained.store_error {
-            None => {
-                retry = Duration::ZERO;
-                health.set(NAME, true, note.clone(), now);
+        match &answers {
+            Some(Ok(())) => {
+                app.store_outage.back(&app.metrics, now);
             }
-            Some(e) => {
+            Some(Err(why)) => {
+                app.store_outage.away(&app.metrics, now, why);
+            }
+            None => {}
+        }
+        match (&drained.store_error, &answers) {
+            (_, Some(Err(why))) => {
+                retry = (retry * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
+                // Logged once by the outage; each retry only at debug level.
+                tracing::debug!("inbox: the store is away ({why}); retrying in {retry:?}");
+                let reason = format!("the store is away ({why}); intents wait here, retrying");
+                health.set(NAME, false, Some(reason), now);
+            }
+            (Some(e), _) => {
                 retry = (retry * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
                 tracing::warn!("inbox: the store did not take an intent ({e}); the files stay in the inbox, retrying in {retry:?}");
                 let reason = format!("the store refuses intents ({e}); files wait, retrying");
                 health.set(NAME, false, Some(reason), now);
             }
+            (None, _) => {
+                retry = Duration::ZERO;
+                health.set(NAME, true, note.clone(), now);
+            }
         }
         tokio::select! {
             _ = wake.notified(), if retry.is_zero() => {}
+            _ = tokio::time::sleep(PROBE_EVERY), if retry.is_zero() => probe = true,
             _ = tokio::time::sleep(retry), if !retry.is_zero() => {}
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         }
@@ -365,6 +471,31 @@ mod tests {
             .replace("\"priority\": 9", "\"priority\": 10");
         let err = parse(tampered.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn a_kept_intent_keeps_its_origin_and_a_file_with_a_time_is_one_proposal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rule = sample();
+        rule.origin = "rule:gpu_oom".into();
+        let path = defer(dir.path(), &rule, 1_700_000_000_000).unwrap();
+        let (back, receipt) = read_receipt(&path, DEFAULT_MAX_BYTES).unwrap();
+        assert_eq!(back.origin, "rule:gpu_oom");
+        let file: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            receipt.as_deref(),
+            file["sha256"].as_str(),
+            "the file's checksum"
+        );
+        // Another program's file is from the inbox; without a time it has no receipt.
+        let mut obj = json!({"intent_type": "alert_x", "priority": 1});
+        obj["sha256"] = sha256_hex(&canonical_json(&obj)).into();
+        let (other, receipt) = parse_receipt(obj.to_string().as_bytes()).unwrap();
+        assert_eq!((other.origin.as_str(), receipt), ("inbox", None));
+        let mut obj = json!({"intent_type": "alert_x", "priority": 1, "origin": 7});
+        obj["sha256"] = sha256_hex(&canonical_json(&obj)).into();
+        let e = parse(obj.to_string().as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("`origin` must be a string"), "{e}");
     }
 
     #[test]

@@ -49,7 +49,9 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
             last_metrics = Some(Instant::now());
             let a = app.clone();
             if let Err(e) = blocking(move || status::refresh_metrics(&a)).await {
-                tracing::warn!("cannot refresh orchestrator metrics: {e}");
+                if !crate::outage::confirm(&app).await {
+                    tracing::warn!("cannot refresh orchestrator metrics: {e}");
+                }
             }
         }
         if opts.dry_run {
@@ -64,6 +66,9 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
                 match blocking(move || prune(&a)).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!("pruned {n} old symptoms, runs and audit rows"),
+                    Err(e) if crate::outage::confirm(&app).await => {
+                        tracing::debug!("cannot prune the orchestrator's state: {e}")
+                    }
                     Err(e) => tracing::warn!("cannot prune the orchestrator's state: {e}"),
                 }
             }
@@ -73,6 +78,10 @@ pub async fn run(app: Arc<App>, opts: Options, mut shutdown: watch::Receiver<boo
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::warn!("recovered {n} intents left running by a stopped vigil")
+                    }
+                    // While the store is away nothing can be recovered; said once, by the outage.
+                    Err(e) if crate::outage::confirm(&app).await => {
+                        tracing::debug!("recovery: {e}")
                     }
                     Err(e) => tracing::error!("recovery: {e}"),
                 }
@@ -99,6 +108,12 @@ async fn worker(orch: Arc<Orchestrator>, mut shutdown: watch::Receiver<bool>) {
     while !*shutdown.borrow() {
         let worked = match orch.step().await {
             Ok(w) => w,
+            // While the store is away nothing is claimed, so nothing acts: said once, by the
+            // outage, not every second by every worker.
+            Err(e) if crate::outage::confirm(&orch.app).await => {
+                tracing::debug!("orchestrator: {e}; retrying");
+                false
+            }
             Err(e) => {
                 tracing::error!("orchestrator: {e}; retrying");
                 false
@@ -142,7 +157,9 @@ async fn heartbeat(app: Arc<App>, holder: String, mut shutdown: watch::Receiver<
         let r =
             blocking(move || a.store()?.renew_leases(&h, lease.as_ms(), a.clock.now_ms())).await;
         if let Err(e) = r {
-            tracing::warn!("cannot renew leases: {e}");
+            if !crate::outage::confirm(&app).await {
+                tracing::warn!("cannot renew leases: {e}");
+            }
         }
     }
 }

@@ -221,8 +221,13 @@ impl FileSource {
             }))
         })
         .await
-        .map_err(|e| SourceError::new(e.to_string()))?
-        .map_err(SourceError::new)?;
+        .map_err(|e| SourceError::new(e.to_string()))?;
+        // The store is away (PostgreSQL down): observe now, as on a first start, rather than
+        // stay blind until it is back; the next checkpoint saved replaces the old one.
+        let found = found.unwrap_or_else(|e| {
+            tracing::warn!(source = %ctx.name, "{e}; reading {} from its end as on a first start (lines written while vigil was stopped are not read)", self.config.path.display());
+            None
+        });
         let Some((saved, found)) = found else {
             return Ok(());
         };

@@ -61,6 +61,7 @@ delegate!(IntentStore {
     fn set_intent_status(&self, id: i64, status: IntentStatus, note: Option<&str>, now_ms: i64) -> Result<(), StoreError>;
     fn prune_intents(&self, before_ms: i64) -> Result<usize, StoreError>;
     fn intent_counts(&self) -> Result<Vec<(IntentStatus, u64)>, StoreError>;
+    fn put_intent_once(&self, intent: &NewIntent, receipt: &str, now_ms: i64, dedup_window_ms: i64) -> Result<Put, StoreError>;
 });
 
 delegate!(EscalationStore {

@@ -52,4 +52,19 @@ pub trait IntentStore: Send + Sync {
     fn prune_intents(&self, before_ms: i64) -> Result<usize, StoreError>;
     /// Counts of intents by status.
     fn intent_counts(&self) -> Result<Vec<(IntentStatus, u64)>, StoreError>;
+    /// `put_intent` for an inbox file, at most once per `receipt` (the file's SHA-256), in one
+    /// transaction: a file read again after a crash between this commit and the file's removal
+    /// finds its receipt and is `Duplicate` of what it was then, however long ago. Receipts are
+    /// kept for `RECEIPT_KEEP_MS`.
+    fn put_intent_once(
+        &self,
+        intent: &NewIntent,
+        receipt: &str,
+        now_ms: i64,
+        dedup_window_ms: i64,
+    ) -> Result<Put, StoreError>;
 }
+
+/// How long a delivered inbox file's receipt is kept (30 days): longer than any daemon stays
+/// down with a file it delivered still in its inbox.
+pub const RECEIPT_KEEP_MS: i64 = 30 * 24 * 3600 * 1000;

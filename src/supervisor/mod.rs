@@ -490,11 +490,26 @@ pub async fn run(app: Arc<App>, events: mpsc::Sender<Event>, mut stopping: watch
     if app.config.units.is_empty() {
         return;
     }
-    let sup = match Supervisor::start(app.clone(), events).await {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            tracing::error!("supervisor: {e}; no units are supervised");
-            return;
+    // The units' records say what the last vigil left running (to adopt, not start twice):
+    // while the store is away (PostgreSQL down at start), wait for it rather than guess.
+    let mut wait = std::time::Duration::from_millis(500);
+    let sup = loop {
+        match Supervisor::start(app.clone(), events.clone()).await {
+            Ok(s) => break Arc::new(s),
+            Err(SupervisorError::Store(e)) => {
+                if wait == std::time::Duration::from_millis(500) {
+                    tracing::warn!("supervisor: {e}; units start once the store answers (their records say what the last vigil left running)");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopping.wait_for(|s| *s) => return,
+                }
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+            Err(e) => {
+                tracing::error!("supervisor: {e}; no units are supervised");
+                return;
+            }
         }
     };
     let _ = app.supervisor.set(sup.clone());

@@ -53,6 +53,36 @@ pub(super) fn intents_from(rows: Vec<Row>) -> Result<Vec<Intent>, StoreError> {
     rows.iter().map(row_to_intent).collect()
 }
 
+/// Stores `intent` unless one of its type and dedup key was created within the window, inside
+/// the caller's write transaction.
+fn put_in(
+    c: &Conn,
+    intent: &NewIntent,
+    host: &str,
+    now_ms: i64,
+    dedup_window_ms: i64,
+) -> Result<Put, tokio_postgres::Error> {
+    let key = intent.dedup_key();
+    let data = serde_json::to_string(&intent.data).expect("JSON");
+    let priority = intent.priority as i64;
+    let existing = c.opt(
+        "SELECT id FROM intents WHERE intent_type = $1 AND dedup_key = $2 AND created_at > $3
+         ORDER BY created_at DESC LIMIT 1",
+        &[&intent.intent_type, &key, &(now_ms - dedup_window_ms)],
+    )?;
+    Ok(match existing {
+        Some(r) => Put::Duplicate(r.get(0)),
+        None => Put::Inserted(
+            c.one(
+                "INSERT INTO intents (intent_type, priority, reason, data, dedup_key, origin, status, created_at, updated_at, host)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $8) RETURNING id",
+                &[&intent.intent_type, &priority, &intent.reason, &data, &key, &intent.origin, &now_ms, &host],
+            )?
+            .get(0),
+        ),
+    })
+}
+
 impl IntentStore for PgStore {
     fn put_intent(
         &self,
@@ -60,27 +90,36 @@ impl IntentStore for PgStore {
         now_ms: i64,
         dedup_window_ms: i64,
     ) -> Result<Put, StoreError> {
-        let key = intent.dedup_key();
-        let data = serde_json::to_string(&intent.data).expect("JSON");
-        let priority = intent.priority as i64;
+        let host = crate::store::intent_host(&intent.data, &self.host);
+        self.write(|c| put_in(c, intent, &host, now_ms, dedup_window_ms))
+    }
+
+    fn put_intent_once(
+        &self,
+        intent: &NewIntent,
+        receipt: &str,
+        now_ms: i64,
+        dedup_window_ms: i64,
+    ) -> Result<Put, StoreError> {
         let host = crate::store::intent_host(&intent.data, &self.host);
         self.write(|c| {
-            let existing = c.opt(
-                "SELECT id FROM intents WHERE intent_type = $1 AND dedup_key = $2 AND created_at > $3
-                 ORDER BY created_at DESC LIMIT 1",
-                &[&intent.intent_type, &key, &(now_ms - dedup_window_ms)],
+            let delivered = c.opt(
+                "SELECT intent FROM inbox_receipts WHERE sha256 = $1",
+                &[&receipt],
             )?;
-            Ok(match existing {
-                Some(r) => Put::Duplicate(r.get(0)),
-                None => Put::Inserted(
-                    c.one(
-                        "INSERT INTO intents (intent_type, priority, reason, data, dedup_key, origin, status, created_at, updated_at, host)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $8) RETURNING id",
-                        &[&intent.intent_type, &priority, &intent.reason, &data, &key, &intent.origin, &now_ms, &host],
-                    )?
-                    .get(0),
-                ),
-            })
+            if let Some(r) = delivered {
+                return Ok(Put::Duplicate(r.get(0)));
+            }
+            let put = put_in(c, intent, &host, now_ms, dedup_window_ms)?;
+            c.exec(
+                "DELETE FROM inbox_receipts WHERE delivered_ms < $1",
+                &[&(now_ms - crate::store::intents::RECEIPT_KEEP_MS)],
+            )?;
+            c.exec(
+                "INSERT INTO inbox_receipts (sha256, intent, delivered_ms) VALUES ($1, $2, $3)",
+                &[&receipt, &put.id(), &now_ms],
+            )?;
+            Ok(put)
         })
     }
 

@@ -245,6 +245,15 @@ ALTER TABLE runs ADD COLUMN budget_scope TEXT NOT NULL DEFAULT '';
 ALTER TABLE canary_runs ADD COLUMN budget_scope TEXT NOT NULL DEFAULT '';
 ALTER TABLE symptoms ADD COLUMN host TEXT NOT NULL DEFAULT '';
 "#,
+    // Inbox files delivered, by their SHA-256 (as in sqlite/mod.rs).
+    r#"
+CREATE TABLE inbox_receipts (
+    sha256       TEXT PRIMARY KEY,
+    intent       BIGINT NOT NULL,
+    delivered_ms BIGINT NOT NULL
+);
+CREATE INDEX inbox_receipts_delivered ON inbox_receipts (delivered_ms);
+"#,
 ];
 
 /// The first key of vigil's advisory locks (the second is the schema's hash).
@@ -273,12 +282,14 @@ pub struct PgStore {
     /// claims.
     host: String,
     config: tokio_postgres::Config,
-    /// The schema's hash: the second key of the store's advisory locks.
-    key: i32,
+    /// The schema's hash: the second key of the store's advisory locks. Set once the store is
+    /// ready (connected and migrated, see `ready`); every statement runs after that.
+    key: OnceLock<i32>,
+    /// Held by the one thread that makes the store ready, so the others wait for it rather
+    /// than migrate beside it.
+    readying: Mutex<()>,
     idle: Mutex<Pool>,
     freed: Condvar,
-    /// The last health problem seen, so each change is logged once.
-    last_health: Mutex<Option<String>>,
 }
 
 struct Pool {
@@ -300,6 +311,17 @@ impl PgStore {
     /// work), creates the schema when missing and runs the migrations this vigil has that
     /// the database has not, one host at a time (an advisory lock).
     pub fn open(url: &str) -> Result<Self, StoreError> {
+        let store = Self::open_lazy(url)?;
+        store.ready()?;
+        Ok(store)
+    }
+
+    /// Like `open`, but nothing is connected yet: the first call that needs the database
+    /// connects and migrates. So a daemon starts while PostgreSQL is away; until it answers
+    /// every call returns its error (and the next call tries again).
+    ///
+    /// Errors: only an invalid URL.
+    pub fn open_lazy(url: &str) -> Result<Self, StoreError> {
         let shown = redact(url);
         let mut config: tokio_postgres::Config =
             url.parse()
@@ -314,28 +336,48 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("vigil");
         }
-        let mut store = Self {
+        Ok(Self {
             shown,
             host: super::hostname(),
             config,
-            key: 0,
-            // The connection made below to migrate counts (it joins the pool).
+            key: OnceLock::new(),
+            readying: Mutex::new(()),
             idle: Mutex::new(Pool {
                 idle: Vec::new(),
-                open: 1,
+                open: 0,
             }),
             freed: Condvar::new(),
-            last_health: Mutex::new(None),
-        };
-        let conn = store.connect()?;
-        let (schema, exists) = store.schema(&conn)?;
-        store.key = conn
-            .one("SELECT hashtext($1::text)", &[&schema])
-            .map_err(|e| store.err(e))?
-            .get(0);
-        store.migrate(&conn, (!exists).then_some(&schema))?;
-        store.put_back(conn);
-        Ok(store)
+        })
+    }
+
+    /// Connects and migrates once, on the first call that reaches the database; a failure
+    /// leaves the store as it was, for the next call to try again.
+    fn ready(&self) -> Result<(), StoreError> {
+        if self.key.get().is_some() {
+            return Ok(());
+        }
+        let _one = self.readying.lock().unwrap();
+        if self.key.get().is_some() {
+            return Ok(());
+        }
+        let conn = self.pooled()?;
+        let r = (|| {
+            let (schema, exists) = self.schema(&conn)?;
+            let key: i32 = conn
+                .one("SELECT hashtext($1::text)", &[&schema])
+                .map_err(|e| self.err(e))?
+                .get(0);
+            self.migrate(&conn, key, (!exists).then_some(&schema))?;
+            Ok(key)
+        })();
+        self.put_back(conn);
+        self.key.set(r?).expect("set once, under `readying`");
+        Ok(())
+    }
+
+    /// The second key of the store's advisory locks (the store is ready: see `take`).
+    fn key(&self) -> i32 {
+        *self.key.get().expect("statements run on a ready store")
     }
 
     /// The URL without its password.
@@ -404,13 +446,14 @@ impl PgStore {
     }
 
     /// Runs the migrations the database has not had, creating `create` (the schema) first
-    /// when given; under an advisory lock, so hosts starting together migrate once.
-    fn migrate(&self, c: &Conn, create: Option<&String>) -> Result<(), StoreError> {
+    /// when given; under an advisory lock (`key`: the schema's), so hosts starting together
+    /// migrate once.
+    fn migrate(&self, c: &Conn, key: i32, create: Option<&String>) -> Result<(), StoreError> {
         let run = || -> Result<Result<(), String>, tokio_postgres::Error> {
             c.batch("BEGIN")?;
             c.one(
                 "SELECT pg_advisory_xact_lock($1, $2)::text",
-                &[&LOCK_CLASS_MIGRATE, &self.key],
+                &[&LOCK_CLASS_MIGRATE, &key],
             )?;
             if let Some(schema) = create {
                 c.batch(&format!(
@@ -451,8 +494,14 @@ impl PgStore {
         }
     }
 
-    /// A connection from the pool, or a new one.
+    /// A connection from the pool, or a new one, once the store is ready.
     fn take(&self) -> Result<Conn, StoreError> {
+        self.ready()?;
+        self.pooled()
+    }
+
+    /// A connection from the pool, or a new one.
+    fn pooled(&self) -> Result<Conn, StoreError> {
         let mut pool = self.idle.lock().unwrap();
         loop {
             while let Some(c) = pool.idle.pop() {
@@ -517,7 +566,7 @@ impl PgStore {
                 c.batch("BEGIN")?;
                 c.one(
                     "SELECT pg_advisory_xact_lock($1, $2)::text",
-                    &[&LOCK_CLASS_WRITE, &self.key],
+                    &[&LOCK_CLASS_WRITE, &self.key()],
                 )?;
                 let (t, commit) = f(&c)?;
                 c.batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
@@ -538,21 +587,12 @@ impl PgStore {
         r.map_err(|e| self.err(e))
     }
 
-    /// `Ok` when the database answers, else what is wrong and what to do. Each change of the
-    /// answer is logged once.
+    /// `Ok` when the database answers, else what is wrong and what to do. Not logged here:
+    /// the daemon logs an outage once when it begins and once when it ends
+    /// (`crate::outage`), however often this is asked.
     pub fn health(&self) -> Result<(), String> {
-        let now = self
-            .with_conn(|c| c.batch("SELECT 1"))
-            .map_err(|e| format!("{e}; is PostgreSQL running and reachable?"));
-        let mut last = self.last_health.lock().unwrap();
-        if now.as_ref().err() != last.as_ref() {
-            match &now {
-                Err(e) => tracing::error!("store unhealthy: {e}"),
-                Ok(()) => tracing::info!("store healthy again"),
-            }
-            *last = now.clone().err();
-        }
-        now
+        self.with_conn(|c| c.batch("SELECT 1"))
+            .map_err(|e| format!("{e}; is PostgreSQL running and reachable?"))
     }
 }
 

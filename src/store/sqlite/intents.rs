@@ -46,6 +46,38 @@ pub(super) fn row_to_intent(r: &rusqlite::Row) -> rusqlite::Result<Intent> {
     })
 }
 
+/// Stores `intent` unless one of its type and dedup key was created within the window, inside
+/// the caller's IMMEDIATE transaction.
+fn put_in(
+    tx: &Connection,
+    intent: &NewIntent,
+    host: &str,
+    now_ms: i64,
+    dedup_window_ms: i64,
+) -> rusqlite::Result<Put> {
+    let key = intent.dedup_key();
+    let data = serde_json::to_string(&intent.data).expect("JSON");
+    let existing: Option<i64> = tx
+        .row(
+            "SELECT id FROM intents WHERE intent_type = ?1 AND dedup_key = ?2 AND created_at > ?3
+             ORDER BY created_at DESC LIMIT 1",
+            params![intent.intent_type, key, now_ms - dedup_window_ms],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(match existing {
+        Some(id) => Put::Duplicate(id),
+        None => {
+            tx.exec(
+                "INSERT INTO intents (intent_type, priority, reason, data, dedup_key, origin, status, created_at, updated_at, host)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8)",
+                params![intent.intent_type, intent.priority, intent.reason, data, key, intent.origin, now_ms, host],
+            )?;
+            Put::Inserted(tx.last_insert_rowid())
+        }
+    })
+}
+
 impl IntentStore for SqliteStore {
     fn put_intent(
         &self,
@@ -53,30 +85,44 @@ impl IntentStore for SqliteStore {
         now_ms: i64,
         dedup_window_ms: i64,
     ) -> Result<Put, StoreError> {
-        let key = intent.dedup_key();
-        let data = serde_json::to_string(&intent.data).expect("JSON");
         let host = crate::store::intent_host(&intent.data, &self.host);
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let existing: Option<i64> = tx
+            let put = put_in(&tx, intent, &host, now_ms, dedup_window_ms)?;
+            tx.commit()?;
+            Ok(put)
+        })
+    }
+
+    fn put_intent_once(
+        &self,
+        intent: &NewIntent,
+        receipt: &str,
+        now_ms: i64,
+        dedup_window_ms: i64,
+    ) -> Result<Put, StoreError> {
+        let host = crate::store::intent_host(&intent.data, &self.host);
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let delivered: Option<i64> = tx
                 .row(
-                    "SELECT id FROM intents WHERE intent_type = ?1 AND dedup_key = ?2 AND created_at > ?3
-                     ORDER BY created_at DESC LIMIT 1",
-                    params![intent.intent_type, key, now_ms - dedup_window_ms],
+                    "SELECT intent FROM inbox_receipts WHERE sha256 = ?1",
+                    [receipt],
                     |r| r.get(0),
                 )
                 .optional()?;
-            let put = match existing {
-                Some(id) => Put::Duplicate(id),
-                None => {
-                    tx.exec(
-                        "INSERT INTO intents (intent_type, priority, reason, data, dedup_key, origin, status, created_at, updated_at, host)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8)",
-                        params![intent.intent_type, intent.priority, intent.reason, data, key, intent.origin, now_ms, host],
-                    )?;
-                    Put::Inserted(tx.last_insert_rowid())
-                }
-            };
+            if let Some(id) = delivered {
+                return Ok(Put::Duplicate(id));
+            }
+            let put = put_in(&tx, intent, &host, now_ms, dedup_window_ms)?;
+            tx.exec(
+                "DELETE FROM inbox_receipts WHERE delivered_ms < ?1",
+                [now_ms - crate::store::intents::RECEIPT_KEEP_MS],
+            )?;
+            tx.exec(
+                "INSERT INTO inbox_receipts (sha256, intent, delivered_ms) VALUES (?1, ?2, ?3)",
+                params![receipt, put.id(), now_ms],
+            )?;
             tx.commit()?;
             Ok(put)
         })

@@ -299,6 +299,16 @@ ALTER TABLE runs ADD COLUMN budget_scope TEXT NOT NULL DEFAULT '';
 ALTER TABLE canary_runs ADD COLUMN budget_scope TEXT NOT NULL DEFAULT '';
 ALTER TABLE symptoms ADD COLUMN host TEXT NOT NULL DEFAULT '';
 "#,
+    // Inbox files delivered, by their SHA-256: a file read again after a crash between the
+    // store's commit and the file's removal is not stored twice (`put_intent_once`).
+    r#"
+CREATE TABLE inbox_receipts (
+    sha256       TEXT PRIMARY KEY,
+    intent       INTEGER NOT NULL,
+    delivered_ms INTEGER NOT NULL
+);
+CREATE INDEX inbox_receipts_delivered ON inbox_receipts (delivered_ms);
+"#,
 ];
 
 pub struct SqliteStore {
