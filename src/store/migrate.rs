@@ -8,12 +8,13 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// How a column is kept: both backends store integers and text alike; booleans are 0/1 in
-/// SQLite and BOOLEAN in PostgreSQL.
+/// SQLite and BOOLEAN in PostgreSQL; bytes are BLOB in SQLite and BYTEA in PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Int,
     Text,
     Bool,
+    Bytes,
 }
 
 /// One value, the same whichever backend it came from (booleans as 0/1).
@@ -22,6 +23,7 @@ pub(crate) enum Cell {
     Null,
     Int(i64),
     Text(String),
+    Bytes(Vec<u8>),
 }
 
 /// A table and its columns, in the order they are copied.
@@ -32,7 +34,7 @@ pub(crate) struct Table {
     pub identity: bool,
 }
 
-use Kind::{Bool, Int, Text};
+use Kind::{Bool, Bytes, Int, Text};
 
 /// Every table of the store. A table a migration adds is added here, or it is not copied
 /// (the copy's check then says which rows are missing only for the tables listed).
@@ -208,6 +210,26 @@ pub(crate) const TABLES: &[Table] = &[
         identity: true,
     },
     Table {
+        name: "source_checkpoints",
+        columns: &[
+            ("source", Text),
+            ("path", Text),
+            ("dev", Int),
+            ("ino", Int),
+            ("head_sha256", Bytes),
+            ("head_len", Int),
+            // A keyword in PostgreSQL; both backends take the quoted name.
+            ("\"offset\"", Int),
+            ("rotated_dev", Int),
+            ("rotated_ino", Int),
+            ("rotated_head_sha256", Bytes),
+            ("rotated_head_len", Int),
+            ("rotated_offset", Int),
+            ("saved_ms", Int),
+        ],
+        identity: false,
+    },
+    Table {
         name: "hosts",
         columns: &[("host", Text), ("last_seen_ms", Int)],
         identity: false,
@@ -297,6 +319,8 @@ fn summarize(table: &str, rows: &[Vec<Cell>]) -> TableCopy {
                     Cell::Null => serde_json::Value::Null,
                     Cell::Int(i) => (*i).into(),
                     Cell::Text(s) => s.clone().into(),
+                    // Hex: a column is all bytes or all text, so the forms cannot meet.
+                    Cell::Bytes(b) => hex::encode(b).into(),
                 })
                 .collect();
             serde_json::Value::Array(cells).to_string()

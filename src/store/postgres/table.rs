@@ -22,6 +22,9 @@ impl PgStore {
                             .get::<_, Option<bool>>(i)
                             .map_or(Cell::Null, |b| Cell::Int(b as i64)),
                         Kind::Text => r.get::<_, Option<String>>(i).map_or(Cell::Null, Cell::Text),
+                        Kind::Bytes => r
+                            .get::<_, Option<Vec<u8>>>(i)
+                            .map_or(Cell::Null, Cell::Bytes),
                     })
                     .collect()
             })
@@ -53,7 +56,7 @@ impl PgStore {
                             let int = match cell {
                                 Cell::Int(n) => Some(*n),
                                 Cell::Text(s) => s.parse().ok(),
-                                Cell::Null => None,
+                                Cell::Null | Cell::Bytes(_) => None,
                             };
                             match kind {
                                 Kind::Int => Box::new(int),
@@ -61,6 +64,13 @@ impl PgStore {
                                 Kind::Text => Box::new(match cell {
                                     Cell::Text(s) => Some(s.clone()),
                                     Cell::Int(n) => Some(n.to_string()),
+                                    Cell::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                                    Cell::Null => None,
+                                }),
+                                Kind::Bytes => Box::new(match cell {
+                                    Cell::Bytes(b) => Some(b.clone()),
+                                    Cell::Text(s) => Some(s.clone().into_bytes()),
+                                    Cell::Int(n) => Some(n.to_string().into_bytes()),
                                     Cell::Null => None,
                                 }),
                             }
