@@ -10,7 +10,10 @@
 //!
 //! Run: `cargo bench --bench store` (`VIGIL_BENCH_SECS` per measurement, default 2). Prints
 //! `store BACKEND claims_per_sec clients=N rate=...` and
-//! `store BACKEND gate_evals_per_sec clients=N rate=...`.
+//! `store BACKEND gate_evals_per_sec clients=N rate=...`, and for PostgreSQL the baseline of
+//! every statement, one round trip (`SELECT 1`, median): through the store (a pooled
+//! connection, the hand-off to the connection thread) beside a client driven on the calling
+//! thread, `store postgres round_trip_us store=... direct=... ratio=...`.
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -157,7 +160,8 @@ fn main() {
     let schema = format!("vigil_bench_{}", std::process::id());
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
-    bench(&Place::Postgres(url), secs);
+    bench(&Place::Postgres(url.clone()), secs);
+    round_trips(&url, &base);
     // The schema goes with the run.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -173,4 +177,43 @@ fn main() {
             .await
             .unwrap();
     });
+}
+
+/// Median microseconds of one `SELECT 1` round trip through a store, and through a bare
+/// `tokio-postgres` client on a runtime of this thread (no hand-off between threads).
+fn round_trips(url: &str, base: &str) {
+    const N: usize = 2_000;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let store = PgStore::open(url).unwrap();
+    let mut times = Vec::with_capacity(N);
+    for _ in 0..N {
+        let t0 = Instant::now();
+        store.health().unwrap();
+        times.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    let through_store = median(times);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let direct = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut times = Vec::with_capacity(N);
+        for _ in 0..N {
+            let t0 = Instant::now();
+            client.batch_execute("SELECT 1").await.unwrap();
+            times.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+        median(times)
+    });
+    println!(
+        "store postgres round_trip_us store={through_store:.1} direct={direct:.1} ratio={:.2}",
+        through_store / direct
+    );
 }
