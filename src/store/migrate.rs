@@ -230,6 +230,11 @@ pub(crate) const TABLES: &[Table] = &[
         identity: false,
     },
     Table {
+        name: "inbox_receipts",
+        columns: &[("sha256", Text), ("intent", Int), ("delivered_ms", Int)],
+        identity: false,
+    },
+    Table {
         name: "hosts",
         columns: &[("host", Text), ("last_seen_ms", Int)],
         identity: false,
