@@ -240,11 +240,6 @@ fn three_hosts_share_one_fleet_budget_and_one_fleet_lock_and_each_runs_its_own()
         "SELECT count(*) FROM runs r JOIN intents i ON i.id = r.intent_id WHERE r.host <> i.host",
     );
     assert_eq!(strays, 0);
-    let ran_on: Vec<String> = pg_query(&url, "SELECT DISTINCT host FROM runs ORDER BY host")
-        .into_iter()
-        .flatten()
-        .collect();
-    assert_eq!(ran_on, ["a", "b", "c"], "{}", diag());
 
     // A rolling restart: two intents per host at once, under the fleet lock.
     for n in 0..6u32 {
@@ -284,6 +279,13 @@ fn three_hosts_share_one_fleet_budget_and_one_fleet_lock_and_each_runs_its_own()
         .collect();
     by.sort();
     assert_eq!(by, ["a", "a", "b", "b", "c", "c"], "{text}");
+    // And on the host that proposed them (about 8 of the budget race's 100 ran: a host may
+    // have won none there, but here each ran its own two).
+    let strays = count(
+        &url,
+        "SELECT count(*) FROM runs r JOIN intents i ON i.id = r.intent_id WHERE r.host <> i.host",
+    );
+    assert_eq!(strays, 0, "{}", diag());
 }
 
 #[test]
