@@ -5,12 +5,10 @@
 
 mod common;
 
-use vigil::audit::AuditEntry;
 use vigil::escalation::SymptomPolicy;
-use vigil::intent::IntentStatus;
 use vigil::store::prelude::*;
 use vigil::store::{
-    AnyStore, BudgetRequest, BudgetUsage, Refusal, RunEnd, RunRecord, RunRequest, Scope, Settled,
+    AnyStore, BudgetRequest, BudgetUsage, Refusal, RunRecord, RunRequest, Scope, Settled,
 };
 
 const DAY: &str = "2026-11-30";
@@ -51,27 +49,6 @@ fn budget(want_s: i64, scope: Scope) -> Option<BudgetRequest> {
     })
 }
 
-fn settle(store: &AnyStore, run: &RunRecord, downtime_ms: i64, now_ms: i64) -> Settled {
-    let end = RunEnd {
-        run_id: run.id,
-        downtime_ms,
-        intent_id: run.intent_id,
-        status: IntentStatus::Done,
-        note: "ran",
-        now_ms,
-        fence: None,
-    };
-    let audit = AuditEntry {
-        ts: now_ms,
-        event: "playbook_end".into(),
-        intent: Some(run.intent_id),
-        playbook: Some(run.playbook.clone()),
-        details: serde_json::json!({"run": run.id}),
-        host: String::new(),
-    };
-    store.settle_run(&end, &audit).unwrap()
-}
-
 fn refused_budget(r: Result<RunRecord, Refusal>) -> BudgetUsage {
     match r {
         Err(Refusal::Budget { usage, .. }) => usage,
@@ -88,8 +65,8 @@ on_both_stores!(#[test] fn a_host_budget_is_each_hosts_and_a_fleet_budget_is_eve
     bh.begin_run(&request("b", 2, |r| r.budget = budget(40, Scope::Host)), 0, true).unwrap().unwrap();
     let usage = refused_budget(a.begin_run(&request("a", 3, |r| r.budget = budget(40, Scope::Host)), 0, true).unwrap());
     assert_eq!(usage, BudgetUsage { used_ms: 0, reserved_ms: 40_000 });
-    settle(&a, &host_a, 0, 1);
-    settle(&bh, &bh.runs(None, i64::MIN, true).unwrap()[0], 0, 1);
+    common::store::settle(&a, &host_a, 0, 1);
+    common::store::settle(&bh, &bh.runs(None, i64::MIN, true).unwrap()[0], 0, 1);
 
     // Fleet scope, another day: b sees a's reservation and its 40 s do not fit.
     let fleet = |want_s| {
@@ -103,12 +80,12 @@ on_both_stores!(#[test] fn a_host_budget_is_each_hosts_and_a_fleet_budget_is_eve
     assert_eq!(usage, BudgetUsage { used_ms: 0, reserved_ms: 40_000 });
     let fb = bh.begin_run(&request("b", 6, |r| r.budget = fleet(20)), 0, true).unwrap().unwrap();
     // a's run settles with 12 s of real downtime: 12 used, b's 20 still reserved, and 28 free.
-    assert_eq!(settle(&a, &fa, 12_000, 1), Settled::Ended);
+    assert_eq!(common::store::settle(&a, &fa, 12_000, 1), Settled::Ended);
     assert_eq!(bh.budget_usage("gpu_downtime", "2026-12-01").unwrap(), BudgetUsage { used_ms: 12_000, reserved_ms: 20_000 });
     let usage = refused_budget(a.begin_run(&request("a", 7, |r| r.budget = fleet(29)), 1, true).unwrap());
     assert_eq!(usage, BudgetUsage { used_ms: 12_000, reserved_ms: 20_000 });
     a.begin_run(&request("a", 8, |r| r.budget = fleet(28)), 1, true).unwrap().unwrap();
-    settle(&bh, &fb, 0, 2);
+    common::store::settle(&bh, &fb, 0, 2);
 });
 
 on_both_stores!(#[test] fn a_fleet_lock_is_one_for_all_hosts_and_is_not_taken_over_when_it_lapses(b) {
@@ -145,7 +122,7 @@ on_both_stores!(#[test] fn a_fleet_lock_is_one_for_all_hosts_and_is_not_taken_ov
         other => panic!("a lapsed fleet lock must stay held, got {other:?}"),
     }
     // a returns and settles its run: the lock is b's to take.
-    assert_eq!(settle(&a, &held, 0, 41_000), Settled::Ended);
+    assert_eq!(common::store::settle(&a, &held, 0, 41_000), Settled::Ended);
     bh.begin_run(&request("b", 6, lock("rolling", Scope::Fleet)), 41_000, true).unwrap().unwrap();
 });
 

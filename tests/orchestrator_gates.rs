@@ -297,24 +297,7 @@ fn hosts(place: &Place, threads: usize) -> Vec<Arc<AnyStore>> {
 
 /// Settles `run` as done with `downtime_ms`; false when it had already ended.
 fn settle(store: &AnyStore, run: &RunRecord, downtime_ms: i64, now_ms: i64) -> bool {
-    let end = RunEnd {
-        run_id: run.id,
-        downtime_ms,
-        intent_id: run.intent_id,
-        status: IntentStatus::Done,
-        note: "ran",
-        now_ms,
-        fence: None,
-    };
-    let audit = AuditEntry {
-        ts: now_ms,
-        event: "playbook_end".into(),
-        intent: Some(run.intent_id),
-        playbook: Some(run.playbook.clone()),
-        details: serde_json::json!({"run": run.id}),
-        host: String::new(),
-    };
-    store.settle_run(&end, &audit).unwrap() == Settled::Ended
+    common::store::settle(store, run, downtime_ms, now_ms) == Settled::Ended
 }
 
 on_both_stores!(#[test]

@@ -307,17 +307,23 @@ pub fn evaluate_fenced(
         },
         Err(Refusal::LeaseLost) => Decision::LeaseLost,
         // Contention is not a reason to drop the intent: it waits for the lock.
-        Err(refusal @ Refusal::Lock { .. }) => {
-            let Refusal::Lock { name, .. } = &refusal else {
-                unreachable!()
-            };
-            Decision::Deferred {
-                playbook: pb.name.clone(),
-                mode,
-                lock: name.clone(),
-                reason: Denial::from(refusal).reason,
-            }
-        }
+        Err(Refusal::Lock {
+            name,
+            holder,
+            remaining_ms,
+            acquired_at,
+        }) => Decision::Deferred {
+            playbook: pb.name.clone(),
+            mode,
+            lock: name.clone(),
+            reason: Denial::from(Refusal::Lock {
+                name,
+                holder,
+                remaining_ms,
+                acquired_at,
+            })
+            .reason,
+        },
         Err(refusal) => return denied(refusal.into()),
     })
 }

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
-use vigil::store::{AnyStore, PgStore, SqliteStore};
+use vigil::store::{AnyStore, PgStore, RunRecord, Settled, SqliteStore};
 
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://vigil_test:vigil_test@127.0.0.1:5432/vigil_test";
 
@@ -217,4 +217,28 @@ pub fn pg_count(url: &str, table: &str) -> i64 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// Settles `run` as done with `downtime_ms` at `now_ms`, unfenced (a tool's settle), with a
+/// `playbook_end` audit entry.
+pub fn settle(store: &AnyStore, run: &RunRecord, downtime_ms: i64, now_ms: i64) -> Settled {
+    use vigil::store::RunStore;
+    let end = vigil::store::RunEnd {
+        run_id: run.id,
+        downtime_ms,
+        intent_id: run.intent_id,
+        status: vigil::intent::IntentStatus::Done,
+        note: "ran",
+        now_ms,
+        fence: None,
+    };
+    let audit = vigil::audit::AuditEntry {
+        ts: now_ms,
+        event: "playbook_end".into(),
+        intent: Some(run.intent_id),
+        playbook: Some(run.playbook.clone()),
+        details: serde_json::json!({"run": run.id}),
+        host: String::new(),
+    };
+    store.settle_run(&end, &audit).unwrap()
 }
