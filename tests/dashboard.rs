@@ -563,6 +563,36 @@ async fn the_page_shows_the_state_live_and_data_as_text_in_a_real_browser() {
         true,
         "no markup from the reason made it into the page"
     );
+    // One host's intents: no host column. An intent for another host (a fleet's store)
+    // brings the column, live.
+    let headers = "return [...document.querySelectorAll('#p-intents th')].map((h) => h.textContent).join(' ')";
+    assert_eq!(b.eval(headers).await, "id created type pri status reason");
+    let r = d
+        .post(
+            "/api/intents",
+            &json!({"intent_type": "alert_elsewhere", "priority": 5, "reason": "on gpu2", "data": {"host": "gpu2"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let other = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    b.wait_for(
+        "the other host's intent on the page",
+        5,
+        &format!("return document.querySelector('[data-intent=\"{other}\"]') !== null"),
+    )
+    .await;
+    assert_eq!(
+        b.eval(headers).await,
+        "id created host type pri status reason"
+    );
+    assert_eq!(
+        text(&format!("[data-intent=\"{other}\"] .host")).await,
+        "gpu2"
+    );
+    assert_eq!(
+        text(&format!("[data-intent=\"{id}\"] .host")).await,
+        vigil::store::hostname()
+    );
     let log = b.log().await;
     assert!(errors(&log).is_empty(), "console errors: {log:#?}");
 

@@ -231,15 +231,19 @@ function drawIntents(d) {
   const chips = el("div", { class: "chips" }, states.length
     ? states.map(([s, n]) => badge(s + " " + n, chipKind[s]))
     : [el("span", { class: "empty" }, "no intents")]);
+  // A host column only when the intents are of more than one host (a fleet's store).
+  const fleet = d.latest_intents.some((i) => i.host !== d.latest_intents[0].host);
   const rows = d.latest_intents.map((i) => el("tr", { "data-intent": i.id },
     el("td", { class: "num" }, String(i.id)),
     el("td", { class: "hide-narrow", title: localTime(i.created_at) }, shortTime(i.created_at)),
+    fleet ? el("td", { class: "host" }, i.host) : null,
     el("td", {}, i.intent_type),
     el("td", { class: "num" }, String(i.priority)),
     el("td", {}, badge(i.status, chipKind[i.status]), i.note ? el("div", { class: "details" }, i.note) : null),
     el("td", { class: "reason" }, i.reason)));
   panel("p-intents", chips, rows.length
-    ? table([{ text: "id", cls: "num" }, { text: "created", cls: "hide-narrow" }, { text: "type" }, { text: "pri", cls: "num" }, { text: "status" }, { text: "reason" }], rows)
+    ? table([{ text: "id", cls: "num" }, { text: "created", cls: "hide-narrow" }, fleet ? { text: "host" } : null,
+      { text: "type" }, { text: "pri", cls: "num" }, { text: "status" }, { text: "reason" }].filter((h) => h), rows)
     : null);
 }
 
