@@ -38,25 +38,7 @@ async fn a_daemon_killed_while_production_is_down_restores_it_at_the_next_start(
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // The real clock: a window around now.
-    let now = jiff::Timestamp::now();
-    let hhmm = |t: jiff::Timestamp| {
-        t.to_zoned(jiff::tz::TimeZone::UTC)
-            .strftime("%H:%M")
-            .to_string()
-    };
-    let window = format!(
-        "{}-{}",
-        hhmm(now - jiff::SignedDuration::from_hours(1)),
-        hhmm(now + jiff::SignedDuration::from_hours(1))
-    );
-    let text = format!(
-        "[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"t\"\n{}",
-        config(p, "prod_restart", "15s")
-            .replace("03:00-07:00", &window)
-            // The candidate is still waiting to be healthy when the daemon is killed.
-            .replace("timeout = \"3s\"", "timeout = \"60s\"")
-            .replace("{dir}", dir.path().to_str().unwrap())
-    );
+    let text = open_window_config(p, "prod_restart", dir.path(), "");
     let cfg = dir.path().join("vigil.toml");
     std::fs::write(&cfg, text).unwrap();
     let _guard = UnitGuard {

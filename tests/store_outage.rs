@@ -504,23 +504,11 @@ async fn a_canary_restore_left_pending_waits_for_postgresql_and_then_restores_pr
     let p = Ports::pick();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let now = jiff::Timestamp::now();
-    let hhmm = |t: jiff::Timestamp| {
-        t.to_zoned(jiff::tz::TimeZone::UTC)
-            .strftime("%H:%M")
-            .to_string()
-    };
-    let window = format!(
-        "{}-{}",
-        hhmm(now - jiff::SignedDuration::from_hours(1)),
-        hhmm(now + jiff::SignedDuration::from_hours(1))
-    );
-    let text = format!(
-        "[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"t\"\n[store]\nurl = \"{url}\"\n{}",
-        config(p, "prod_pg", "15s")
-            .replace("03:00-07:00", &window)
-            .replace("timeout = \"3s\"", "timeout = \"60s\"")
-            .replace("{dir}", dir.path().to_str().unwrap())
+    let text = open_window_config(
+        p,
+        "prod_pg",
+        dir.path(),
+        &format!("[store]\nurl = \"{url}\""),
     );
     let cfg = dir.path().join("vigil.toml");
     std::fs::write(&cfg, text).unwrap();

@@ -100,6 +100,31 @@ cooldown = "6h""#;
     text
 }
 
+/// `config` for a real-clock daemon killed mid-canary: the maintenance window open around now
+/// (an hour either side, UTC) and the candidate given 60 s to be healthy (still waiting when
+/// the daemon is killed), its API on a free port with token `t`; `extra` goes on top (a
+/// `[store]`), `{dir}` becomes `dir`.
+pub fn open_window_config(p: Ports, unit: &str, dir: &std::path::Path, extra: &str) -> String {
+    let now = jiff::Timestamp::now();
+    let hhmm = |t: jiff::Timestamp| {
+        t.to_zoned(jiff::tz::TimeZone::UTC)
+            .strftime("%H:%M")
+            .to_string()
+    };
+    let window = format!(
+        "{}-{}",
+        hhmm(now - jiff::SignedDuration::from_hours(1)),
+        hhmm(now + jiff::SignedDuration::from_hours(1))
+    );
+    format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"t\"\n{extra}\n{}",
+        config(p, unit, "15s")
+            .replace("03:00-07:00", &window)
+            .replace("timeout = \"3s\"", "timeout = \"60s\"")
+            .replace("{dir}", dir.to_str().unwrap())
+    )
+}
+
 /// Whether `port` answers `/health` with 200 now.
 pub async fn healthy(port: u16) -> bool {
     let url = format!("http://127.0.0.1:{port}/health");
