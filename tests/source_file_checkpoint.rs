@@ -4,17 +4,14 @@
 
 mod common;
 
-use common::{vigil, wait_blocking};
+use common::{vigil, wait_blocking, RunningSource};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use vigil::clock::SystemClock;
-use vigil::event::Event;
 use vigil::sources::file::{FileConfig, FileSource};
-use vigil::sources::{Health, SourceContext};
 use vigil::store::{IntentQuery, IntentStore, SourceStore, SqliteStore};
 
 const OOM: &str = r#"[[match]]
@@ -38,12 +35,7 @@ fn oom(gib: &str) -> String {
 
 /// One run of the file source "log" with the store, under the real supervisor, as the daemon
 /// runs it (the events go to the test instead of the pipeline).
-struct Run {
-    events: mpsc::Receiver<Event>,
-    health: Arc<Health>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
+struct Run(RunningSource);
 
 impl Run {
     async fn start(store: &Arc<SqliteStore>, log: &Path, extra: &str) -> Run {
@@ -52,55 +44,27 @@ impl Run {
             log.to_str().unwrap()
         ))
         .unwrap();
-        let (tx, events) = mpsc::channel(1024);
-        let (stop, shutdown) = watch::channel(false);
-        let metrics = Arc::new(vigil::metrics::Metrics::default());
-        let health = Arc::new(Health::new(metrics.clone()));
-        let ctx = SourceContext::new(
+        Run(RunningSource::start_with_store(
             "log",
-            Arc::new(SystemClock),
-            metrics,
-            tx,
-            health.clone(),
-            shutdown,
-        )
-        .with_store(store.clone(), None);
-        let task = tokio::spawn(vigil::sources::supervise(
+            store.clone(),
             Box::new(FileSource::new(config)),
-            ctx,
-        ));
-        let run = Run {
-            events,
-            health,
-            stop,
-            task,
-        };
-        common::wait_until("the file source is up", &mut || {
-            run.health.snapshot().iter().any(|s| s.up)
-        })
-        .await;
-        run
+        )
+        .await)
     }
 
     async fn next(&mut self) -> String {
-        let ev = tokio::time::timeout(Duration::from_secs(10), self.events.recv())
-            .await
-            .expect("an event within 10 s")
-            .expect("source running");
-        ev.data["alloc_gib"].as_str().unwrap().to_string()
+        gib(&self.0.next().await)
     }
 
     /// Stops vigil's side (the final checkpoint is saved then) and returns the events that
     /// were sent but not yet taken by the test.
-    async fn stop(mut self) -> Vec<String> {
-        let _ = self.stop.send(true);
-        self.task.await.unwrap();
-        let mut left = Vec::new();
-        while let Ok(ev) = self.events.try_recv() {
-            left.push(ev.data["alloc_gib"].as_str().unwrap().to_string());
-        }
-        left
+    async fn stop(self) -> Vec<String> {
+        self.0.stop_and_take().await.iter().map(gib).collect()
     }
+}
+
+fn gib(ev: &vigil::event::Event) -> String {
+    ev.data["alloc_gib"].as_str().unwrap().to_string()
 }
 
 fn store(dir: &Path) -> Arc<SqliteStore> {

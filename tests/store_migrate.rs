@@ -11,13 +11,8 @@ use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-use vigil::clock::SystemClock;
-use vigil::event::Event;
 use vigil::intent::NewIntent;
 use vigil::sources::file::{FileConfig, FileSource};
-use vigil::sources::{Health, SourceContext};
 use vigil::store::migrate::{self, Side};
 use vigil::store::prelude::*;
 use vigil::store::{Checkpoint, FilePosition, IntentQuery, SqliteStore};
@@ -208,11 +203,7 @@ fn append(path: &Path, line: &str) {
 
 /// The file source "log" on `log` with `store`, under the real supervisor, as the daemon runs
 /// it (its events come to the test).
-struct FileRun {
-    events: mpsc::Receiver<Event>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
+struct FileRun(common::RunningSource);
 
 impl FileRun {
     async fn start(store: Arc<dyn SourceStore>, log: &Path) -> FileRun {
@@ -221,50 +212,29 @@ impl FileRun {
             log.to_str().unwrap()
         ))
         .unwrap();
-        // Room for a whole batch of the file source's (it reserves them at once).
-        let (tx, events) = mpsc::channel(1024);
-        let (stop, shutdown) = watch::channel(false);
-        let metrics = Arc::new(vigil::metrics::Metrics::default());
-        let health = Arc::new(Health::new(metrics.clone()));
-        let ctx = SourceContext::new(
-            "log",
-            Arc::new(SystemClock),
-            metrics,
-            tx,
-            health.clone(),
-            shutdown,
+        FileRun(
+            common::RunningSource::start_with_store(
+                "log",
+                store,
+                Box::new(FileSource::new(config)),
+            )
+            .await,
         )
-        .with_store(store, None);
-        let task = tokio::spawn(vigil::sources::supervise(
-            Box::new(FileSource::new(config)),
-            ctx,
-        ));
-        common::wait_until("the file source is up", &mut || {
-            health.snapshot().iter().any(|s| s.up)
-        })
-        .await;
-        FileRun { events, stop, task }
     }
 
     async fn next(&mut self) -> String {
-        let ev = tokio::time::timeout(Duration::from_secs(10), self.events.recv())
-            .await
-            .expect("an event within 10 s")
-            .expect("source running");
-        ev.data["code"].as_str().unwrap().to_string()
+        code(&self.0.next().await)
     }
 
     /// Stops the source (its last checkpoint is saved then); the events it sent that the
     /// test had not taken.
-    async fn stop(mut self) -> Vec<String> {
-        let _ = self.stop.send(true);
-        self.task.await.unwrap();
-        let mut left = Vec::new();
-        while let Ok(ev) = self.events.try_recv() {
-            left.push(ev.data["code"].as_str().unwrap().to_string());
-        }
-        left
+    async fn stop(self) -> Vec<String> {
+        self.0.stop_and_take().await.iter().map(code).collect()
     }
+}
+
+fn code(ev: &vigil::event::Event) -> String {
+    ev.data["code"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]

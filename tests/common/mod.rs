@@ -265,7 +265,22 @@ pub struct RunningSource {
 
 impl RunningSource {
     pub fn start(name: &str, source: Box<dyn vigil::sources::Source>) -> Self {
-        Self::spawn(name, None, true, Arc::new(SystemClock), source)
+        Self::spawn(name, None, true, Arc::new(SystemClock), None, source)
+    }
+
+    /// Supervised with `store` for its state (a file source's checkpoints), as the daemon
+    /// runs it; returns once it is up.
+    pub async fn start_with_store(
+        name: &str,
+        store: Arc<dyn vigil::store::SourceStore>,
+        source: Box<dyn vigil::sources::Source>,
+    ) -> Self {
+        let run = Self::spawn(name, None, true, Arc::new(SystemClock), Some(store), source);
+        wait_until("the source is up", &mut || {
+            run.health.snapshot().iter().any(|s| s.up)
+        })
+        .await;
+        run
     }
 
     /// Supervised, on `clock` (a `ManualClock` for timers a test moves by hand).
@@ -274,7 +289,7 @@ impl RunningSource {
         clock: SharedClock,
         source: Box<dyn vigil::sources::Source>,
     ) -> Self {
-        Self::spawn(name, None, true, clock, source)
+        Self::spawn(name, None, true, clock, None, source)
     }
 
     /// Registered first as `kind` (down, "starting"), as the daemon does, then supervised.
@@ -283,13 +298,13 @@ impl RunningSource {
         kind: &str,
         source: Box<dyn vigil::sources::Source>,
     ) -> Self {
-        Self::spawn(name, Some(kind), true, Arc::new(SystemClock), source)
+        Self::spawn(name, Some(kind), true, Arc::new(SystemClock), None, source)
     }
 
     /// One run of `source` without the supervisor, so its error is not retried: `stop` asserts
     /// it ended Ok, `error` expects it to fail.
     pub fn start_unsupervised(name: &str, source: Box<dyn vigil::sources::Source>) -> Self {
-        Self::spawn(name, None, false, Arc::new(SystemClock), source)
+        Self::spawn(name, None, false, Arc::new(SystemClock), None, source)
     }
 
     fn spawn(
@@ -297,6 +312,7 @@ impl RunningSource {
         register: Option<&str>,
         supervised: bool,
         clock: SharedClock,
+        store: Option<Arc<dyn vigil::store::SourceStore>>,
         mut source: Box<dyn vigil::sources::Source>,
     ) -> Self {
         let (tx, events) = tokio::sync::mpsc::channel(1024);
@@ -314,6 +330,10 @@ impl RunningSource {
             health.clone(),
             shutdown,
         );
+        let ctx = match store {
+            Some(store) => ctx.with_store(store, None),
+            None => ctx,
+        };
         let task = tokio::spawn(async move {
             if supervised {
                 vigil::sources::supervise(source, ctx).await;
@@ -375,6 +395,22 @@ impl RunningSource {
             .expect("source stops on shutdown")
             .unwrap();
         assert!(r.is_ok(), "{r:?}");
+    }
+
+    /// Stops the source (a file source saves its last checkpoint then), asserts it ended
+    /// cleanly, and returns the events it sent that the test had not taken.
+    pub async fn stop_and_take(mut self) -> Vec<vigil::event::Event> {
+        self.stop.send(true).expect("source still running at stop");
+        let r = tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .expect("source stops on shutdown")
+            .unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        let mut left = Vec::new();
+        while let Ok(ev) = self.events.try_recv() {
+            left.push(ev);
+        }
+        left
     }
 
     /// The error an unsupervised source ended with, within 10 s.
